@@ -1,0 +1,177 @@
+//! Reading and writing model directories: repdef run dirs and HuggingFace BERT/RoBERTa dirs.
+//! The only module that knows foreign tensor names: everything is renamed here to repdef's
+//! canonical HF-BERT names (`bert.*`, `cls.predictions.*`, `decoder.*`).
+
+use crate::config::{Family, ModelConfig};
+use crate::data::tokenizer::load_tokenizer;
+use crate::fsutil::write_atomic_with;
+use crate::model::{Encoder, PretrainingModel};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const PYTORCH_WEIGHTS_FILE: &str = "pytorch_model.bin";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// Safetensors metadata key recording the training step a weights file belongs to.
+pub const STEP_METADATA_KEY: &str = "repdef_step";
+
+/// Named tensors plus the file's string metadata.
+pub struct TensorFile {
+    pub tensors: HashMap<String, Tensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads a safetensors file; errors name the file.
+pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: unreadable safetensors header ({e})", path.display()))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in parsed.tensors() {
+        let tensor = candle_core::safetensors::Load::load(&view, device)
+            .with_context(|| format!("{}: tensor {name} is unreadable", path.display()))?;
+        tensors.insert(name, tensor);
+    }
+    Ok(TensorFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+}
+
+/// Writes named tensors atomically, with `format: pt` metadata so `transformers` accepts the file.
+pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>, extra_metadata: &[(&str, String)]) -> Result<()> {
+    let mut metadata: HashMap<String, String> = extra_metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    metadata.insert("format".into(), "pt".into());
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(sorted, Some(metadata), tmp).map_err(|e| anyhow::anyhow!("{e}"))
+    })
+}
+
+/// The trainable variables of a `VarMap` as named tensors.
+pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let vars = varmap.data().lock().expect("VarMap lock poisoned");
+    vars.iter().map(|(name, var)| (name.clone(), var.as_tensor().clone())).collect()
+}
+
+/// Overwrites every variable of `varmap` with the same-named tensor of `file` (shapes checked).
+pub fn assign_varmap(varmap: &VarMap, file: &TensorFile, source: &Path) -> Result<()> {
+    let vars = varmap.data().lock().expect("VarMap lock poisoned");
+    for (name, var) in vars.iter() {
+        let saved = file
+            .tensors
+            .get(name)
+            .with_context(|| format!("{}: missing tensor {name}", source.display()))?;
+        if saved.shape() != var.shape() {
+            bail!("{}: tensor {name} has shape {:?}, the model expects {:?}", source.display(), saved.dims(), var.dims());
+        }
+        var.set(&saved.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// HF's names for the same tensors → repdef's canonical names.
+fn canonical_name(name: &str) -> String {
+    let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+    if let Some(rest) = name.strip_prefix("roberta.") {
+        return format!("bert.{rest}");
+    }
+    if name.starts_with("embeddings.") || name.starts_with("encoder.") || name.starts_with("pooler.") {
+        return format!("bert.{name}");
+    }
+    let head_renames = [
+        ("lm_head.dense.", "cls.predictions.transform.dense."),
+        ("lm_head.layer_norm.", "cls.predictions.transform.LayerNorm."),
+        ("lm_head.decoder.", "cls.predictions.decoder."),
+    ];
+    for (from, to) in head_renames {
+        if let Some(rest) = name.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    if name == "lm_head.bias" {
+        return "cls.predictions.bias".into();
+    }
+    name
+}
+
+/// A model directory's weights, under canonical names, with the file they came from.
+pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, PathBuf)> {
+    let safetensors_path = dir.join(WEIGHTS_FILE);
+    let pytorch_path = dir.join(PYTORCH_WEIGHTS_FILE);
+    let (raw, source) = if safetensors_path.exists() {
+        (read_safetensors(&safetensors_path, device)?.tensors, safetensors_path)
+    } else if pytorch_path.exists() {
+        let pairs = candle_core::pickle::read_all(&pytorch_path)
+            .with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
+        (pairs.into_iter().collect(), pytorch_path)
+    } else {
+        bail!("{}: no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} (is this a model directory?)", dir.display());
+    };
+    let tensors = raw
+        .into_iter()
+        .map(|(name, t)| Ok((canonical_name(&name), t.to_dtype(DType::F32)?)))
+        .collect::<Result<_>>()?;
+    Ok((tensors, source))
+}
+
+/// A hint for a failed load: which top-level names the file actually has.
+fn load_hint(tensors: &HashMap<String, Tensor>, config: &ModelConfig) -> String {
+    let prefixes: BTreeSet<&str> = tensors.keys().map(|k| k.split('.').next().unwrap_or("")).collect();
+    let family = match config.family() {
+        Family::Bert => "BERT",
+        Family::Roberta => "RoBERTa",
+    };
+    format!("config.json says {family}; the file's tensors start with {prefixes:?}")
+}
+
+/// An encoder loaded for inference (analysis, hidden states).
+pub struct LoadedEncoder {
+    pub config: ModelConfig,
+    pub encoder: Encoder,
+    pub tokenizer: Tokenizer,
+    pub weights_path: PathBuf,
+}
+
+/// Loads the encoder of a repdef run dir or a HF BERT/RoBERTa directory (heads are ignored).
+pub fn load_encoder(dir: &Path, device: &Device) -> Result<LoadedEncoder> {
+    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+    let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
+    let (tensors, weights_path) = read_model_weights(dir, device)?;
+    let hint = load_hint(&tensors, &config);
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let encoder = Encoder::load(vb.pp("bert"), &config)
+        .with_context(|| format!("{}: cannot build the encoder ({hint})", weights_path.display()))?;
+    Ok(LoadedEncoder { config, encoder, tokenizer, weights_path })
+}
+
+/// Loads encoder and pretraining head(s) (for evaluation of a run dir or a HF MLM checkpoint).
+pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<PretrainingModel> {
+    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+    let (tensors, weights_path) = read_model_weights(dir, device)?;
+    let hint = load_hint(&tensors, &config);
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    PretrainingModel::load(vb, &config).with_context(|| format!("{}: cannot build the model ({hint})", weights_path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_names_map_to_canonical_ones() {
+        assert_eq!(canonical_name("roberta.encoder.layer.0.output.dense.weight"), "bert.encoder.layer.0.output.dense.weight");
+        assert_eq!(canonical_name("embeddings.LayerNorm.gamma"), "bert.embeddings.LayerNorm.weight");
+        assert_eq!(canonical_name("lm_head.layer_norm.bias"), "cls.predictions.transform.LayerNorm.bias");
+        assert_eq!(canonical_name("lm_head.bias"), "cls.predictions.bias");
+        assert_eq!(canonical_name("cls.predictions.bias"), "cls.predictions.bias");
+        assert_eq!(canonical_name("decoder.layer.0.output.dense.weight"), "decoder.layer.0.output.dense.weight");
+    }
+}

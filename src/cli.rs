@@ -1,0 +1,191 @@
+//! Command-line parsing (clap) and dispatch. No logic beyond turning flags into requests.
+
+use crate::config::{MaskPolicy, Objective, Preset, TrainConfig};
+use crate::data::corpus::{prepare, PrepareOptions};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "repdef", version, about = "Measure representation deficiency in masked language models (MLM vs MAE-LM)")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a WordPiece tokenizer and turn text files into token-id streams (train + holdout).
+    Prepare(PrepareArgs),
+    /// Pretrain an MLM or MAE-LM encoder on a prepared data dir.
+    Train(TrainArgs),
+    /// Save per-layer hidden states of an encoder on clean text (safetensors).
+    HiddenStates(HiddenStatesArgs),
+    /// Show a model or run directory: config, parameters, tensors, training state.
+    Inspect {
+        /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+        dir: PathBuf,
+    },
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// Text files (UTF-8); WikiText ` = Title = ` lines or blank lines separate documents.
+    #[arg(long = "input", required = true, num_args = 1..)]
+    inputs: Vec<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 8192)]
+    vocab_size: usize,
+    #[arg(long)]
+    lowercase: bool,
+    /// Fraction of documents (the last ones) held out from training, for evaluation and analysis.
+    #[arg(long, default_value_t = 0.1)]
+    holdout_frac: f64,
+    /// Use this HF tokenizer.json instead of training one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[arg(long, value_enum)]
+    objective: Option<Objective>,
+    /// Prepared data dir (from `repdef prepare`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Run dir to create (or to continue with --resume).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "mini")]
+    preset: Preset,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum)]
+    mask_policy: Option<MaskPolicy>,
+    /// MAE-LM ablation δ: fraction of picked positions kept as [MASK] in the encoder.
+    #[arg(long)]
+    keep_mask_frac: Option<f64>,
+    /// MAE-LM decoder depth (default: 2 below `base`, 4 for `base`).
+    #[arg(long)]
+    decoder_layers: Option<usize>,
+    /// Override any setting: `--set warmup_steps=100`, `--set mask.prob=0.2`,
+    /// `--set model.hidden_dropout_prob=0` (model config keys start with `model.`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue the run in --out from its last checkpoint (its saved settings are used).
+    #[arg(long)]
+    resume: bool,
+    /// Write a checkpoint and stop after this step (continue later with --resume).
+    #[arg(long)]
+    stop_at: Option<u64>,
+}
+
+#[derive(Args)]
+struct HiddenStatesArgs {
+    /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text to encode (repeatable).
+    #[arg(long, required_unless_present = "input_file")]
+    text: Vec<String>,
+    /// A file with one text per line.
+    #[arg(long, conflicts_with = "text")]
+    input_file: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training throughput of both objectives on random tokens.
+    Train(crate::bench::TrainBenchArgs),
+}
+
+impl TrainArgs {
+    fn into_request(self) -> Result<crate::train::TrainRequest> {
+        let objective = match (self.objective, self.resume) {
+            (Some(o), _) => o,
+            (None, true) => Objective::Mlm, // replaced by the run's saved config
+            (None, false) => bail!("--objective is required (mlm or mae-lm)"),
+        };
+        let mut config = TrainConfig::defaults(objective, self.preset, self.steps);
+        config.batch_size = self.batch_size.unwrap_or(config.batch_size);
+        config.seq_len = self.seq_len.unwrap_or(config.seq_len);
+        config.lr = self.lr.unwrap_or(config.lr);
+        config.seed = self.seed.unwrap_or(config.seed);
+        config.mask.policy = self.mask_policy.unwrap_or(config.mask.policy);
+        config.mask.keep_mask_frac = self.keep_mask_frac.unwrap_or(config.mask.keep_mask_frac);
+        let (model_overrides, train_overrides): (Vec<String>, Vec<String>) =
+            self.overrides.into_iter().partition(|o| o.starts_with("model."));
+        let config = crate::config::apply_overrides(&config, &train_overrides)?;
+        Ok(crate::train::TrainRequest {
+            data_dir: self.data,
+            out: self.out,
+            config,
+            model_overrides: model_overrides.into_iter().map(|o| o["model.".len()..].to_string()).collect(),
+            decoder_layers: self.decoder_layers,
+            resume: self.resume,
+            stop_at: self.stop_at,
+        })
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Prepare(args) => {
+            let options = PrepareOptions {
+                inputs: args.inputs,
+                out: args.out,
+                vocab_size: args.vocab_size,
+                lowercase: args.lowercase,
+                holdout_frac: args.holdout_frac,
+                tokenizer: args.tokenizer,
+            };
+            let meta = prepare(&options)?;
+            println!(
+                "prepared {}: vocab {}, {} train / {} holdout documents, {} / {} tokens",
+                options.out.display(),
+                meta.vocab_size,
+                meta.n_documents_train,
+                meta.n_documents_holdout,
+                meta.n_tokens_train,
+                meta.n_tokens_holdout
+            );
+        }
+        Command::Train(args) => {
+            let outcome = crate::train::train(&args.into_request()?)?;
+            match outcome.last_eval {
+                Some(eval) => println!(
+                    "{}: step {}, holdout loss {:.4}, masked-token accuracy {:.3}",
+                    outcome.run_dir.display(),
+                    outcome.steps,
+                    eval.loss,
+                    eval.accuracy
+                ),
+                None => println!("{}: step {}", outcome.run_dir.display(), outcome.steps),
+            }
+        }
+        Command::HiddenStates(args) => {
+            let texts = match &args.input_file {
+                Some(path) => crate::hidden_states::read_lines(path)?,
+                None => args.text,
+            };
+            crate::hidden_states::write_hidden_states(&args.model, &texts, &args.out)?;
+        }
+        Command::Inspect { dir } => crate::inspect::inspect(&dir)?,
+        Command::Bench(BenchCommand::Train(args)) => crate::bench::bench_train(&args)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! Model and training configuration: HF-compatible `config.json`, presets, and `--set` overrides.
+//!
+//! `ModelConfig` *is* HuggingFace's `BertConfig`/`RobertaConfig` (same field names), plus one
+//! nested `repdef` object for what HF has no field for (objective, decoder depth, masking).
+//! `TrainConfig` is `train_config.json`: plain data, one concern per group.
+
+use crate::data::tokenizer::SpecialIds;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which pretraining objective produced (or will produce) a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// BERT/RoBERTa masked language modelling: `[MASK]` tokens go through the encoder.
+    Mlm,
+    /// MAE-LM: picked positions are removed from the encoder; a shallow decoder predicts them.
+    MaeLm,
+}
+
+/// How picked positions are corrupted in the input (DESIGN §1, "Masking in the paper").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskPolicy {
+    /// The paper's setting: every picked position becomes `[MASK]`.
+    AllMask,
+    /// BERT's 80/10/10: `[MASK]` / random token / unchanged.
+    Bert,
+}
+
+/// Masking parameters; shared by training, evaluation and the analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskConfig {
+    /// Fraction of (non-special) positions picked per sequence; the count is rounded probabilistically.
+    pub prob: f64,
+    pub policy: MaskPolicy,
+    /// MAE-LM ablation δ: fraction of picked positions kept as `[MASK]` in the encoder (0 = MAE-LM).
+    pub keep_mask_frac: f64,
+    /// Never pick `[CLS]`/`[SEP]`/`[PAD]` (the official code allows it; repdef protects them).
+    pub protect_special: bool,
+}
+
+impl Default for MaskConfig {
+    fn default() -> Self {
+        MaskConfig { prob: 0.15, policy: MaskPolicy::AllMask, keep_mask_frac: 0.0, protect_special: true }
+    }
+}
+
+/// repdef's own fields inside `config.json` (HF keeps unknown keys as attributes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RepdefFields {
+    pub objective: Objective,
+    /// MAE-LM decoder depth (0 for MLM).
+    pub decoder_layers: usize,
+    /// Id of `[MASK]`: its embedding row is the MAE-LM decoder's placeholder.
+    pub mask_token_id: u32,
+    pub mask: MaskConfig,
+}
+
+/// HuggingFace `BertConfig` / `RobertaConfig` fields that repdef reads, with HF's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_position_type")]
+    pub position_embedding_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repdef: Option<RepdefFields>,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_max_pos() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+/// The encoder families repdef implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    /// RoBERTa: position ids start after `pad_token_id` and skip padding.
+    Roberta,
+}
+
+impl ModelConfig {
+    pub fn family(&self) -> Family {
+        match self.model_type.as_str() {
+            "roberta" | "xlm-roberta" | "camembert" => Family::Roberta,
+            _ => Family::Bert,
+        }
+    }
+
+    pub fn d_head(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    pub fn objective(&self) -> Objective {
+        self.repdef.as_ref().map_or(Objective::Mlm, |r| r.objective)
+    }
+
+    pub fn decoder_layers(&self) -> usize {
+        self.repdef.as_ref().map_or(0, |r| r.decoder_layers)
+    }
+
+    /// Reads `config.json`, checking that repdef implements what it describes.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: ModelConfig =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
+        config.validate().with_context(|| format!("{}: unsupported model config", path.display()))?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let known = ["bert", "roberta", "xlm-roberta", "camembert"];
+        if !known.contains(&self.model_type.as_str()) {
+            bail!("model_type {:?} is not a BERT/RoBERTa encoder (known: {})", self.model_type, known.join(", "));
+        }
+        if self.position_embedding_type != "absolute" {
+            bail!("position_embedding_type {:?}: only \"absolute\" is implemented", self.position_embedding_type);
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            bail!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads);
+        }
+        crate::model::Activation::parse(&self.hidden_act)?;
+        Ok(())
+    }
+}
+
+/// Named model sizes (DESIGN: `tiny` for tests, `mini`/`small`/`base` for experiments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    Tiny,
+    Mini,
+    Small,
+    Base,
+}
+
+impl Preset {
+    /// A BERT config for this size; `vocab_size` comes from the prepared data.
+    pub fn model_config(self, vocab_size: usize, special: &SpecialIds, objective: Objective, mask: MaskConfig) -> ModelConfig {
+        // (layers, d_model, heads, d_mlp, max positions, decoder layers)
+        let (layers, d_model, heads, d_mlp, max_pos, decoder) = match self {
+            Preset::Tiny => (2, 64, 2, 256, 128, 1),
+            Preset::Mini => (4, 256, 4, 1024, 512, 2),
+            Preset::Small => (6, 512, 8, 2048, 512, 2),
+            Preset::Base => (12, 768, 12, 3072, 512, 4),
+        };
+        let architectures = match objective {
+            Objective::Mlm => vec!["BertForMaskedLM".to_string()],
+            Objective::MaeLm => vec!["BertModel".to_string()],
+        };
+        ModelConfig {
+            model_type: "bert".into(),
+            architectures,
+            vocab_size,
+            hidden_size: d_model,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size: d_mlp,
+            hidden_act: "gelu".into(),
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: max_pos,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            initializer_range: 0.02,
+            pad_token_id: special.pad,
+            position_embedding_type: "absolute".into(),
+            repdef: Some(RepdefFields {
+                objective,
+                decoder_layers: if objective == Objective::MaeLm { decoder } else { 0 },
+                mask_token_id: special.mask,
+                mask,
+            }),
+        }
+    }
+}
+
+/// `train_config.json`: everything that determines a training run besides the model shape and data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub objective: Objective,
+    pub preset: Preset,
+    pub seed: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Tokens per sequence, `[CLS]` and `[SEP]` included.
+    pub seq_len: usize,
+    /// Peak learning rate, reached after `warmup_steps` and decayed linearly to 0 at `steps`.
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clipping threshold (0 disables clipping).
+    pub grad_clip: f64,
+    pub mask: MaskConfig,
+    /// Print/record a training line every this many steps.
+    pub log_every: u64,
+    /// Evaluate masked-token loss/accuracy on the holdout every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Holdout sequences used per evaluation.
+    pub eval_sequences: usize,
+    /// Write a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+}
+
+impl TrainConfig {
+    /// Defaults per preset. The learning rates are the largest that trained stably at each size:
+    /// small models need a high rate to leave the unigram plateau (DESIGN §1, "Scale matters").
+    /// `steps` overrides the preset's default length; warmup and cadences scale with it.
+    pub fn defaults(objective: Objective, preset: Preset, steps: Option<u64>) -> Self {
+        let (default_steps, lr) = match preset {
+            Preset::Tiny => (200, 2e-3),
+            Preset::Mini => (3000, 1e-3),
+            Preset::Small => (10_000, 5e-4),
+            Preset::Base => (50_000, 2e-4),
+        };
+        let steps = steps.unwrap_or(default_steps);
+        TrainConfig {
+            objective,
+            preset,
+            seed: 0,
+            steps,
+            batch_size: 32,
+            seq_len: 128,
+            lr,
+            warmup_steps: steps / 16,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+            grad_clip: 1.0,
+            mask: MaskConfig::default(),
+            log_every: 10,
+            eval_every: (steps / 10).max(1),
+            eval_sequences: 128,
+            checkpoint_every: (steps / 10).max(1),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.batch_size == 0 {
+            bail!("steps and batch_size must be positive");
+        }
+        if self.seq_len < 8 {
+            bail!("seq_len {} is too short (at least 8)", self.seq_len);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0 < self.mask.prob && self.mask.prob < 1.0) {
+            bail!("mask.prob must be in (0, 1), got {}", self.mask.prob);
+        }
+        if !(0.0..=1.0).contains(&self.mask.keep_mask_frac) {
+            bail!("mask.keep_mask_frac must be in [0, 1], got {}", self.mask.keep_mask_frac);
+        }
+        if self.objective == Objective::Mlm && self.mask.keep_mask_frac != 0.0 {
+            bail!("mask.keep_mask_frac (--keep-mask-frac) only applies to --objective mae-lm");
+        }
+        Ok(())
+    }
+}
+
+/// Applies `key=value` overrides to any serialisable config: the key must exist (dotted paths
+/// reach nested groups) and the value must parse as the existing field's type.
+pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, overrides: &[String]) -> Result<T> {
+    let mut doc = serde_json::to_value(config)?;
+    for item in overrides {
+        let (key, raw) = item.split_once('=').with_context(|| format!("--set {item:?}: expected key=value"))?;
+        let slot = key
+            .split('.')
+            .try_fold(&mut doc, |node, part| node.get_mut(part))
+            .with_context(|| format!("--set {key}: no such setting"))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        let same_kind = matches!(
+            (&*slot, &parsed),
+            (serde_json::Value::Number(_), serde_json::Value::Number(_))
+                | (serde_json::Value::Bool(_), serde_json::Value::Bool(_))
+                | (serde_json::Value::String(_), serde_json::Value::String(_))
+        );
+        if !same_kind {
+            bail!("--set {key}={raw}: expected a value like {slot}");
+        }
+        *slot = parsed;
+    }
+    serde_json::from_value(doc).context("--set: the overridden configuration is invalid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_change_existing_keys_and_reject_unknown_or_mistyped_ones() {
+        let base = TrainConfig::defaults(Objective::Mlm, Preset::Tiny, None);
+        let changed = apply_overrides(&base, &["lr=0.01".into(), "mask.policy=bert".into()]).unwrap();
+        assert_eq!(changed.lr, 0.01);
+        assert_eq!(changed.mask.policy, MaskPolicy::Bert);
+        assert!(apply_overrides(&base, &["no_such=1".into()]).unwrap_err().to_string().contains("no such setting"));
+        assert!(apply_overrides(&base, &["lr=fast".into()]).is_err());
+        assert!(apply_overrides(&base, &["steps=-3".into()]).is_err());
+        assert!(apply_overrides(&base, &["mask.policy=sometimes".into()]).is_err());
+    }
+
+    #[test]
+    fn hf_config_without_repdef_fields_is_plain_mlm_bert() {
+        let json = r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "intermediate_size": 16, "transformers_version": "4"}"#;
+        let config: ModelConfig = serde_json::from_str(json).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.objective(), Objective::Mlm);
+        assert_eq!(config.family(), Family::Bert);
+    }
+
+    const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+
+    #[test]
+    fn unsupported_configs_are_rejected() {
+        let mut config = Preset::Tiny.model_config(100, &SPECIAL, Objective::Mlm, MaskConfig::default());
+        config.model_type = "gpt2".into();
+        assert!(config.validate().is_err());
+        let mut config = Preset::Tiny.model_config(100, &SPECIAL, Objective::Mlm, MaskConfig::default());
+        config.num_attention_heads = 3;
+        assert!(config.validate().is_err());
+    }
+}

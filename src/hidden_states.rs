@@ -1,0 +1,60 @@
+//! `repdef hidden-states`: per-layer hidden states of an encoder on clean text, saved as
+//! safetensors (one tensor per tap, `[n_texts, pos, d_model]`, plus `input_ids` and
+//! `attention_mask`), e.g. for comparison with `transformers`' `output_hidden_states`.
+
+use crate::checkpoint::{load_encoder, write_safetensors};
+use crate::model::{Ctx, EncoderInput, Tap, TapCache};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Reads one text per non-empty line.
+pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (first bad byte at offset {})", path.display(), e.utf8_error().valid_up_to()))?;
+    let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    if lines.is_empty() {
+        bail!("{}: no non-empty lines", path.display());
+    }
+    Ok(lines)
+}
+
+/// Runs the model at `model_dir` on `texts` and writes every encoder tap to `out`.
+pub fn write_hidden_states(model_dir: &Path, texts: &[String], out: &Path) -> Result<()> {
+    let device = Device::Cpu;
+    let loaded = load_encoder(model_dir, &device)?;
+    let cfg = &loaded.config;
+    // RoBERTa's positions start after the padding index, so it fits two fewer tokens.
+    let max_len = match cfg.family() {
+        crate::config::Family::Bert => cfg.max_position_embeddings,
+        crate::config::Family::Roberta => cfg.max_position_embeddings - cfg.pad_token_id as usize - 1,
+    };
+    let mut rows = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let encoding = loaded.tokenizer.encode(text.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing text {}: {e}", i + 1))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if ids.len() > max_len {
+            eprintln!("note: text {} has {} tokens; keeping the first {max_len} (the model's limit)", i + 1, ids.len());
+            ids.truncate(max_len);
+        }
+        rows.push(ids);
+    }
+    let pos = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let flat: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| r.iter().copied().chain(std::iter::repeat(cfg.pad_token_id).take(pos - r.len())))
+        .collect();
+    let input = EncoderInput::from_ids(cfg, &flat, None, rows.len(), &device)?;
+    let mut cache = TapCache::default();
+    loaded.encoder.forward(&input, &mut Ctx::infer().with_recorder(&mut cache))?;
+
+    let mut tensors: HashMap<String, Tensor> = cache.tensors.into_iter().map(|(tap, t)| (tap.to_string(), t)).collect();
+    tensors.insert("input_ids".into(), input.ids);
+    tensors.insert("attention_mask".into(), input.attention_mask);
+    let taps: Vec<String> = Tap::encoder_taps(loaded.encoder.n_layers()).iter().map(Tap::to_string).collect();
+    write_safetensors(out, &tensors, &[("taps", taps.join(",")), ("model", model_dir.display().to_string())])?;
+    eprintln!("wrote {} taps × [{} texts, {pos} positions, {}] to {}", taps.len(), rows.len(), cfg.hidden_size, out.display());
+    Ok(())
+}

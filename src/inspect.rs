@@ -1,0 +1,60 @@
+//! `repdef inspect`: what a model or run directory holds: config, parameter counts, tensors,
+//! and (for repdef runs) the training state.
+
+use crate::checkpoint::{read_model_weights, CONFIG_FILE};
+use crate::config::ModelConfig;
+use crate::train::state::{TrainState, TRAIN_STATE_FILE};
+use anyhow::Result;
+use candle_core::Device;
+use std::path::Path;
+
+pub fn inspect(dir: &Path) -> Result<()> {
+    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+    let (tensors, weights_path) = read_model_weights(dir, &Device::Cpu)?;
+    println!("{}", dir.display());
+    println!(
+        "  model: {} ({}), {} layers × d_model {}, {} heads, d_mlp {}, vocab {}, max positions {}",
+        config.model_type,
+        match config.objective() {
+            crate::config::Objective::Mlm => "MLM",
+            crate::config::Objective::MaeLm => "MAE-LM",
+        },
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+        config.vocab_size,
+        config.max_position_embeddings
+    );
+    if let Some(repdef) = &config.repdef {
+        println!(
+            "  repdef: decoder layers {}, mask prob {}, policy {:?}, keep-mask fraction {}",
+            repdef.decoder_layers, repdef.mask.prob, repdef.mask.policy, repdef.mask.keep_mask_frac
+        );
+    }
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let count = |pred: &dyn Fn(&str) -> bool| -> usize {
+        names.iter().filter(|n| pred(n)).map(|n| tensors[*n].elem_count()).sum()
+    };
+    println!(
+        "  parameters: {} total, {} encoder, {} decoder ({})",
+        count(&|_| true),
+        count(&|n| n.starts_with("bert.")),
+        count(&|n| n.starts_with("decoder.")),
+        weights_path.display()
+    );
+    println!("  tensors:");
+    for name in names {
+        println!("    {name:<60} {:?}", tensors[name].dims());
+    }
+    let state_path = dir.join(TRAIN_STATE_FILE);
+    if state_path.exists() {
+        let state: TrainState = crate::fsutil::read_json(&state_path)?;
+        println!("  training: step {}, {} tokens seen, {:.0} s", state.step, state.tokens_seen, state.elapsed_s);
+        if let Some(eval) = state.last_eval {
+            println!("  last holdout evaluation: loss {:.4}, masked-token accuracy {:.3}", eval.loss, eval.accuracy);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! repdef: train MLM and MAE-LM encoders, extract per-layer hidden states, and measure how many
+//! dimensions they use for real vs `[MASK]` tokens (Meng et al., ICLR 2024). See the README's codemap.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod fsutil;
+pub mod hidden_states;
+pub mod inspect;
+pub mod model;
+pub mod progress;
+pub mod rng;
+pub mod train;

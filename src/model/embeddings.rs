@@ -1,0 +1,45 @@
+//! The encoder's input embeddings: word + learned absolute position + token type, then
+//! LayerNorm and dropout. Mirrors HF `BertEmbeddings` / `RobertaEmbeddings`.
+
+use super::ops::{Ctx, LayerNorm};
+use crate::config::ModelConfig;
+use anyhow::Result;
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+pub struct Embeddings {
+    /// `[d_vocab, d_model]`; also the MLM head's output projection and the MAE-LM `[MASK]` row.
+    pub word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl Embeddings {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(Embeddings {
+            word: vb.get((cfg.vocab_size, d), "word_embeddings.weight")?,
+            position: vb.get((cfg.max_position_embeddings, d), "position_embeddings.weight")?,
+            token_type: vb.get((cfg.type_vocab_size, d), "token_type_embeddings.weight")?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), d, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    /// `ids`, `position_ids`, `token_type_ids`: `[batch, pos]` u32 → `[batch, pos, d_model]`.
+    pub fn forward(&self, ids: &Tensor, position_ids: &Tensor, token_type_ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let summed = (lookup(&self.word, ids)? + lookup(&self.position, position_ids)?)?;
+        let summed = (summed + lookup(&self.token_type, token_type_ids)?)?;
+        let normed = self.layer_norm.forward(&summed, ctx)?;
+        ctx.dropout(&normed, self.dropout)
+    }
+}
+
+/// Rows of `table` (`[n, d]`) for `[batch, pos]` ids → `[batch, pos, d]`.
+pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (batch, pos) = ids.dims2()?;
+    let d = table.dim(1)?;
+    Ok(table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, pos, d))?)
+}

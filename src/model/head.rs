@@ -1,0 +1,36 @@
+//! The MLM prediction head (HF `BertLMPredictionHead`): dense → activation → LayerNorm → logits
+//! tied to the word embeddings, plus a bias. Applied only at picked positions, because the
+//! vocabulary projection is otherwise the largest matmul of a training step (DESIGN §5).
+
+use super::ops::{Activation, Ctx, LayerNorm, Linear};
+use crate::config::ModelConfig;
+use anyhow::Result;
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+pub struct MlmHead {
+    dense: Linear,
+    activation: Activation,
+    layer_norm: LayerNorm,
+    bias: Tensor,
+}
+
+impl MlmHead {
+    /// `vb` at `cls.predictions`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(MlmHead {
+            dense: Linear::load(vb.pp("transform.dense"), d, d)?,
+            activation: Activation::parse(&cfg.hidden_act)?,
+            layer_norm: LayerNorm::load(vb.pp("transform.LayerNorm"), d, cfg.layer_norm_eps)?,
+            bias: vb.get(cfg.vocab_size, "bias")?,
+        })
+    }
+
+    /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_model]` → logits `[n, d_vocab]`.
+    pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let transformed = self.activation.forward(&self.dense.forward(hidden)?)?;
+        let transformed = self.layer_norm.forward(&transformed, ctx)?;
+        Ok(transformed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?)
+    }
+}

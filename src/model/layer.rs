@@ -1,0 +1,74 @@
+//! One post-LN transformer block: self-attention → add & LayerNorm → GELU FFN → add & LayerNorm.
+//! Mirrors HF `BertLayer` (names `attention.self.{query,key,value}`, `attention.output.*`,
+//! `intermediate.dense`, `output.*`); also used, with dropout 0, by the MAE-LM decoder.
+
+use super::ops::{Activation, Ctx, LayerNorm, Linear};
+use crate::config::ModelConfig;
+use anyhow::Result;
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+pub struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    activation: Activation,
+    n_heads: usize,
+    hidden_dropout: f64,
+    attention_dropout: f64,
+}
+
+impl Layer {
+    /// `dropout_scale` is 1 for encoder layers and 0 for the MAE-LM decoder (official default).
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig, dropout_scale: f64) -> Result<Self> {
+        let (d, d_mlp, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let attention = vb.pp("attention");
+        Ok(Layer {
+            query: Linear::load(attention.pp("self.query"), d, d)?,
+            key: Linear::load(attention.pp("self.key"), d, d)?,
+            value: Linear::load(attention.pp("self.value"), d, d)?,
+            attention_out: Linear::load(attention.pp("output.dense"), d, d)?,
+            attention_norm: LayerNorm::load(attention.pp("output.LayerNorm"), d, eps)?,
+            intermediate: Linear::load(vb.pp("intermediate.dense"), d, d_mlp)?,
+            output: Linear::load(vb.pp("output.dense"), d_mlp, d)?,
+            output_norm: LayerNorm::load(vb.pp("output.LayerNorm"), d, eps)?,
+            activation: Activation::parse(&cfg.hidden_act)?,
+            n_heads: cfg.num_attention_heads,
+            hidden_dropout: cfg.hidden_dropout_prob * dropout_scale,
+            attention_dropout: cfg.attention_probs_dropout_prob * dropout_scale,
+        })
+    }
+
+    /// `xs`: `[batch, pos, d_model]`; `additive_mask`: `[batch, 1, 1, pos]`.
+    pub fn forward(&self, xs: &Tensor, additive_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let attended = self.self_attention(xs, additive_mask, ctx)?;
+        let attended = ctx.dropout(&self.attention_out.forward(&attended)?, self.hidden_dropout)?;
+        let resid_mid = self.attention_norm.forward(&(attended + xs)?, ctx)?;
+        let mlp = self.activation.forward(&self.intermediate.forward(&resid_mid)?)?;
+        let mlp = ctx.dropout(&self.output.forward(&mlp)?, self.hidden_dropout)?;
+        self.output_norm.forward(&(mlp + resid_mid)?, ctx)
+    }
+
+    /// Multi-head scaled dot-product attention, before the output projection.
+    fn self_attention(&self, xs: &Tensor, additive_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let (batch, pos, d_model) = xs.dims3()?;
+        let d_head = d_model / self.n_heads;
+        // [batch, pos, d_model] → [batch, n_heads, pos, d_head]
+        let heads = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((batch, pos, self.n_heads, d_head))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(self.query.forward(xs)?)?;
+        let k = heads(self.key.forward(xs)?)?;
+        let v = heads(self.value.forward(xs)?)?;
+        // [batch, n_heads, pos, pos]
+        let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?.broadcast_add(additive_mask)?;
+        let probs = ctx.dropout(&ctx.softmax_last_dim(&scores)?, self.attention_dropout)?;
+        // [batch, n_heads, pos, d_head] → [batch, pos, d_model]
+        Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, pos, d_model))?)
+    }
+}

@@ -1,0 +1,83 @@
+//! The network: a BERT/RoBERTa encoder, the MLM head, and the MAE-LM decoder, built from
+//! candle `VarBuilder`s so that fresh (trainable) and on-disk weights go through the same
+//! `load` functions, with HF tensor names falling out of the nesting. No file IO here.
+
+mod embeddings;
+mod encoder;
+mod head;
+pub mod init;
+mod layer;
+pub mod maelm;
+mod ops;
+pub mod taps;
+
+pub use encoder::{Encoder, EncoderInput};
+pub use head::MlmHead;
+pub use maelm::{Compaction, Decoder};
+pub use ops::{Activation, Ctx, Mode};
+pub use taps::{Recorder, Tap, TapCache};
+
+use crate::config::{ModelConfig, Objective};
+use crate::data::masking::{MaskedBatch, TokenClass};
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+
+/// Encoder + pretraining head (+ decoder for MAE-LM): what `train` optimises.
+pub struct PretrainingModel {
+    pub config: ModelConfig,
+    pub encoder: Encoder,
+    head: MlmHead,
+    decoder: Option<Decoder>,
+    mask_token_id: u32,
+}
+
+impl PretrainingModel {
+    /// `vb` at the checkpoint root (tensors `bert.*`, `cls.predictions.*`, `decoder.*`).
+    pub fn load(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
+        let repdef = config.repdef.as_ref().context("config.json has no `repdef` section: not a repdef pretraining run")?;
+        let decoder = match repdef.objective {
+            Objective::Mlm => None,
+            Objective::MaeLm => Some(Decoder::load(vb.pp("decoder"), config, repdef.decoder_layers)?),
+        };
+        Ok(PretrainingModel {
+            config: config.clone(),
+            encoder: Encoder::load(vb.pp("bert"), config)?,
+            head: MlmHead::load(vb.pp("cls.predictions"), config)?,
+            decoder,
+            mask_token_id: repdef.mask_token_id,
+        })
+    }
+
+    /// Logits `[n_picked, d_vocab]` at the batch's picked positions (in `picked_indices` order).
+    /// The only place where MLM and MAE-LM differ.
+    pub fn picked_logits(&self, batch: &MaskedBatch, ctx: &mut Ctx) -> Result<Tensor> {
+        let device = self.encoder.embeddings.word.device().clone();
+        let hidden = match &self.decoder {
+            None => {
+                let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
+                self.encoder.forward(&input, ctx)?
+            }
+            Some(decoder) => self.mae_lm_hidden(decoder, batch, &device, ctx)?,
+        };
+        let d = self.config.hidden_size;
+        let picked = batch.picked_indices();
+        let picked = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
+        let at_picked = hidden.reshape((batch.batch * batch.pos, d))?.index_select(&picked, 0)?;
+        self.head.forward(&at_picked, &self.encoder.embeddings.word, ctx)
+    }
+
+    /// Encoder on the kept tokens only, scattered back for the decoder → `[batch, pos, d_model]`.
+    fn mae_lm_hidden(&self, decoder: &Decoder, batch: &MaskedBatch, device: &Device, ctx: &mut Ctx) -> Result<Tensor> {
+        let compaction = Compaction::new(&batch.input_ids, &batch.encoder_visible, batch.batch, self.config.pad_token_id)?;
+        let (ids, position_ids, attention_mask) = compaction.tensors(device)?;
+        let token_type_ids = ids.zeros_like()?;
+        let input = EncoderInput { ids, position_ids, token_type_ids, attention_mask };
+        let encoded = self.encoder.forward(&input, ctx)?;
+        let mask_row = self.encoder.embeddings.word.narrow(0, self.mask_token_id as usize, 1)?;
+        let scattered = compaction.scatter(&encoded, &mask_row)?;
+        let not_pad: Vec<u8> = batch.classes.iter().map(|&c| u8::from(c != TokenClass::Pad)).collect();
+        let full_mask = Tensor::from_vec(not_pad, (batch.batch, batch.pos), device)?;
+        decoder.forward(&scattered, &full_mask, ctx)
+    }
+}

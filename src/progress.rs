@@ -1,0 +1,47 @@
+//! Progress reporting for long jobs: an indicatif bar on a terminal, plain log lines otherwise
+//! (indicatif prints nothing when stderr is not a terminal, e.g. in CI or a pipe).
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A bar over `total` units starting at `position`; `unit` names them ("steps", "tokens").
+    pub fn new(total: u64, position: u64, unit: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::new(total).with_position(position);
+        let template = format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} (eta {{eta}}) {{msg}}");
+        bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+        Progress { bar: Some(bar) }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    pub fn advance(&self, position: u64, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(position);
+            bar.set_message(message);
+        }
+    }
+
+    /// A permanent log line (above the bar on a terminal, on stderr otherwise).
+    pub fn log(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The boundary to the dense linear-algebra backends (faer by default, LAPACK
+//! through ndarray-linalg behind the `lapack` feature). Everything else in
+//! `rank` speaks ndarray; only this file converts to and from faer matrices.
+
+use anyhow::{anyhow, ensure, Result};
+use faer::{Accum, Mat, MatMut, MatRef, Side};
+use ndarray::{Array2, ArrayView2};
+
+/// Eigenvalues and eigenvectors of a symmetric matrix, largest eigenvalue first.
+pub(super) struct SymEigen {
+    /// Eigenvalues, descending (not clamped: may be slightly negative).
+    pub values: Vec<f64>,
+    /// d × d; column i is the unit eigenvector of `values[i]`.
+    pub vectors: Array2<f64>,
+}
+
+/// Which solver computes the eigenvalues of a Gram matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EigenSolver {
+    /// faer's self-adjoint eigenvalue routine (pure Rust, fast, the default).
+    #[default]
+    Faer,
+    /// LAPACK `?syev` through ndarray-linalg (needs the system OpenBLAS).
+    #[cfg(feature = "lapack")]
+    Lapack,
+}
+
+/// `gram += rowsᵀ · rows` as one matrix product.
+///
+/// faer's multi-threaded matmul; `rows` and `gram` must be in standard
+/// (row-major, contiguous) layout, which the callers guarantee.
+pub(super) fn add_gram(gram: &mut Array2<f64>, rows: ArrayView2<f64>) {
+    let (n, d) = rows.dim();
+    let rows_slice = rows.as_slice().expect("caller passes a standard-layout batch");
+    let gram_slice = gram.as_slice_mut().expect("accumulator Gram is standard layout");
+    let h = MatRef::from_row_major_slice(rows_slice, n, d);
+    let g = MatMut::from_row_major_slice_mut(gram_slice, d, d);
+    faer::linalg::matmul::matmul(g, Accum::Add, h.transpose(), h, 1.0, faer::get_global_parallelism());
+}
+
+/// Eigenvalues of the symmetric matrix `a`, descending, with the chosen solver.
+///
+/// Only the lower triangle is read, so an accumulated Gram that is symmetric
+/// only up to round-off is fine.
+pub fn sym_eigenvalues(a: ArrayView2<f64>, solver: EigenSolver) -> Result<Vec<f64>> {
+    ensure!(a.is_square(), "eigenvalues need a square matrix, got {:?}", a.dim());
+    let mut values = match solver {
+        EigenSolver::Faer => to_faer(a)
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| anyhow!("faer eigenvalue solver failed: {e:?}"))?,
+        #[cfg(feature = "lapack")]
+        EigenSolver::Lapack => eigenvalues_lapack(a)?,
+    };
+    // Both backends return ascending order; every consumer wants σ₁ first.
+    values.reverse();
+    Ok(values)
+}
+
+/// Eigenvalues of the symmetric matrix `a` through LAPACK `?syev`, ascending.
+#[cfg(feature = "lapack")]
+pub fn eigenvalues_lapack(a: ArrayView2<f64>) -> Result<Vec<f64>> {
+    use ndarray_linalg::{EigValsh, UPLO};
+    let values = a
+        .eigvalsh(UPLO::Lower)
+        .map_err(|e| anyhow!("LAPACK eigenvalue solver (?syev) failed: {e}"))?;
+    Ok(values.to_vec())
+}
+
+/// Full eigendecomposition of the symmetric matrix `a`, largest eigenvalue first.
+pub(super) fn sym_eigen(a: ArrayView2<f64>) -> Result<SymEigen> {
+    ensure!(a.is_square(), "eigendecomposition needs a square matrix, got {:?}", a.dim());
+    let evd = to_faer(a)
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| anyhow!("faer eigendecomposition failed: {e:?}"))?;
+    let d = a.nrows();
+    let (s, u) = (evd.S().column_vector(), evd.U());
+    // faer sorts ascending; reverse both values and vectors.
+    let values = (0..d).rev().map(|i| s[i]).collect();
+    let vectors = Array2::from_shape_fn((d, d), |(i, j)| u[(i, d - 1 - j)]);
+    Ok(SymEigen { values, vectors })
+}
+
+/// Singular values of `a`, descending (min(rows, cols) of them).
+pub(super) fn singular_values(a: ArrayView2<f64>) -> Result<Vec<f64>> {
+    to_faer(a)
+        .singular_values()
+        .map_err(|e| anyhow!("faer SVD failed: {e:?}"))
+}
+
+/// Copies an ndarray view into a faer matrix; O(size), negligible next to the
+/// cubic decompositions it feeds, and independent of the view's strides.
+fn to_faer(a: ArrayView2<f64>) -> Mat<f64> {
+    Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)])
+}

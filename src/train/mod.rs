@@ -1,0 +1,11 @@
+//! Pretraining: the loop and its pieces (schedule, optimiser, loss, evaluation, metrics, state).
+
+pub mod eval;
+pub mod loss;
+pub mod metrics;
+pub mod optimizer;
+mod run;
+pub mod schedule;
+pub mod state;
+
+pub use run::{train, TrainOutcome, TrainRequest};
