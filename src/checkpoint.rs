@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const PYTORCH_WEIGHTS_FILE: &str = "pytorch_model.bin";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use crate::data::corpus::TOKENIZER_FILE;
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// Safetensors metadata key recording the training step a weights file belongs to.

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::tokenizer::{load_tokenizer, train_wordpiece, SpecialIds};
+use super::tokenizer::{load_tokenizer, train_wordpiece, SpecialIds, SPECIAL_TOKENS};
 use crate::fsutil::write_atomic;
 
 /// Bumped whenever the files of a prepared directory change meaning.
@@ -92,13 +92,22 @@ pub struct CorpusMeta {
 pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
     ensure!(!opts.inputs.is_empty(), "no input text files given");
     let (inputs, docs) = read_inputs(&opts.inputs)?;
+    let reused = match &opts.tokenizer {
+        Some(path) => Some((load_tokenizer(path)?, describe_file(path)?)),
+        None => None,
+    };
+    let unk_token = match &reused {
+        Some((tok, _)) => {
+            let unk = SpecialIds::from_tokenizer(tok)?.unk;
+            tok.id_to_token(unk).unwrap_or_else(|| SPECIAL_TOKENS[1].to_string())
+        }
+        None => SPECIAL_TOKENS[1].to_string(),
+    };
+    let docs = replace_unknown_marker(docs, &unk_token);
     let (train, holdout) = split_holdout(&docs, opts.holdout_frac)?;
-    let (tok, tokenizer_source) = match &opts.tokenizer {
-        Some(path) => (load_tokenizer(path)?, Some(describe_file(path)?)),
-        None => (
-            train_wordpiece(train, opts.vocab_size, opts.lowercase)?,
-            None,
-        ),
+    let (tok, tokenizer_source) = match reused {
+        Some((tok, source)) => (tok, Some(source)),
+        None => (train_wordpiece(train, opts.vocab_size, opts.lowercase)?, None),
     };
     let special_ids = SpecialIds::from_tokenizer(&tok)?;
     let train_ids = encode_documents(&tok, train, special_ids.sep)?;
@@ -165,6 +174,13 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
         .fold(OFFSET_BASIS, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
+/// WikiText marks out-of-vocabulary words as `<unk>`. A subword tokenizer would split that marker
+/// into `<`, `unk`, `>`: 14% of WikiText-2's ids, the three most frequent and trivially
+/// predictable, which would inflate masked-token accuracy. It becomes the tokenizer's own unknown token.
+fn replace_unknown_marker(docs: Vec<String>, unk_token: &str) -> Vec<String> {
+    docs.into_iter().map(|d| if d.contains("<unk>") { d.replace("<unk>", unk_token) } else { d }).collect()
+}
+
 /// Reads every input, in order, into documents; documents never cross file boundaries.
 fn read_inputs(paths: &[PathBuf]) -> Result<(Vec<InputFile>, Vec<String>)> {
     let mut inputs = Vec::with_capacity(paths.len());
@@ -173,26 +189,22 @@ fn read_inputs(paths: &[PathBuf]) -> Result<(Vec<InputFile>, Vec<String>)> {
         let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let text = as_text(path, &bytes)?;
         docs.extend(split_documents(text));
-        inputs.push(InputFile {
-            path: path.clone(),
-            fnv1a64: hex_hash(&bytes),
-            bytes: bytes.len() as u64,
-        });
+        inputs.push(input_file(path, &bytes));
     }
     Ok((inputs, docs))
 }
 
 fn describe_file(path: &Path) -> Result<InputFile> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(InputFile {
-        path: path.to_path_buf(),
-        fnv1a64: hex_hash(&bytes),
-        bytes: bytes.len() as u64,
-    })
+    Ok(input_file(path, &bytes))
 }
 
-fn hex_hash(bytes: &[u8]) -> String {
-    format!("{:016x}", fnv1a64(bytes))
+fn input_file(path: &Path, bytes: &[u8]) -> InputFile {
+    InputFile {
+        path: path.to_path_buf(),
+        fnv1a64: format!("{:016x}", fnv1a64(bytes)),
+        bytes: bytes.len() as u64,
+    }
 }
 
 /// The file's text, or an error that says which file and where it stops being UTF-8.
@@ -255,8 +267,8 @@ fn split_before_headings<'a>(lines: &'a [&'a str]) -> Vec<&'a [&'a str]> {
 }
 
 /// Train = the leading documents, holdout = the last `holdout_frac` of them (rounded, at least
-/// one). A contiguous tail, not a random sample: no RNG, and no holdout article shares text with
-/// a training one.
+/// one). A contiguous tail rather than a random sample: no RNG, and the held-out text is a
+/// stretch that neither the tokenizer nor the model ever trains on.
 pub fn split_holdout(docs: &[String], holdout_frac: f64) -> Result<(&[String], &[String])> {
     ensure!(
         holdout_frac > 0.0 && holdout_frac < 1.0,
@@ -321,6 +333,12 @@ fn ids_to_bytes(ids: &[u32]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wikitext_unknown_marker_becomes_the_unknown_token() {
+        let docs = replace_unknown_marker(vec!["a <unk> lobster".into(), "plain".into()], "[UNK]");
+        assert_eq!(docs, vec!["a [UNK] lobster".to_string(), "plain".to_string()]);
+    }
+
     use super::*;
     use crate::data::tokenizer::tests::small_tokenizer;
 

@@ -28,25 +28,32 @@ pub struct PretrainingModel {
     pub config: ModelConfig,
     pub encoder: Encoder,
     head: MlmHead,
-    decoder: Option<Decoder>,
-    mask_token_id: u32,
+    /// MAE-LM only: the decoder and the id whose embedding row fills dropped positions.
+    decoder: Option<(Decoder, u32)>,
 }
 
 impl PretrainingModel {
-    /// `vb` at the checkpoint root (tensors `bert.*`, `cls.predictions.*`, `decoder.*`).
+    /// `vb` at the checkpoint root (tensors `bert.*`, `cls.predictions.*`, `decoder.*`). A config
+    /// without repdef's section (a HF checkpoint) is an MLM model.
     pub fn load(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
-        let repdef = config.repdef.as_ref().context("config.json has no `repdef` section: not a repdef pretraining run")?;
-        let decoder = match repdef.objective {
+        let decoder = match config.objective() {
             Objective::Mlm => None,
-            Objective::MaeLm => Some(Decoder::load(vb.pp("decoder"), config, repdef.decoder_layers)?),
+            Objective::MaeLm => {
+                let repdef = config.repdef.as_ref().context("an MAE-LM config needs repdef's section")?;
+                Some((Decoder::load(vb.pp("decoder"), config, repdef.decoder_layers)?, repdef.mask_token_id))
+            }
         };
         Ok(PretrainingModel {
             config: config.clone(),
             encoder: Encoder::load(vb.pp("bert"), config)?,
             head: MlmHead::load(vb.pp("cls.predictions"), config)?,
             decoder,
-            mask_token_id: repdef.mask_token_id,
         })
+    }
+
+    /// MLM-head logits `[n, d_vocab]` for final hidden states `[n, d_model]`.
+    pub fn head_logits(&self, hidden: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.head.forward(hidden, &self.encoder.embeddings.word, ctx)
     }
 
     /// Logits `[n_picked, d_vocab]` at the batch's picked positions (in `picked_indices` order).
@@ -58,23 +65,23 @@ impl PretrainingModel {
                 let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
                 self.encoder.forward(&input, ctx)?
             }
-            Some(decoder) => self.mae_lm_hidden(decoder, batch, &device, ctx)?,
+            Some((decoder, mask_token_id)) => self.mae_lm_hidden(decoder, *mask_token_id, batch, &device, ctx)?,
         };
         let d = self.config.hidden_size;
         let picked = batch.picked_indices();
         let picked = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
         let at_picked = hidden.reshape((batch.batch * batch.pos, d))?.index_select(&picked, 0)?;
-        self.head.forward(&at_picked, &self.encoder.embeddings.word, ctx)
+        self.head_logits(&at_picked, ctx)
     }
 
     /// Encoder on the kept tokens only, scattered back for the decoder → `[batch, pos, d_model]`.
-    fn mae_lm_hidden(&self, decoder: &Decoder, batch: &MaskedBatch, device: &Device, ctx: &mut Ctx) -> Result<Tensor> {
+    fn mae_lm_hidden(&self, decoder: &Decoder, mask_token_id: u32, batch: &MaskedBatch, device: &Device, ctx: &mut Ctx) -> Result<Tensor> {
         let compaction = Compaction::new(&batch.input_ids, &batch.encoder_visible, batch.batch, self.config.pad_token_id)?;
         let (ids, position_ids, attention_mask) = compaction.tensors(device)?;
         let token_type_ids = ids.zeros_like()?;
         let input = EncoderInput { ids, position_ids, token_type_ids, attention_mask };
         let encoded = self.encoder.forward(&input, ctx)?;
-        let mask_row = self.encoder.embeddings.word.narrow(0, self.mask_token_id as usize, 1)?;
+        let mask_row = self.encoder.embeddings.word.narrow(0, mask_token_id as usize, 1)?;
         let scattered = compaction.scatter(&encoded, &mask_row)?;
         let not_pad: Vec<u8> = batch.classes.iter().map(|&c| u8::from(c != TokenClass::Pad)).collect();
         let full_mask = Tensor::from_vec(not_pad, (batch.batch, batch.pos), device)?;

@@ -43,6 +43,7 @@ pub struct TrainRequest {
     pub stop_at: Option<u64>,
 }
 
+#[derive(Debug)]
 pub struct TrainOutcome {
     pub steps: u64,
     pub last_eval: Option<EvalResult>,

@@ -1,0 +1,136 @@
+//! Training behaviour end to end: learning, gradients reaching every parameter, checkpoints that
+//! reload to the same model, exact resume, and clear failures.
+
+mod common;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use common::{small_corpus, tiny_request};
+use repdef::checkpoint::{load_pretraining_model, read_safetensors, WEIGHTS_FILE};
+use repdef::config::{MaskConfig, Objective, Preset};
+use repdef::data::corpus::read_meta;
+use repdef::data::masking::Masker;
+use repdef::data::packing::{PackedSequences, Split};
+use repdef::model::{init, Ctx, PretrainingModel};
+use repdef::rng::Rng;
+use repdef::train::eval::evaluate;
+use repdef::train::loss::masked_token_loss;
+use repdef::train::optimizer::{AdamW, AdamWConfig};
+use repdef::train::train;
+
+/// A fresh tiny model, its optimiser, masker and one fixed batch of 8 × 32 corpus tokens.
+fn fixed_batch_setup(objective: Objective, dir: &std::path::Path) -> (VarMap, PretrainingModel, AdamW, repdef::data::masking::MaskedBatch) {
+    let data = small_corpus(dir);
+    let meta = read_meta(&data).unwrap();
+    let seqs = PackedSequences::load(&data, Split::Train, 32).unwrap();
+    let mut config = Preset::Tiny.model_config(meta.vocab_size, &meta.special_ids, objective, MaskConfig::default());
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    let varmap = VarMap::new();
+    let model = PretrainingModel::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &config).unwrap();
+    init::initialize(&varmap, 0.02, &mut Rng::new(0)).unwrap();
+    let optimizer = AdamW::new(&varmap, AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.01 }).unwrap();
+    let masker = Masker { config: MaskConfig::default(), special: meta.special_ids, vocab_size: meta.vocab_size, drop_picked: objective == Objective::MaeLm };
+    let rows: Vec<&[u32]> = (0..8).map(|i| seqs.seq(i)).collect();
+    let batch = masker.mask(&rows, &mut Rng::new(1));
+    (varmap, model, optimizer, batch)
+}
+
+#[test]
+fn loss_falls_on_a_fixed_batch_and_every_parameter_gets_a_gradient() {
+    for objective in [Objective::Mlm, Objective::MaeLm] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_varmap, model, mut optimizer, batch) = fixed_batch_setup(objective, dir.path());
+        let mut rng = Rng::new(2);
+        let mut losses = vec![];
+        for step in 0..40 {
+            let loss = masked_token_loss(&model, &batch, &mut Ctx::train(&mut rng)).unwrap();
+            losses.push(loss.value().unwrap());
+            let grads = loss.loss.backward().unwrap();
+            if step == 0 {
+                let missing = optimizer.params_without_gradient(&grads).unwrap();
+                assert!(missing.is_empty(), "{objective:?}: no gradient reaches {missing:?}");
+            }
+            optimizer.step(&grads, 3e-3, 1.0).unwrap();
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(last < 0.5 * first, "{objective:?}: loss {first:.3} → {last:.3} did not fall by half");
+    }
+}
+
+#[test]
+fn checkpoint_reloads_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    for objective in [Objective::Mlm, Objective::MaeLm] {
+        let out = dir.path().join(format!("run-{objective:?}"));
+        let outcome = train(&tiny_request(&data, &out, objective, 4)).unwrap();
+        let recorded = outcome.last_eval.unwrap();
+        let model = load_pretraining_model(&out, &Device::Cpu).unwrap();
+        let meta = read_meta(&data).unwrap();
+        let config = model.config.repdef.clone().unwrap();
+        let masker = Masker { config: config.mask, special: meta.special_ids, vocab_size: meta.vocab_size, drop_picked: objective == Objective::MaeLm };
+        let holdout = PackedSequences::load(&data, Split::Holdout, 32).unwrap();
+        let reloaded = evaluate(&model, &holdout, &masker, 8, 4, 0).unwrap();
+        assert!((reloaded.loss - recorded.loss).abs() < 1e-6, "{objective:?}: {reloaded:?} vs {recorded:?}");
+        assert_eq!(reloaded.n_predictions, recorded.n_predictions);
+    }
+}
+
+#[test]
+fn interrupted_and_resumed_run_equals_a_straight_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    for objective in [Objective::Mlm, Objective::MaeLm] {
+        let straight = dir.path().join(format!("straight-{objective:?}"));
+        train(&tiny_request(&data, &straight, objective, 6)).unwrap();
+
+        let resumed = dir.path().join(format!("resumed-{objective:?}"));
+        let mut first_half = tiny_request(&data, &resumed, objective, 6);
+        first_half.stop_at = Some(3);
+        assert_eq!(train(&first_half).unwrap().steps, 3);
+        let mut second_half = tiny_request(&data, &resumed, objective, 6);
+        second_half.resume = true;
+        assert_eq!(train(&second_half).unwrap().steps, 6);
+
+        let a = read_safetensors(&straight.join(WEIGHTS_FILE), &Device::Cpu).unwrap().tensors;
+        let b = read_safetensors(&resumed.join(WEIGHTS_FILE), &Device::Cpu).unwrap().tensors;
+        assert_eq!(a.len(), b.len());
+        for (name, ta) in &a {
+            let diff = (ta - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0, "{objective:?}: {name} differs after resume");
+        }
+        let metrics = |dir: &std::path::Path| -> Vec<String> {
+            // Drop the timing columns, which legitimately differ.
+            std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+        };
+        assert_eq!(metrics(&straight), metrics(&resumed), "{objective:?}: metrics.csv differs");
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let out = dir.path().join("run");
+    let mut request = tiny_request(&data, &out, Objective::Mlm, 20);
+    request.config.checkpoint_every = 1;
+    request.config.warmup_steps = 0;
+    request.config.lr = 1e30;
+    request.config.grad_clip = 0.0;
+    let error = train(&request).unwrap_err().to_string();
+    assert!(error.contains("loss became"), "{error}");
+    load_pretraining_model(&out, &Device::Cpu).expect("the last good checkpoint still loads");
+}
+
+#[test]
+fn starting_over_an_existing_run_or_resuming_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let out = dir.path().join("run");
+    let mut resume_nothing = tiny_request(&data, &out, Objective::Mlm, 2);
+    resume_nothing.resume = true;
+    assert!(train(&resume_nothing).unwrap_err().to_string().contains("no train_state.json"));
+    train(&tiny_request(&data, &out, Objective::Mlm, 2)).unwrap();
+    assert!(train(&tiny_request(&data, &out, Objective::Mlm, 2)).unwrap_err().to_string().contains("--resume"));
+}
