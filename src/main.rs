@@ -5,7 +5,8 @@ use clap::Parser;
 fn main() {
     let cli = repdef::cli::Cli::parse();
     if let Err(error) = repdef::cli::run(cli) {
-        let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+        // One line: candle errors may carry a multi-line backtrace after their message.
+        let chain: Vec<String> = error.chain().map(|e| e.to_string().lines().next().unwrap_or_default().to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
     }
