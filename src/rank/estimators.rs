@@ -81,7 +81,11 @@ pub fn participation_ratio(spectrum: &Spectrum) -> f64 {
 /// [`Spectrum::noise_floor`]).
 pub fn numerical_rank(spectrum: &Spectrum) -> usize {
     let floor = spectrum.noise_floor();
-    spectrum.eigenvalues().iter().filter(|&&x| x > 0.0 && x > floor).count()
+    spectrum
+        .eigenvalues()
+        .iter()
+        .filter(|&&x| x > 0.0 && x > floor)
+        .count()
 }
 
 /// One effective-rank estimator, named by a canonical string.
@@ -139,7 +143,9 @@ impl FromStr for Estimator {
 
     fn from_str(s: &str) -> Result<Self> {
         if let Some(tau) = s.strip_prefix("var@") {
-            let tau: f64 = tau.parse().with_context(|| format!("estimator `{s}`: τ is not a number"))?;
+            let tau: f64 = tau
+                .parse()
+                .with_context(|| format!("estimator `{s}`: τ is not a number"))?;
             return Estimator::var_rank(tau).with_context(|| format!("estimator `{s}`"));
         }
         Ok(match s {
@@ -182,7 +188,10 @@ mod tests {
     /// exactly rank-deficient H come back as σ ≈ 1e-8·σ₁ and move the entropy
     /// rank by ~1e-6; the SVD resolves them to ~ε·σ₁.
     fn both_paths(h: &Array2<f64>) -> [(Spectrum, f64); 2] {
-        [(spectrum(h), 1e-5), (Spectrum::exact(h.view(), false).unwrap(), 1e-9)]
+        [
+            (spectrum(h), 1e-5),
+            (Spectrum::exact(h.view(), false).unwrap(), 1e-9),
+        ]
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -198,7 +207,12 @@ mod tests {
         for (s, _) in both_paths(&Array2::eye(8)) {
             assert_eq!(var_rank(&s, 0.9), 8); // 7/8 = 0.875 < 0.9 ≤ 8/8
             assert_eq!(var_rank(&s, 0.875), 7); // exactly τ: the tolerance keeps 7
-            for e in [Estimator::Entropy, Estimator::Stable, Estimator::Participation, Estimator::Numerical] {
+            for e in [
+                Estimator::Entropy,
+                Estimator::Stable,
+                Estimator::Participation,
+                Estimator::Numerical,
+            ] {
                 assert!(close(e.evaluate(&s), 8.0), "{e} = {}", e.evaluate(&s));
             }
         }
@@ -209,7 +223,11 @@ mod tests {
         let h = with_singular_values(50, 12, &[2.0; 4], 21);
         for (s, tol) in both_paths(&h) {
             for e in ALL {
-                assert!(close_within(e.evaluate(&s), 4.0, tol), "{e} = {}", e.evaluate(&s));
+                assert!(
+                    close_within(e.evaluate(&s), 4.0, tol),
+                    "{e} = {}",
+                    e.evaluate(&s)
+                );
             }
         }
     }
@@ -220,7 +238,11 @@ mod tests {
         let h = concatenate(Axis(0), &[row.view(); 20]).unwrap();
         for (s, tol) in both_paths(&h) {
             for e in ALL {
-                assert!(close_within(e.evaluate(&s), 1.0, tol), "{e} = {}", e.evaluate(&s));
+                assert!(
+                    close_within(e.evaluate(&s), 1.0, tol),
+                    "{e} = {}",
+                    e.evaluate(&s)
+                );
             }
         }
     }
@@ -233,7 +255,10 @@ mod tests {
         // var@0.5 = 1, var@1.0 = 5.
         let h = with_singular_values(7, 5, &[4.0, 3.0, 2.0, 1.0, 1.0], 23);
         let s = spectrum(&h);
-        let got: Vec<usize> = [0.9, 0.95, 0.8, 0.5, 1.0].iter().map(|&t| var_rank(&s, t)).collect();
+        let got: Vec<usize> = [0.9, 0.95, 0.8, 0.5, 1.0]
+            .iter()
+            .map(|&t| var_rank(&s, t))
+            .collect();
         assert_eq!(got, [3, 4, 2, 1, 5]);
         // Stable rank 31/16; participation 31² / (256 + 81 + 16 + 1 + 1) = 961/355.
         assert!(close(stable_rank(&s), 31.0 / 16.0));

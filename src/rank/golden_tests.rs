@@ -6,11 +6,14 @@ use anyhow::{Context, Result};
 use ndarray::Array2;
 use serde::Deserialize;
 
+use super::estimators::{entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank};
 use super::testutil::max_abs_diff;
 use super::{GramAccumulator, Spectrum};
-use super::estimators::{entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank};
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/rank/spectra_golden.json");
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/rank/spectra_golden.json"
+);
 const HINT: &str = "HINT: regenerate with `python3 fixtures/rank/make_spectra.py`";
 
 #[derive(Deserialize)]
@@ -47,11 +50,20 @@ struct Tolerance {
     ratios: f64,
 }
 
-const EXACT: Tolerance = Tolerance { eigenvalues: 1e-12, entropy: 1e-10, ratios: 1e-10 };
-const GRAM: Tolerance = Tolerance { eigenvalues: 1e-8, entropy: 1e-5, ratios: 1e-8 };
+const EXACT: Tolerance = Tolerance {
+    eigenvalues: 1e-12,
+    entropy: 1e-10,
+    ratios: 1e-10,
+};
+const GRAM: Tolerance = Tolerance {
+    eigenvalues: 1e-8,
+    entropy: 1e-5,
+    ratios: 1e-8,
+};
 
 fn load() -> Result<Golden> {
-    let text = std::fs::read_to_string(GOLDEN).with_context(|| format!("reading {GOLDEN}; {HINT}"))?;
+    let text =
+        std::fs::read_to_string(GOLDEN).with_context(|| format!("reading {GOLDEN}; {HINT}"))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {GOLDEN}; {HINT}"))
 }
 
@@ -79,10 +91,29 @@ fn check(label: &str, spectrum: &Spectrum, want: &Reference, tol: &Tolerance) {
     );
     assert_eq!(var_rank(spectrum, 0.9), want.var_0_9, "{label} var@0.9");
     assert_eq!(var_rank(spectrum, 0.99), want.var_0_99, "{label} var@0.99");
-    assert_eq!(numerical_rank(spectrum), want.numerical, "{label} numerical rank");
-    check_close(&format!("{label} entropy"), entropy_rank(spectrum), want.entropy, tol.entropy);
-    check_close(&format!("{label} stable"), stable_rank(spectrum), want.stable, tol.ratios);
-    check_close(&format!("{label} participation"), participation_ratio(spectrum), want.participation, tol.ratios);
+    assert_eq!(
+        numerical_rank(spectrum),
+        want.numerical,
+        "{label} numerical rank"
+    );
+    check_close(
+        &format!("{label} entropy"),
+        entropy_rank(spectrum),
+        want.entropy,
+        tol.entropy,
+    );
+    check_close(
+        &format!("{label} stable"),
+        stable_rank(spectrum),
+        want.stable,
+        tol.ratios,
+    );
+    check_close(
+        &format!("{label} participation"),
+        participation_ratio(spectrum),
+        want.participation,
+        tol.ratios,
+    );
 }
 
 #[test]
@@ -94,7 +125,10 @@ fn spectra_and_ranks_match_numpy() {
         let mut acc = GramAccumulator::new(h.ncols());
         acc.update_f64(h.view()).unwrap();
         for (centred, want) in [(false, &case.uncentred), (true, &case.centred)] {
-            let label = format!("{} (centred: {centred}, numpy {})", case.name, golden.numpy_version);
+            let label = format!(
+                "{} (centred: {centred}, numpy {})",
+                case.name, golden.numpy_version
+            );
             let exact = Spectrum::exact(h.view(), centred).unwrap();
             check(&format!("{label}, exact path"), &exact, want, &EXACT);
             let via_gram = Spectrum::from_gram(&acc, centred).unwrap();

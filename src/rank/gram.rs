@@ -32,7 +32,12 @@ pub struct GramParts {
 impl GramAccumulator {
     /// An empty accumulator for hidden size `d`.
     pub fn new(d: usize) -> Self {
-        Self { d, n_tokens: 0, sum: Array1::zeros(d), gram: Array2::zeros((d, d)) }
+        Self {
+            d,
+            n_tokens: 0,
+            sum: Array1::zeros(d),
+            gram: Array2::zeros((d, d)),
+        }
     }
 
     pub fn d(&self) -> usize {
@@ -120,17 +125,34 @@ impl GramAccumulator {
 
     /// Rebuilds an accumulator from [`GramParts`], checking that the pieces fit together.
     pub fn from_parts(parts: GramParts) -> Result<Self> {
-        let GramParts { d, n_tokens, sum, gram } = parts;
-        ensure!(sum.len() == d, "stored Σh has {} values, expected d = {d}", sum.len());
+        let GramParts {
+            d,
+            n_tokens,
+            sum,
+            gram,
+        } = parts;
+        ensure!(
+            sum.len() == d,
+            "stored Σh has {} values, expected d = {d}",
+            sum.len()
+        );
         ensure!(
             gram.len() == d * d,
             "stored Gram has {} values, expected d·d = {}",
             gram.len(),
             d * d
         );
-        let acc = Self { d, n_tokens, sum: Array1::from(sum), gram: Array2::from_shape_vec((d, d), gram)? };
+        let acc = Self {
+            d,
+            n_tokens,
+            sum: Array1::from(sum),
+            gram: Array2::from_shape_vec((d, d), gram)?,
+        };
         check_finite(acc.gram.view())?;
-        ensure!(acc.sum.iter().all(|x| x.is_finite()), "stored Σh contains NaN or Inf");
+        ensure!(
+            acc.sum.iter().all(|x| x.is_finite()),
+            "stored Σh contains NaN or Inf"
+        );
         ensure!(
             n_tokens > 0 || acc.gram.iter().all(|&x| x == 0.0),
             "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent"
@@ -152,8 +174,8 @@ fn check_finite(rows: ArrayView2<f64>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::testutil::gaussian;
+    use super::*;
     use ndarray::{array, s};
 
     #[test]
@@ -186,7 +208,9 @@ mod tests {
         right.update_f64(h.slice(s![37.., ..])).unwrap();
         left.merge(&right).unwrap();
         assert_eq!(left.n_tokens(), whole.n_tokens());
-        let diff = (&left.gram - &whole.gram).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
+        let diff = (&left.gram - &whole.gram)
+            .mapv(f64::abs)
+            .fold(0.0_f64, |m, &x| m.max(x));
         assert!(diff < 1e-12, "merged Gram differs by {diff}");
         assert!((&left.sum - &whole.sum).iter().all(|x| x.abs() < 1e-12));
     }
@@ -233,7 +257,9 @@ mod tests {
         acc.update_f64(h.view()).unwrap();
         let centred = &h - &h.mean_axis(Axis(0)).unwrap();
         let expected = centred.t().dot(&centred);
-        let diff = (&acc.centred_gram() - &expected).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
+        let diff = (&acc.centred_gram() - &expected)
+            .mapv(f64::abs)
+            .fold(0.0_f64, |m, &x| m.max(x));
         assert!(diff < 1e-10, "centred Gram differs by {diff}");
     }
 

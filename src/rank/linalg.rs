@@ -31,11 +31,22 @@ pub enum EigenSolver {
 /// (row-major, contiguous) layout, which the callers guarantee.
 pub(super) fn add_gram(gram: &mut Array2<f64>, rows: ArrayView2<f64>) {
     let (n, d) = rows.dim();
-    let rows_slice = rows.as_slice().expect("caller passes a standard-layout batch");
-    let gram_slice = gram.as_slice_mut().expect("accumulator Gram is standard layout");
+    let rows_slice = rows
+        .as_slice()
+        .expect("caller passes a standard-layout batch");
+    let gram_slice = gram
+        .as_slice_mut()
+        .expect("accumulator Gram is standard layout");
     let h = MatRef::from_row_major_slice(rows_slice, n, d);
     let g = MatMut::from_row_major_slice_mut(gram_slice, d, d);
-    faer::linalg::matmul::matmul(g, Accum::Add, h.transpose(), h, 1.0, faer::get_global_parallelism());
+    faer::linalg::matmul::matmul(
+        g,
+        Accum::Add,
+        h.transpose(),
+        h,
+        1.0,
+        faer::get_global_parallelism(),
+    );
 }
 
 /// Eigenvalues of the symmetric matrix `a`, descending, with the chosen solver.
@@ -43,7 +54,11 @@ pub(super) fn add_gram(gram: &mut Array2<f64>, rows: ArrayView2<f64>) {
 /// Only the lower triangle is read, so an accumulated Gram that is symmetric
 /// only up to round-off is fine.
 pub fn sym_eigenvalues(a: ArrayView2<f64>, solver: EigenSolver) -> Result<Vec<f64>> {
-    ensure!(a.is_square(), "eigenvalues need a square matrix, got {:?}", a.dim());
+    ensure!(
+        a.is_square(),
+        "eigenvalues need a square matrix, got {:?}",
+        a.dim()
+    );
     let mut values = match solver {
         EigenSolver::Faer => to_faer(a)
             .self_adjoint_eigenvalues(Side::Lower)
@@ -68,7 +83,11 @@ pub fn eigenvalues_lapack(a: ArrayView2<f64>) -> Result<Vec<f64>> {
 
 /// Full eigendecomposition of the symmetric matrix `a`, largest eigenvalue first.
 pub(super) fn sym_eigen(a: ArrayView2<f64>) -> Result<SymEigen> {
-    ensure!(a.is_square(), "eigendecomposition needs a square matrix, got {:?}", a.dim());
+    ensure!(
+        a.is_square(),
+        "eigendecomposition needs a square matrix, got {:?}",
+        a.dim()
+    );
     let evd = to_faer(a)
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| anyhow!("faer eigendecomposition failed: {e:?}"))?;

@@ -7,17 +7,18 @@
 //! with the `lapack` feature).
 
 mod estimators;
+#[cfg(test)]
+mod golden_tests;
 mod gram;
 mod linalg;
 mod spectrum;
 mod subspace;
 #[cfg(test)]
 mod testutil;
-#[cfg(test)]
-mod golden_tests;
 
 pub use estimators::{
-    entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank, Estimator, VAR_RANK_TOLERANCE,
+    entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank, Estimator,
+    VAR_RANK_TOLERANCE,
 };
 pub use gram::{GramAccumulator, GramParts};
 #[cfg(feature = "lapack")]
