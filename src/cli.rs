@@ -2,7 +2,8 @@
 
 use crate::config::{MaskPolicy, Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
-use anyhow::{bail, Result};
+use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -25,6 +26,16 @@ enum Command {
     Inspect {
         /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
         dir: PathBuf,
+    },
+    /// Per-layer effective rank of real vs [MASK] token representations.
+    Analyze(AnalyzeArgs),
+    /// Merge analysis dirs computed on different shards of the same spec.
+    Merge {
+        /// Analysis dirs (each with accumulators.safetensors and manifest.json).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measure speed.
     #[command(subcommand)]
@@ -107,6 +118,73 @@ struct HiddenStatesArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// An analysis spec (analyses/*.toml); flags below override it.
+    spec: Option<PathBuf>,
+    /// LABEL=PATH of a repdef run dir or a HF BERT/RoBERTa dir (repeatable; replaces the spec's models).
+    #[arg(long = "model", value_name = "LABEL=PATH")]
+    models: Vec<String>,
+    /// A prepared data dir, or text files (replaces the spec's data paths).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Tokens per model.
+    #[arg(long)]
+    tokens: Option<u64>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Analyse shard `i/n` of the sequences (merge shards with `repdef merge`).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Override any spec key: `--set measure.mask_prob=0.2`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Output dir (default: reports/<spec name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl AnalyzeArgs {
+    fn into_spec(self) -> Result<(AnalysisSpec, Option<PathBuf>)> {
+        let mut spec = match &self.spec {
+            Some(path) => AnalysisSpec::load(path, &[])?,
+            None => {
+                if self.models.is_empty() || self.data.is_empty() || self.tokens.is_none() {
+                    bail!("without a spec file, give --model LABEL=PATH, --data and --tokens");
+                }
+                AnalysisSpec {
+                    name: "adhoc".into(),
+                    seed: 0,
+                    models: vec![],
+                    data: DataSpec { paths: vec![], tokens: 0, seq_len: 128, batch_size: 32, shard: None },
+                    measure: MeasureSpec::default(),
+                }
+            }
+        };
+        if !self.models.is_empty() {
+            spec.models = self
+                .models
+                .iter()
+                .map(|m| {
+                    let (label, path) = m.split_once('=').with_context(|| format!("--model {m:?}: expected LABEL=PATH"))?;
+                    Ok(ModelSpec { label: label.to_string(), path: path.into() })
+                })
+                .collect::<Result<_>>()?;
+        }
+        if !self.data.is_empty() {
+            spec.data.paths = self.data;
+        }
+        spec.data.tokens = self.tokens.unwrap_or(spec.data.tokens);
+        spec.data.seq_len = self.seq_len.unwrap_or(spec.data.seq_len);
+        spec.data.batch_size = self.batch_size.unwrap_or(spec.data.batch_size);
+        spec.data.shard = self.shard.or(spec.data.shard);
+        let spec = crate::config::apply_overrides(&spec, &self.overrides)?;
+        Ok((spec, self.out))
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Training throughput of both objectives on random tokens.
@@ -185,6 +263,19 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::hidden_states::write_hidden_states(&args.model, &texts, &args.out)?;
         }
         Command::Inspect { dir } => crate::inspect::inspect(&dir)?,
+        Command::Analyze(args) => {
+            let (spec, out) = args.into_spec()?;
+            let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
+            let plan = spec.resolve()?;
+            let results = crate::analysis::analyze(&plan, &out)?;
+            print!("{}", crate::analysis::summary::render(&results.ranks));
+            println!("wrote {}", out.display());
+        }
+        Command::Merge { dirs, out } => {
+            let results = crate::analysis::merge(&dirs, &out)?;
+            print!("{}", crate::analysis::summary::render(&results.ranks));
+            println!("merged {} dirs into {}", dirs.len(), out.display());
+        }
         Command::Bench(BenchCommand::Train(args)) => crate::bench::bench_train(&args)?,
     }
     Ok(())

@@ -324,7 +324,9 @@ pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, o
             .with_context(|| format!("--set {key}: no such setting"))?;
         let parsed: serde_json::Value =
             serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
-        let same_kind = matches!(
+        // `null` (an unset optional setting) accepts any value; the final deserialisation checks it.
+        let same_kind = slot.is_null()
+            || matches!(
             (&*slot, &parsed),
             (serde_json::Value::Number(_), serde_json::Value::Number(_))
                 | (serde_json::Value::Bool(_), serde_json::Value::Bool(_))

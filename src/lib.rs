@@ -1,15 +1,19 @@
 //! repdef: train MLM and MAE-LM encoders, extract per-layer hidden states, and measure how many
 //! dimensions they use for real vs `[MASK]` tokens (Meng et al., ICLR 2024). See the README's codemap.
 
+pub mod analysis;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod extract;
 pub mod fsutil;
 pub mod hidden_states;
 pub mod inspect;
 pub mod model;
 pub mod progress;
+pub mod rank;
 pub mod rng;
+pub mod spec;
 pub mod train;

@@ -11,15 +11,16 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::spectrum::Spectrum;
 
-/// Relative slack on the var@τ threshold. Cumulative sums of floats land a
-/// few ulps below a threshold they reach exactly in real arithmetic (ten
-/// eigenvalues of 0.1: the first nine sum to 0.8999999999999999), which
-/// would add a spurious dimension; 1e-12 is far above that round-off and
-/// far below any difference a rank table can show.
+/// Slack on the var@τ threshold. A cumulative fraction that equals τ in real
+/// arithmetic can land a few ulps below it in floats (eigenvalues 0.9, 0.1,
+/// 0.1, 0.1 at τ = 0.75: the float total is 1.2000000000000002), which would
+/// add a spurious dimension; 1e-12 is far above that round-off and far below
+/// any difference a rank table can show.
 pub const VAR_RANK_TOLERANCE: f64 = 1e-12;
 
 /// var@τ (the paper's estimator, τ = 0.9): the smallest k with
-/// Σ_{i≤k} σᵢ² / Σ σᵢ² ≥ τ, for τ in (0, 1].
+/// Σ_{i≤k} σᵢ² / Σ σᵢ² ≥ τ − [`VAR_RANK_TOLERANCE`], for τ in (0, 1]
+/// ([`Estimator::var_rank`] checks the range; a τ above 1 gives d).
 pub fn var_rank(spectrum: &Spectrum, tau: f64) -> usize {
     let eigenvalues = spectrum.eigenvalues();
     let target = (tau - VAR_RANK_TOLERANCE) * spectrum.total_energy();
@@ -267,9 +268,11 @@ mod tests {
 
     #[test]
     fn var_rank_tolerates_round_off_at_exact_threshold() {
-        // Ten eigenvalues 0.1: the float sum of nine is 0.8999999999999999.
-        let s = Spectrum::from_eigenvalues(vec![0.1; 10], 100, 10).unwrap();
-        assert_eq!(var_rank(&s, 0.9), 9);
+        // 0.9 / (0.9 + 0.1 + 0.1 + 0.1) is exactly 0.75 in real arithmetic,
+        // but the float total is 1.2000000000000002 and 0.75 of it is
+        // 0.9000000000000001 > 0.9: without the tolerance var@0.75 would be 2.
+        let s = Spectrum::from_eigenvalues(vec![0.9, 0.1, 0.1, 0.1], 100, 4).unwrap();
+        assert_eq!(var_rank(&s, 0.75), 1);
     }
 
     #[test]

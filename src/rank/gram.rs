@@ -234,6 +234,13 @@ mod tests {
     }
 
     #[test]
+    fn empty_batch_changes_nothing() {
+        let mut acc = GramAccumulator::new(3);
+        acc.update(Array2::<f32>::zeros((0, 3)).view()).unwrap();
+        assert_eq!(acc, GramAccumulator::new(3));
+    }
+
+    #[test]
     fn update_rejects_wrong_width() {
         let mut acc = GramAccumulator::new(3);
         assert!(acc.update_f64(Array2::zeros((2, 4)).view()).is_err());

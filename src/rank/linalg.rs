@@ -2,7 +2,10 @@
 //! through ndarray-linalg behind the `lapack` feature). Everything else in
 //! `rank` speaks ndarray; only this file converts to and from faer matrices.
 
-use anyhow::{anyhow, ensure, Result};
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, ensure, Result};
 use faer::{Accum, Mat, MatMut, MatRef, Side};
 use ndarray::{Array2, ArrayView2};
 
@@ -14,7 +17,8 @@ pub(super) struct SymEigen {
     pub vectors: Array2<f64>,
 }
 
-/// Which solver computes the eigenvalues of a Gram matrix.
+/// Which solver computes the eigenvalues of a Gram matrix; named `faer` or
+/// `lapack` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EigenSolver {
     /// faer's self-adjoint eigenvalue routine (pure Rust, fast, the default).
@@ -23,6 +27,34 @@ pub enum EigenSolver {
     /// LAPACK `?syev` through ndarray-linalg (needs the system OpenBLAS).
     #[cfg(feature = "lapack")]
     Lapack,
+}
+
+impl fmt::Display for EigenSolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EigenSolver::Faer => "faer",
+            #[cfg(feature = "lapack")]
+            EigenSolver::Lapack => "lapack",
+        })
+    }
+}
+
+impl FromStr for EigenSolver {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "faer" => Ok(EigenSolver::Faer),
+            #[cfg(feature = "lapack")]
+            "lapack" => Ok(EigenSolver::Lapack),
+            #[cfg(not(feature = "lapack"))]
+            "lapack" => bail!(
+                "eigen-solver `lapack` is not in this build; rebuild with \
+                 `cargo build --release --features lapack` (needs `apt-get install libopenblas-dev`)"
+            ),
+            _ => bail!("unknown eigen-solver `{s}`; expected `faer` or `lapack`"),
+        }
+    }
 }
 
 /// `gram += rowsᵀ · rows` as one matrix product.
@@ -59,26 +91,35 @@ pub fn sym_eigenvalues(a: ArrayView2<f64>, solver: EigenSolver) -> Result<Vec<f6
         "eigenvalues need a square matrix, got {:?}",
         a.dim()
     );
-    let mut values = match solver {
-        EigenSolver::Faer => to_faer(a)
-            .self_adjoint_eigenvalues(Side::Lower)
-            .map_err(|e| anyhow!("faer eigenvalue solver failed: {e:?}"))?,
+    match solver {
+        EigenSolver::Faer => {
+            let mut values = to_faer(a)
+                .self_adjoint_eigenvalues(Side::Lower)
+                .map_err(|e| anyhow!("faer eigenvalue solver failed: {e:?}"))?;
+            // faer returns ascending order; every consumer wants σ₁ first.
+            values.reverse();
+            Ok(values)
+        }
         #[cfg(feature = "lapack")]
-        EigenSolver::Lapack => eigenvalues_lapack(a)?,
-    };
-    // Both backends return ascending order; every consumer wants σ₁ first.
-    values.reverse();
-    Ok(values)
+        EigenSolver::Lapack => eigenvalues_lapack(a),
+    }
 }
 
-/// Eigenvalues of the symmetric matrix `a` through LAPACK `?syev`, ascending.
+/// Eigenvalues of the symmetric matrix `a` through LAPACK `?syev` (lower
+/// triangle), descending.
 #[cfg(feature = "lapack")]
 pub fn eigenvalues_lapack(a: ArrayView2<f64>) -> Result<Vec<f64>> {
     use ndarray_linalg::{EigValsh, UPLO};
+    ensure!(
+        a.is_square(),
+        "eigenvalues need a square matrix, got {:?}",
+        a.dim()
+    );
     let values = a
         .eigvalsh(UPLO::Lower)
         .map_err(|e| anyhow!("LAPACK eigenvalue solver (?syev) failed: {e}"))?;
-    Ok(values.to_vec())
+    // LAPACK returns ascending order.
+    Ok(values.iter().rev().copied().collect())
 }
 
 /// Full eigendecomposition of the symmetric matrix `a`, largest eigenvalue first.
@@ -110,4 +151,28 @@ pub(super) fn singular_values(a: ArrayView2<f64>) -> Result<Vec<f64>> {
 /// cubic decompositions it feeds, and independent of the view's strides.
 fn to_faer(a: ArrayView2<f64>) -> Mat<f64> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn solver_names_round_trip() {
+        assert_eq!("faer".parse::<EigenSolver>().unwrap(), EigenSolver::Faer);
+        assert_eq!(EigenSolver::default().to_string(), "faer");
+        let lapack = "lapack".parse::<EigenSolver>();
+        assert_eq!(lapack.is_ok(), cfg!(feature = "lapack"));
+        assert!("eigen".parse::<EigenSolver>().is_err());
+    }
+
+    #[test]
+    fn eigen_is_descending_with_matching_vectors() {
+        let a = ndarray::array![[2.0, 1.0], [1.0, 2.0]];
+        let eigen = sym_eigen(a.view()).unwrap();
+        assert!((eigen.values[0] - 3.0).abs() < 1e-12 && (eigen.values[1] - 1.0).abs() < 1e-12);
+        let v = eigen.vectors.column(0);
+        let av = a.dot(&v);
+        assert!((&av - &(&v * 3.0)).iter().all(|x| x.abs() < 1e-12));
+    }
 }

@@ -9,6 +9,12 @@ use super::gram::GramAccumulator;
 use super::linalg::{self, EigenSolver};
 
 /// Squared singular values of H (N × d), descending, one per hidden dimension.
+///
+/// The values are what the solver returned (negatives clamped to 0); they are
+/// not cut at the noise floor, because the continuous estimators barely move
+/// with values that small and cutting would make them depend on a worst-case
+/// bound. The floor is used by the numerical rank, and to zero a spectrum
+/// that lies entirely below it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spectrum {
     eigenvalues: Vec<f64>,
@@ -108,7 +114,9 @@ impl Spectrum {
     /// is below the noise floor: such a group (e.g. identical rows, centred)
     /// is numerically zero and gets rank 0 from every estimator.
     fn new(mut eigenvalues: Vec<f64>, n_tokens: u64, d: usize, noise_floor: f64) -> Self {
-        eigenvalues.iter_mut().for_each(|x| *x = x.max(0.0));
+        for x in &mut eigenvalues {
+            *x = x.max(0.0);
+        }
         eigenvalues.sort_by(|a, b| b.total_cmp(a));
         eigenvalues.resize(d, 0.0);
         if eigenvalues.first().is_some_and(|&top| top <= noise_floor) {

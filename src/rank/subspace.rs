@@ -58,6 +58,11 @@ pub fn compare_subspaces(
         real.d(),
         mask.d()
     );
+    ensure!(
+        options.tau > 0.0 && options.tau <= 1.0,
+        "subspace dimension var@τ needs 0 < τ ≤ 1, got {}",
+        options.tau
+    );
     let real_basis =
         principal_basis(real, options).context("principal subspace of the real tokens")?;
     let mask_basis =
@@ -103,6 +108,8 @@ fn energy_outside(gram: ArrayView2<f64>, basis: ArrayView2<f64>) -> Result<f64> 
 }
 
 /// Principal angles: arccos of the singular values of U_aᵀ U_b, ascending.
+/// arccos is flat near 1, so angles below ~1e-6° read as 0; that is far
+/// finer than any difference between subspaces the report discusses.
 fn principal_angles_deg(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<Vec<f64>> {
     if a.ncols() == 0 || b.ncols() == 0 {
         return Ok(Vec::new());
@@ -199,6 +206,11 @@ mod tests {
         assert!(format!("{err:#}").contains("no tokens"), "{err:#}");
         let zero = acc_of(&Array2::zeros((3, 4)));
         assert!(compare_subspaces(&real, &zero, SubspaceOptions::default()).is_err());
+        let bad_tau = SubspaceOptions {
+            tau: 1.5,
+            centred: false,
+        };
+        assert!(compare_subspaces(&real, &real, bad_tau).is_err());
     }
 
     #[test]

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `repdef bench train` (see bench/README.md for the full protocol).
+
+Times full training steps -- mask -> forward -> backward -> AdamW update -- for the two
+objectives at preset `mini`, with the same shapes and work as src/bench.rs:
+
+* model: HF `BertModel` (post-LN, no pooler), 4 layers, d_model 256, 4 heads, d_mlp 1024,
+  GELU (erf), vocab 8192, 512 positions, dropout 0.1, LayerNorm eps 1e-12, init N(0, 0.02);
+* batch: 32 x 128 random ids in 5..vocab-1 ([CLS]=2 first, [SEP]=3 last), drawn once;
+* masking (every step, inside the timed region): per row floor(0.15 * 126 + U[0,1)) (>= 1) of
+  the non-special positions, all replaced by [MASK]=4;
+* `mlm`: encoder over the full masked sequence; the MLM head (HF `BertLMPredictionHead`:
+  dense -> GELU -> LayerNorm -> projection tied to the word embeddings + bias) only on the
+  gathered picked rows; mean cross-entropy;
+* `mae-lm`: picked positions are removed from the encoder input (kept tokens compacted left,
+  padded to the longest row with an attention mask, each with its ORIGINAL position id);
+  encoder outputs are scattered back to [batch, seq_len, d_model] with the [MASK] row of the
+  word-embedding table at removed positions; a decoder (own position embeddings + LayerNorm,
+  2 post-LN BERT layers, dropout 0) runs over the full length; same head at picked rows;
+* AdamW: lr 1e-4, betas (0.9, 0.98), eps 1e-6, weight decay 0.01 except biases and LayerNorm.
+
+Per objective: 1 untimed warm-up step, then --steps timed steps; the mean ms/step is reported
+and written as JSON to --out for `repdef bench train --reference`.
+
+Attention: HF's "sdpa" implementation by default (what `BertModel` picks on its own in
+transformers 4.46, and the faster PyTorch path, so the reference is the stronger baseline);
+`--attn eager` gives the explicit matmul -> softmax -> dropout -> matmul that mirrors repdef.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertModel
+from transformers.models.bert.modeling_bert import BertEncoder, BertLMPredictionHead
+
+PAD, CLS, SEP, MASK, FIRST_ORDINARY = 0, 2, 3, 4, 5
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (candle's default thread count)."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topology.joinpath("physical_package_id").read_text(), topology.joinpath("core_id").read_text()))
+        except OSError:
+            return len(os.sched_getaffinity(0))
+    return max(1, len(cores))
+
+
+class Pretraining(nn.Module):
+    def __init__(self, config: BertConfig, decoder_layers: int):
+        super().__init__()
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.head = BertLMPredictionHead(config)
+        self.head.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tied
+        self.decoder = None
+        if decoder_layers:
+            dec = BertConfig(**{**config.to_dict(), "num_hidden_layers": decoder_layers, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+            self.dec_position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            self.dec_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.decoder = BertEncoder(dec)
+        self.apply(self.bert._init_weights)
+
+    def loss(self, ids: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+        """`ids`: original [batch, pos] ids; `picked`: [batch, pos] bool."""
+        batch, pos = ids.shape
+        corrupted = ids.masked_fill(picked, MASK)
+        if self.decoder is None:
+            # No padding in the batch, so no attention mask (HF would drop an all-ones mask anyway).
+            hidden = self.bert(input_ids=corrupted).last_hidden_state
+        else:
+            hidden = self.mae_lm_hidden(corrupted, picked)
+        at_picked = hidden.reshape(batch * pos, -1)[picked.reshape(-1)]
+        return F.cross_entropy(self.head(at_picked), ids[picked])
+
+    def mae_lm_hidden(self, corrupted: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+        batch, pos = corrupted.shape
+        visible = ~picked
+        kept_len = int(visible.sum(1).max())
+        # Visible positions first, in their original order (stable sort), cut to the longest row.
+        order = torch.sort(picked.to(torch.uint8), dim=1, stable=True).indices[:, :kept_len]
+        attention_mask = visible.gather(1, order)
+        enc_ids = corrupted.gather(1, order).masked_fill(~attention_mask, PAD)
+        position_ids = order.masked_fill(~attention_mask, 0)
+        encoded = self.bert(input_ids=enc_ids, attention_mask=attention_mask.long(), position_ids=position_ids).last_hidden_state
+        # Scatter back: each visible position takes its slot's row, removed ones the [MASK] row.
+        slot = torch.arange(batch).unsqueeze(1) * kept_len + visible.cumsum(1) - 1
+        scatter_index = torch.where(visible, slot, batch * kept_len).reshape(-1)
+        mask_row = self.bert.embeddings.word_embeddings.weight[MASK : MASK + 1]
+        rows = torch.cat([encoded.reshape(batch * kept_len, -1), mask_row])
+        scattered = rows.index_select(0, scatter_index).reshape(batch, pos, -1)
+        hidden = self.dec_norm(scattered + self.dec_position(torch.arange(pos)))
+        # Full length, no [PAD] in the batch: the decoder needs no attention mask.
+        return self.decoder(hidden).last_hidden_state
+
+
+def pick(batch: int, pos: int, prob: float = 0.15) -> torch.Tensor:
+    """[batch, pos] bool: floor(prob * n + U) (>= 1) distinct picks among positions 1..pos-2."""
+    n_candidates = pos - 2
+    counts = (prob * n_candidates + torch.rand(batch, 1)).floor().clamp(min=1)
+    ranks = torch.rand(batch, n_candidates).argsort(1).argsort(1)  # a random permutation per row
+    picked = torch.zeros(batch, pos, dtype=torch.bool)
+    picked[:, 1:-1] = ranks < counts
+    return picked
+
+
+def ms_per_step(objective: str, args: argparse.Namespace) -> float:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=args.vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, initializer_range=0.02,
+        pad_token_id=PAD, attn_implementation=args.attn,
+    )
+    model = Pretraining(config, decoder_layers=2 if objective == "mae-lm" else 0).train()
+    params = list(model.parameters())  # tied weights appear once
+    # Biases and LayerNorm parameters (exactly the 1-D ones) are not decayed.
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim > 1], "weight_decay": 0.01},
+         {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0}],
+        lr=1e-4, betas=(0.9, 0.98), eps=1e-6,
+    )
+    ids = torch.randint(FIRST_ORDINARY, args.vocab_size, (args.batch_size, args.seq_len))
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    total = 0.0
+    for step in range(args.steps + 1):
+        start = time.perf_counter()
+        picked = pick(args.batch_size, args.seq_len)
+        loss = model.loss(ids, picked)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step > 0:  # step 0 is the warm-up
+            total += time.perf_counter() - start
+    return 1000.0 * total / args.steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per objective, after 1 warm-up step")
+    parser.add_argument("--threads", type=int, default=physical_cores(), help="torch intra-op threads (default: physical cores)")
+    parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="HF attention implementation")
+    parser.add_argument("--out", type=Path, default=Path("bench/reference_train.json"))
+    args = parser.parse_args()
+    assert 3 <= args.seq_len <= 512 and args.vocab_size > FIRST_ORDINARY and args.steps > 0
+
+    torch.set_num_threads(args.threads)
+    tokens = args.batch_size * args.seq_len
+    print(f"torch {torch.__version__}, {args.threads} threads, attention {args.attn}, preset mini, "
+          f"batch {args.batch_size} x {args.seq_len} tokens, vocab {args.vocab_size}, {args.steps} timed steps")
+    print(f"{'objective':<9} {'ms/step':>10} {'tokens/s':>10}")
+    result = {}
+    for objective in ["mlm", "mae-lm"]:
+        ms = ms_per_step(objective, args)
+        result[objective] = ms
+        print(f"{objective:<9} {ms:>10.1f} {tokens / (ms / 1000):>10.0f}")
+    result.update({"torch": torch.__version__, "threads": args.threads, "attn": args.attn, "preset": "mini",
+                   "batch_size": args.batch_size, "seq_len": args.seq_len})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

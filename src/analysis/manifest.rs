@@ -1,0 +1,69 @@
+//! `manifest.json`: provenance of an analysis — the spec and its hash, each model's weights
+//! hash, seed, shard, tokens analysed, and software versions.
+
+use crate::data::corpus::fnv1a64;
+use crate::spec::{AnalysisSpec, Plan};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub repdef_version: String,
+    pub spec: AnalysisSpec,
+    pub spec_hash: String,
+    pub seed: u64,
+    pub models: Vec<ModelRecord>,
+    /// Shards merged into this analysis (`"i/n"`), or just this run's shard.
+    pub shards: Vec<String>,
+    pub linear_algebra: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub label: String,
+    pub path: String,
+    pub weights_file: String,
+    /// FNV-1a 64 of the weights file (identity check, not cryptographic).
+    pub weights_fnv1a64: String,
+    pub objective: String,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub tokens: u64,
+}
+
+impl Manifest {
+    pub fn new(plan: &Plan, tokens: &BTreeMap<String, u64>) -> Result<Self> {
+        let models = plan
+            .models
+            .iter()
+            .map(|m| {
+                let weights = ["model.safetensors", "pytorch_model.bin"].map(|f| m.path.join(f)).into_iter().find(|p| p.exists());
+                let weights = weights.with_context(|| format!("{}: no weights file", m.path.display()))?;
+                let bytes = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
+                Ok(ModelRecord {
+                    label: m.label.clone(),
+                    path: m.path.display().to_string(),
+                    weights_file: weights.display().to_string(),
+                    weights_fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
+                    objective: format!("{:?}", m.config.objective()),
+                    n_layers: m.config.num_hidden_layers,
+                    d_model: m.config.hidden_size,
+                    tokens: tokens.get(&m.label).copied().unwrap_or(0),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let (index, count) = plan.shard;
+        Ok(Manifest {
+            repdef_version: env!("CARGO_PKG_VERSION").to_string(),
+            spec: plan.spec.clone(),
+            spec_hash: plan.spec.hash(),
+            seed: plan.spec.seed,
+            models,
+            shards: vec![format!("{index}/{count}")],
+            linear_algebra: crate::rank::EigenSolver::default().to_string(),
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! `repdef analyze` and `repdef merge`: from a plan (or shards' accumulators) to the output dir:
+//! `manifest.json`, `ranks.csv`, `spectra.csv`, `subspace.csv`, `accumulators.safetensors`.
+//! The dir is assembled under a temporary name and renamed into place, so an interrupted or
+//! failed analysis never leaves a valid-looking partial result.
+
+pub mod manifest;
+pub mod store;
+pub mod summary;
+pub mod tables;
+
+use crate::extract::{extract, Accumulators};
+use crate::fsutil::{read_json, write_json_atomic};
+use crate::spec::Plan;
+use anyhow::{bail, ensure, Context, Result};
+use manifest::{Manifest, MANIFEST_FILE};
+use std::path::{Path, PathBuf};
+use store::{read_accumulators, write_accumulators, ACCUMULATORS_FILE};
+use tables::{compute, write_csv, Results};
+
+pub const RANKS_FILE: &str = "ranks.csv";
+pub const SPECTRA_FILE: &str = "spectra.csv";
+pub const SUBSPACE_FILE: &str = "subspace.csv";
+
+/// Runs the plan and writes its output dir; returns the computed tables.
+pub fn analyze(plan: &Plan, out: &Path) -> Result<Results> {
+    let (accumulators, tokens) = extract(plan)?;
+    let manifest = Manifest::new(plan, &tokens)?;
+    let results = compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?;
+    write_output_dir(out, &manifest, &accumulators, &results)?;
+    Ok(results)
+}
+
+/// Adds the accumulators of analysis dirs made from the same spec on different shards.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
+    ensure!(!dirs.is_empty(), "nothing to merge");
+    let mut merged: Option<(Manifest, Accumulators)> = None;
+    for dir in dirs {
+        let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
+        let accumulators = read_accumulators(&dir.join(ACCUMULATORS_FILE))?;
+        merged = Some(match merged {
+            None => (manifest, accumulators),
+            Some((mut total, mut sums)) => {
+                check_compatible(&total, &manifest, dir)?;
+                for (key, acc) in accumulators {
+                    match sums.get_mut(&key) {
+                        Some(existing) => existing.merge(&acc).with_context(|| format!("{}: {key:?}", dir.display()))?,
+                        None => {
+                            sums.insert(key, acc);
+                        }
+                    }
+                }
+                for (model, other) in total.models.iter_mut().zip(&manifest.models) {
+                    model.tokens += other.tokens;
+                }
+                total.shards.extend(manifest.shards);
+                (total, sums)
+            }
+        });
+    }
+    let (manifest, accumulators) = merged.expect("at least one dir");
+    let plan = manifest.spec.clone().resolve().context("re-resolving the merged spec")?;
+    let results = compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?;
+    write_output_dir(out, &manifest, &accumulators, &results)?;
+    Ok(results)
+}
+
+/// Shards must come from the same spec (up to the shard) and the same weights.
+fn check_compatible(first: &Manifest, other: &Manifest, dir: &Path) -> Result<()> {
+    let mut a = first.spec.clone();
+    let mut b = other.spec.clone();
+    a.data.shard = None;
+    b.data.shard = None;
+    if a != b {
+        bail!("{}: made from a different spec than the first dir (only data.shard may differ)", dir.display());
+    }
+    for (x, y) in first.models.iter().zip(&other.models) {
+        if x.weights_fnv1a64 != y.weights_fnv1a64 {
+            bail!("{}: model {:?} has different weights than in the first dir", dir.display(), y.label);
+        }
+    }
+    for shard in &other.shards {
+        ensure!(!first.shards.contains(shard), "{}: shard {shard} is already merged", dir.display());
+    }
+    Ok(())
+}
+
+fn write_output_dir(out: &Path, manifest: &Manifest, accumulators: &Accumulators, results: &Results) -> Result<()> {
+    let staging = crate::fsutil::temp_path(out);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("removing stale {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    write_csv(&staging.join(RANKS_FILE), &results.ranks)?;
+    write_csv(&staging.join(SPECTRA_FILE), &results.spectra)?;
+    write_csv(&staging.join(SUBSPACE_FILE), &results.subspace)?;
+    write_accumulators(&staging.join(ACCUMULATORS_FILE), accumulators)?;
+    write_json_atomic(&staging.join(MANIFEST_FILE), manifest)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    }
+    std::fs::rename(&staging, out).with_context(|| format!("moving results into {}", out.display()))
+}

@@ -1,0 +1,150 @@
+//! The tidy result tables computed from accumulators: ranks (one row per model, condition,
+//! group, layer, estimator, centring), spectra (eigenvalues), and the `[MASK]`-vs-real subspace
+//! measures. Written as CSV that pandas/polars read directly.
+
+use crate::extract::{AccumulatorKey, Accumulators, Condition, Group};
+use crate::rank::{compare_subspaces, Estimator, Spectrum, SubspaceOptions};
+use crate::spec::Centring;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankRow {
+    pub model: String,
+    pub condition: String,
+    pub group: String,
+    pub layer: usize,
+    pub estimator: String,
+    pub centred: bool,
+    pub value: f64,
+    pub n_tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumRow {
+    pub model: String,
+    pub condition: String,
+    pub group: String,
+    pub layer: usize,
+    pub centred: bool,
+    /// 0-based position in the descending spectrum.
+    pub index: usize,
+    /// σ² of the token matrix.
+    pub eigenvalue: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubspaceRow {
+    pub model: String,
+    pub condition: String,
+    pub layer: usize,
+    pub centred: bool,
+    /// var@0.9 rank of the real-token group (dimension of its principal subspace).
+    pub k_real: usize,
+    pub k_mask: usize,
+    /// Share of `[MASK]` energy outside the real tokens' top-k_real subspace.
+    pub mask_energy_outside_real: f64,
+    pub angle_min_deg: f64,
+    pub angle_median_deg: f64,
+    pub angle_max_deg: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Results {
+    pub ranks: Vec<RankRow>,
+    pub spectra: Vec<SpectrumRow>,
+    pub subspace: Vec<SubspaceRow>,
+}
+
+/// Every estimator on every accumulator, under each centring, plus the subspace measures.
+pub fn compute(accumulators: &Accumulators, estimators: &[Estimator], centrings: &[Centring]) -> Result<Results> {
+    let mut results = Results::default();
+    for (key, acc) in accumulators {
+        for &centring in centrings {
+            let centred = centring.is_centred();
+            let spectrum = Spectrum::from_gram(acc, centred).with_context(|| describe(key))?;
+            for estimator in estimators {
+                results.ranks.push(RankRow {
+                    model: key.model.clone(),
+                    condition: key.condition.to_string(),
+                    group: key.group.to_string(),
+                    layer: key.layer,
+                    estimator: estimator.to_string(),
+                    centred,
+                    value: estimator.evaluate(&spectrum),
+                    n_tokens: acc.n_tokens(),
+                });
+            }
+            results.spectra.extend(spectrum.eigenvalues().iter().enumerate().map(|(index, &eigenvalue)| SpectrumRow {
+                model: key.model.clone(),
+                condition: key.condition.to_string(),
+                group: key.group.to_string(),
+                layer: key.layer,
+                centred,
+                index,
+                eigenvalue,
+            }));
+            if key.group == Group::Mask {
+                let real_key = AccumulatorKey { group: Group::Real, ..key.clone() };
+                if let Some(real) = accumulators.get(&real_key) {
+                    results.subspace.push(subspace_row(key, real, acc, centred)?);
+                }
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn subspace_row(key: &AccumulatorKey, real: &crate::rank::GramAccumulator, mask: &crate::rank::GramAccumulator, centred: bool) -> Result<SubspaceRow> {
+    let report = compare_subspaces(real, mask, SubspaceOptions { tau: 0.9, centred }).with_context(|| describe(key))?;
+    let angles = &report.angles_deg;
+    let pick = |q: f64| angles.get(((angles.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
+    Ok(SubspaceRow {
+        model: key.model.clone(),
+        condition: key.condition.to_string(),
+        layer: key.layer,
+        centred,
+        k_real: report.k_real,
+        k_mask: report.k_mask,
+        mask_energy_outside_real: report.energy_outside,
+        angle_min_deg: pick(0.0),
+        angle_median_deg: pick(0.5),
+        angle_max_deg: pick(1.0),
+    })
+}
+
+fn describe(key: &AccumulatorKey) -> String {
+    format!("model {:?}, {}/{}, layer {}", key.model, key.condition, key.group, key.layer)
+}
+
+/// Writes rows as CSV with a header, atomically.
+pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |tmp| {
+        let mut writer = csv::Writer::from_path(tmp)?;
+        for row in rows {
+            writer.serialize(row)?;
+        }
+        writer.flush()?;
+        Ok(())
+    })
+}
+
+/// Reads a CSV written by `write_csv`, naming the file on error.
+pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.with_context(|| format!("{}: row {} is malformed", path.display(), i + 2)))
+        .collect()
+}
+
+/// The var@0.9 (uncentred) value of one cell, if measured.
+pub fn paper_rank(ranks: &[RankRow], model: &str, condition: Condition, group: Group, layer: usize) -> Option<f64> {
+    let paper = Estimator::PAPER.to_string();
+    ranks
+        .iter()
+        .find(|r| r.model == model && r.condition == condition.name() && r.group == group.name() && r.layer == layer && r.estimator == paper && !r.centred)
+        .map(|r| r.value)
+}

@@ -1,0 +1,99 @@
+//! The extraction loop: for each model, batches of sequences are masked once (seeded, so every
+//! model with the same tokenizer sees the same masks), run through the encoder under every
+//! condition, and each tap's rows are added to the Gram accumulator of their group.
+
+use super::conditions::{condition_inputs, Condition, Group};
+use super::sequences::{load_sequences, shard_selection};
+use crate::checkpoint::load_encoder;
+use crate::config::{MaskConfig, MaskPolicy};
+use crate::data::masking::Masker;
+use crate::data::tokenizer::SpecialIds;
+use crate::model::{Ctx, TapCache};
+use crate::progress::Progress;
+use crate::rank::GramAccumulator;
+use crate::rng::Rng;
+use crate::spec::{Plan, PlannedModel};
+use anyhow::{ensure, Context, Result};
+use candle_core::Device;
+use ndarray::{ArrayView2, Axis};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Identifies one accumulator; `layer` is the HF `hidden_states` index (0 = embeddings).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccumulatorKey {
+    pub model: String,
+    pub condition: Condition,
+    pub group: Group,
+    pub layer: usize,
+}
+
+pub type Accumulators = BTreeMap<AccumulatorKey, GramAccumulator>;
+
+/// Runs every model of the plan over its data; returns the accumulators and tokens per model.
+pub fn extract(plan: &Plan) -> Result<(Accumulators, BTreeMap<String, u64>)> {
+    let device = Device::Cpu;
+    let mut accumulators = Accumulators::new();
+    let mut tokens_per_model = BTreeMap::new();
+    let total = plan.spec.data.tokens * plan.models.len() as u64;
+    let progress = Progress::new(total, 0, "tokens");
+    let start = Instant::now();
+    for (i, model) in plan.models.iter().enumerate() {
+        let done_before = plan.spec.data.tokens * i as u64;
+        let tokens = extract_model(plan, model, &device, &mut accumulators, |done| {
+            let rate = (done_before + done) as f64 / start.elapsed().as_secs_f64();
+            progress.advance(done_before + done, format!("{} {rate:.0} tok/s", model.label));
+        })
+        .with_context(|| format!("model {:?} ({})", model.label, model.path.display()))?;
+        progress.log(&format!("{}: {tokens} tokens, {:.1} s", model.label, start.elapsed().as_secs_f64()));
+        tokens_per_model.insert(model.label.clone(), tokens);
+    }
+    progress.finish();
+    Ok((accumulators, tokens_per_model))
+}
+
+fn extract_model(plan: &Plan, model: &PlannedModel, device: &Device, accumulators: &mut Accumulators, report: impl Fn(u64)) -> Result<u64> {
+    let data = &plan.spec.data;
+    let loaded = load_encoder(&model.path, device)?;
+    let sequences = load_sequences(&plan.data, &loaded.tokenizer, data.seq_len)?;
+    let selected = shard_selection(sequences.len(), data.seq_len, data.tokens, plan.shard);
+    ensure!(!selected.is_empty(), "no sequences to analyse (the data has {} sequences of {} tokens)", sequences.len(), data.seq_len);
+    let masker = Masker {
+        config: MaskConfig { prob: plan.spec.measure.mask_prob, policy: MaskPolicy::AllMask, keep_mask_frac: 0.0, protect_special: true },
+        special: SpecialIds::from_tokenizer(&loaded.tokenizer)?,
+        vocab_size: model.config.vocab_size,
+        drop_picked: true,
+    };
+    let mut rng = Rng::derive(plan.spec.seed, "analysis-masking");
+    let mut tokens = 0u64;
+    for chunk in selected.chunks(data.batch_size) {
+        let rows: Vec<&[u32]> = chunk.iter().map(|&i| sequences.seq(i)).collect();
+        let batch = masker.mask(&rows, &mut rng);
+        for condition in condition_inputs(&model.config, &batch, model.is_mae_lm(), device)? {
+            let mut cache = TapCache::only(model.taps.clone());
+            loaded.encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
+            for (tap, hidden) in cache.tensors {
+                let d = hidden.dim(2)?;
+                let values = hidden.flatten_all()?.to_vec1::<f32>()?;
+                let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
+                for (group, indices) in &condition.groups {
+                    let key = AccumulatorKey {
+                        model: model.label.clone(),
+                        condition: condition.condition,
+                        group: *group,
+                        layer: tap.hf_index().expect("encoder taps have an HF index"),
+                    };
+                    let rows: Vec<usize> = indices.iter().map(|&r| r as usize).collect();
+                    accumulators
+                        .entry(key)
+                        .or_insert_with(|| GramAccumulator::new(d))
+                        .update(matrix.select(Axis(0), &rows).view())
+                        .with_context(|| format!("{tap}, {}/{}", condition.condition, group))?;
+                }
+            }
+        }
+        tokens += (batch.batch * batch.pos) as u64;
+        report(tokens);
+    }
+    Ok(tokens)
+}

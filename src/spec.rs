@@ -1,0 +1,266 @@
+//! Analysis specs: the declarative TOML in `analyses/` (raw, as the user wrote it), and the
+//! resolved `Plan` built from it before any work starts (models' configs read, taps and
+//! estimators parsed, data source checked), so mistakes fail in seconds, not after extraction.
+
+use crate::checkpoint::CONFIG_FILE;
+use crate::config::{apply_overrides, ModelConfig, Objective};
+use crate::model::Tap;
+use crate::rank::Estimator;
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// An analysis as written in `analyses/*.toml`. Relative paths are relative to the working directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    pub name: String,
+    /// Seed of the masking pattern.
+    #[serde(default)]
+    pub seed: u64,
+    pub models: Vec<ModelSpec>,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub measure: MeasureSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Name in tables and figures, e.g. "MLM".
+    pub label: String,
+    /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// A dir made by `repdef prepare` (its holdout split is used) or UTF-8 text files; each
+    /// model tokenizes text files with its own tokenizer.
+    pub paths: Vec<PathBuf>,
+    /// Tokens to analyse per model (sequences are taken in order until this many).
+    pub tokens: u64,
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Process only sequences `i, i+n, i+2n, …` (`"i/n"`); shards' accumulators `merge` exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+}
+
+fn default_seq_len() -> usize {
+    128
+}
+fn default_batch_size() -> usize {
+    32
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureSpec {
+    /// Fraction of non-special positions replaced by `[MASK]` in the masked condition.
+    pub mask_prob: f64,
+    /// Tap names; empty means every encoder tap (`hook_full_embed` and each block output).
+    pub taps: Vec<String>,
+    /// Estimator names: `var@τ`, `entropy`, `stable`, `participation`, `numerical`.
+    pub estimators: Vec<String>,
+    /// Spectra to compute: uncentred (the paper's figure) and/or centred (PCA).
+    pub centring: Vec<Centring>,
+}
+
+impl Default for MeasureSpec {
+    fn default() -> Self {
+        MeasureSpec {
+            mask_prob: 0.15,
+            taps: vec![],
+            estimators: ["var@0.9", "var@0.99", "entropy", "stable", "participation", "numerical"].map(String::from).to_vec(),
+            centring: vec![Centring::Uncentred, Centring::Centred],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Centring {
+    Uncentred,
+    Centred,
+}
+
+impl Centring {
+    pub fn is_centred(self) -> bool {
+        self == Centring::Centred
+    }
+}
+
+/// Where the analysed tokens come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// The holdout split of a prepared dir (models must share its tokenizer).
+    Prepared(PathBuf),
+    TextFiles(Vec<PathBuf>),
+}
+
+/// One model, resolved.
+#[derive(Clone, Debug)]
+pub struct PlannedModel {
+    pub label: String,
+    pub path: PathBuf,
+    pub config: ModelConfig,
+    pub taps: Vec<Tap>,
+}
+
+impl PlannedModel {
+    pub fn is_mae_lm(&self) -> bool {
+        self.config.objective() == Objective::MaeLm
+    }
+}
+
+/// A validated analysis, ready to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub spec: AnalysisSpec,
+    pub models: Vec<PlannedModel>,
+    pub data: DataSource,
+    pub estimators: Vec<Estimator>,
+    /// (index, count) of this shard.
+    pub shard: (usize, usize),
+}
+
+impl AnalysisSpec {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let spec: AnalysisSpec = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        apply_overrides(&spec, overrides).with_context(|| format!("{}: applying --set", path.display()))
+    }
+
+    /// A stable hash of the spec's contents (for the manifest).
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_string(self).expect("specs serialise");
+        format!("{:016x}", crate::data::corpus::fnv1a64(canonical.as_bytes()))
+    }
+
+    pub fn resolve(self) -> Result<Plan> {
+        ensure!(!self.models.is_empty(), "the spec names no models");
+        ensure!(self.data.tokens > 0, "data.tokens must be positive");
+        ensure!(self.data.batch_size > 0, "data.batch_size must be positive");
+        ensure!(self.data.seq_len >= 8, "data.seq_len must be at least 8");
+        let m = &self.measure;
+        ensure!(0.0 < m.mask_prob && m.mask_prob < 1.0, "measure.mask_prob must be in (0, 1), got {}", m.mask_prob);
+        ensure!(!m.centring.is_empty(), "measure.centring must name uncentred and/or centred");
+        let mut labels: Vec<&str> = self.models.iter().map(|m| m.label.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        ensure!(labels.len() == self.models.len(), "model labels must be distinct");
+        let estimators = m
+            .estimators
+            .iter()
+            .map(|e| e.parse::<Estimator>().with_context(|| format!("measure.estimators: {e:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        ensure!(!estimators.is_empty(), "measure.estimators is empty");
+        let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
+        let data = resolve_data(&self.data.paths)?;
+        let shard = parse_shard(self.data.shard.as_deref())?;
+        Ok(Plan { spec: self, models, data, estimators, shard })
+    }
+
+    fn resolve_model(&self, model: &ModelSpec) -> Result<PlannedModel> {
+        let config = ModelConfig::load(&model.path.join(CONFIG_FILE)).with_context(|| format!("model {:?}", model.label))?;
+        let all_taps = Tap::encoder_taps(config.num_hidden_layers);
+        let taps = if self.measure.taps.is_empty() {
+            all_taps
+        } else {
+            let mut taps = Vec::new();
+            for name in &self.measure.taps {
+                let tap: Tap = name.parse()?;
+                ensure!(all_taps.contains(&tap), "model {:?} has no tap {name} ({} layers)", model.label, config.num_hidden_layers);
+                taps.push(tap);
+            }
+            taps
+        };
+        ensure!(self.data.seq_len <= config.max_position_embeddings, "data.seq_len {} exceeds model {:?}'s {} positions", self.data.seq_len, model.label, config.max_position_embeddings);
+        Ok(PlannedModel { label: model.label.clone(), path: model.path.clone(), config, taps })
+    }
+}
+
+fn resolve_data(paths: &[PathBuf]) -> Result<DataSource> {
+    ensure!(!paths.is_empty(), "data.paths is empty");
+    if paths.len() == 1 && paths[0].is_dir() {
+        crate::data::corpus::read_meta(&paths[0])?;
+        return Ok(DataSource::Prepared(paths[0].clone()));
+    }
+    for path in paths {
+        if path.is_dir() {
+            bail!("{}: a prepared data dir must be the only data path", path.display());
+        }
+        ensure!(path.is_file(), "{}: no such file", path.display());
+    }
+    Ok(DataSource::TextFiles(paths.to_vec()))
+}
+
+fn parse_shard(shard: Option<&str>) -> Result<(usize, usize)> {
+    let Some(text) = shard else { return Ok((0, 1)) };
+    let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => bail!("data.shard {text:?}: expected \"i/n\" with 0 ≤ i < n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "t"
+[[models]]
+label = "bert"
+path = "fixtures/hf-bert-tiny"
+[data]
+paths = ["fixtures/corpus/wikitext2_valid.txt"]
+tokens = 1000
+seq_len = 32
+"#;
+
+    fn in_repo<T>(f: impl FnOnce() -> T) -> T {
+        // Paths in specs are relative to the working directory; tests run from the crate root.
+        assert!(Path::new("fixtures").is_dir(), "tests run from the crate root");
+        f()
+    }
+
+    #[test]
+    fn a_minimal_spec_resolves_with_defaults() {
+        in_repo(|| {
+            let spec: AnalysisSpec = toml::from_str(SPEC).unwrap();
+            let plan = spec.resolve().unwrap();
+            assert_eq!(plan.models[0].taps.len(), 3);
+            assert_eq!(plan.estimators.len(), 6);
+            assert_eq!(plan.shard, (0, 1));
+            assert!(matches!(plan.data, DataSource::TextFiles(_)));
+        });
+    }
+
+    #[test]
+    fn unknown_keys_bad_values_and_bad_overrides_are_rejected() {
+        in_repo(|| {
+            let unknown = format!("{SPEC}\nsurprise = 1\n");
+            assert!(toml::from_str::<AnalysisSpec>(&unknown).is_err());
+            let spec: AnalysisSpec = toml::from_str(SPEC).unwrap();
+            assert!(apply_overrides(&spec, &["data.tokenz=5".into()]).is_err());
+            let bad_tap = apply_overrides(&spec, &[]).map(|mut s| {
+                s.measure.taps = vec!["blocks.7.hook_normalized_resid_post".into()];
+                s
+            });
+            assert!(bad_tap.unwrap().resolve().unwrap_err().to_string().contains("no tap"));
+            let mut bad_estimator = spec.clone();
+            bad_estimator.measure.estimators = vec!["var@2".into()];
+            assert!(bad_estimator.resolve().is_err());
+            let mut bad_shard = spec.clone();
+            bad_shard.data.shard = Some("3/3".into());
+            assert!(bad_shard.resolve().is_err());
+            let overridden = apply_overrides(&spec, &["data.tokens=77".into()]).unwrap();
+            assert_eq!(overridden.data.tokens, 77);
+        });
+    }
+}
