@@ -77,10 +77,28 @@ pub struct Masker {
 }
 
 impl Masker {
-    /// Masks `rows` (each one sequence of equal length).
+    /// Masks `rows` (each one sequence of equal length) drawing from one generator.
     pub fn mask(&self, rows: &[&[u32]], rng: &mut Rng) -> MaskedBatch {
+        let mut out = Self::empty_batch(rows);
+        for row in rows {
+            self.mask_row(row, rng, &mut out);
+        }
+        out
+    }
+
+    /// Masks each row with its own generator `row_rng(i)`, so a row's mask does not depend on
+    /// which rows share its batch (analysis shards then merge exactly into one pass).
+    pub fn mask_independently(&self, rows: &[&[u32]], row_rng: impl Fn(usize) -> Rng) -> MaskedBatch {
+        let mut out = Self::empty_batch(rows);
+        for (i, row) in rows.iter().enumerate() {
+            self.mask_row(row, &mut row_rng(i), &mut out);
+        }
+        out
+    }
+
+    fn empty_batch(rows: &[&[u32]]) -> MaskedBatch {
         let pos = rows.first().map_or(0, |r| r.len());
-        let mut out = MaskedBatch {
+        MaskedBatch {
             batch: rows.len(),
             pos,
             input_ids: Vec::with_capacity(rows.len() * pos),
@@ -88,15 +106,11 @@ impl Masker {
             classes: Vec::with_capacity(rows.len() * pos),
             picked: Vec::with_capacity(rows.len() * pos),
             encoder_visible: Vec::with_capacity(rows.len() * pos),
-        };
-        for row in rows {
-            assert_eq!(row.len(), pos, "all rows of a batch have the same length");
-            self.mask_row(row, rng, &mut out);
         }
-        out
     }
 
     fn mask_row(&self, row: &[u32], rng: &mut Rng, out: &mut MaskedBatch) {
+        assert_eq!(row.len(), out.pos, "all rows of a batch have the same length");
         let classes: Vec<TokenClass> = row.iter().map(|&id| self.base_class(id)).collect();
         let mut candidates: Vec<usize> = (0..row.len())
             .filter(|&t| match classes[t] {

@@ -1,5 +1,5 @@
-//! The extraction loop: for each model, batches of sequences are masked once (seeded, so every
-//! model with the same tokenizer sees the same masks), run through the encoder under every
+//! The extraction loop: for each model, batches of sequences are masked once (seeded per
+//! sequence, so every model with the same tokenizer sees the same masks), run through the encoder under every
 //! condition, and each tap's rows are added to the Gram accumulator of their group.
 
 use super::conditions::{condition_inputs, Condition, Group};
@@ -64,11 +64,12 @@ fn extract_model(plan: &Plan, model: &PlannedModel, device: &Device, accumulator
         vocab_size: model.config.vocab_size,
         drop_picked: true,
     };
-    let mut rng = Rng::derive(plan.spec.seed, "analysis-masking");
+    let seed = plan.spec.seed;
     let mut tokens = 0u64;
     for chunk in selected.chunks(data.batch_size) {
         let rows: Vec<&[u32]> = chunk.iter().map(|&i| sequences.seq(i)).collect();
-        let batch = masker.mask(&rows, &mut rng);
+        // Each sequence's mask depends only on (seed, its index): shards merge into one pass.
+        let batch = masker.mask_independently(&rows, |r| Rng::derive(seed.wrapping_add(chunk[r] as u64), "analysis-masking"));
         for condition in condition_inputs(&model.config, &batch, model.is_mae_lm(), device)? {
             let mut cache = TapCache::only(model.taps.clone());
             loaded.encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;

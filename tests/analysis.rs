@@ -1,0 +1,113 @@
+//! `analyze` and `merge` end to end on the tiny fixture models: shards merge to exactly one
+//! pass, the groups behave as DESIGN §1 says, and bad input fails cleanly with nothing written.
+
+use repdef::analysis::store::{read_accumulators, ACCUMULATORS_FILE};
+use repdef::analysis::{analyze, merge};
+use repdef::checkpoint::{read_safetensors, write_safetensors};
+use repdef::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
+use std::path::{Path, PathBuf};
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
+}
+
+fn spec(tokens: u64, shard: Option<&str>) -> AnalysisSpec {
+    AnalysisSpec {
+        name: "test".into(),
+        seed: 1,
+        models: vec![
+            ModelSpec { label: "MLM".into(), path: fixture("repdef-tiny-mlm") },
+            ModelSpec { label: "MAE-LM".into(), path: fixture("repdef-tiny-maelm") },
+        ],
+        data: DataSpec { paths: vec![fixture("corpus/wikitext2_test.txt")], tokens, seq_len: 32, batch_size: 8, shard: shard.map(String::from) },
+        measure: MeasureSpec::default(),
+    }
+}
+
+#[test]
+fn merged_shards_equal_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_pass = dir.path().join("one");
+    analyze(&spec(2048, None).resolve().unwrap(), &one_pass).unwrap();
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("shard{i}"));
+            analyze(&spec(1024, Some(&format!("{i}/2"))).resolve().unwrap(), &out).unwrap();
+            out
+        })
+        .collect();
+    let merged = dir.path().join("merged");
+    merge(&shards, &merged).unwrap();
+
+    let a = read_accumulators(&one_pass.join(ACCUMULATORS_FILE)).unwrap();
+    let b = read_accumulators(&merged.join(ACCUMULATORS_FILE)).unwrap();
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (key, acc) in &a {
+        let other = &b[key];
+        assert_eq!(acc.n_tokens(), other.n_tokens(), "{key:?}");
+        let scale = acc.gram().iter().fold(0f64, |m, x| m.max(x.abs()));
+        let diff = (acc.gram() - other.gram()).iter().fold(0f64, |m, x| m.max(x.abs()));
+        assert!(diff <= 1e-12 * scale, "{key:?}: Gram differs by {diff:e}");
+    }
+    assert!(merge(&[shards[0].clone(), shards[0].clone()], &dir.path().join("twice")).is_err(), "a shard merged twice is refused");
+}
+
+#[test]
+fn groups_follow_the_paper_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = analyze(&spec(512, None).resolve().unwrap(), &dir.path().join("out")).unwrap();
+    let tokens = |model: &str, condition: &str, group: &str| {
+        results.ranks.iter().find(|r| r.model == model && r.condition == condition && r.group == group && r.layer == 0).map(|r| r.n_tokens)
+    };
+    // Same positions: masked/real and clean/real count the same tokens.
+    assert_eq!(tokens("MLM", "masked", "real"), tokens("MLM", "clean", "real"));
+    // 15% of ~30 ordinary tokens per 32-token sequence are [MASK].
+    let share = tokens("MLM", "masked", "mask").unwrap() as f64 / tokens("MLM", "clean", "all").unwrap() as f64;
+    assert!((0.1..0.2).contains(&share), "[MASK] share {share}");
+    // MAE-LM's pretraining view has no [MASK] rows; the labelled mask-fed condition has them.
+    assert_eq!(tokens("MAE-LM", "masked", "mask"), None);
+    assert!(tokens("MAE-LM", "mask-fed", "mask").is_some());
+    assert_eq!(tokens("MAE-LM", "masked", "all"), tokens("MAE-LM", "masked", "real").map(|n| n + 2 * 16));
+    for row in &results.ranks {
+        assert!(row.value.is_finite() && row.value <= 64.0, "{row:?}");
+    }
+}
+
+#[test]
+fn nan_weights_fail_with_a_clear_error_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for name in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture("repdef-tiny-mlm").join(name), model.join(name)).unwrap();
+    }
+    let mut weights = read_safetensors(&fixture("repdef-tiny-mlm/model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let bias = weights.tensors["bert.encoder.layer.0.output.dense.bias"].clone();
+    weights.tensors.insert("bert.encoder.layer.0.output.dense.bias".into(), (bias * f64::NAN).unwrap());
+    write_safetensors(&model.join("model.safetensors"), &weights.tensors, &[]).unwrap();
+
+    let mut nan_spec = spec(256, None);
+    nan_spec.models = vec![ModelSpec { label: "broken".into(), path: model }];
+    let out = dir.path().join("out");
+    let error = format!("{:#}", analyze(&nan_spec.resolve().unwrap(), &out).unwrap_err());
+    assert!(error.contains("broken") && error.contains("NaN"), "{error}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn empty_data_and_empty_groups_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let mut empty_spec = spec(256, None);
+    empty_spec.data.paths = vec![empty];
+    let out = dir.path().join("out");
+    assert!(analyze(&empty_spec.resolve().unwrap(), &out).is_err());
+
+    // Picking (almost) every token leaves the real group empty: an error, not a rank of 0.
+    let mut all_masked = spec(64, None);
+    all_masked.measure.mask_prob = 0.9999;
+    let error = format!("{:#}", analyze(&all_masked.resolve().unwrap(), &out).unwrap_err());
+    assert!(error.contains("real") && error.contains("no tokens"), "{error}");
+    assert!(!out.exists());
+}
