@@ -189,6 +189,8 @@ impl AnalyzeArgs {
 enum BenchCommand {
     /// Training throughput of both objectives on random tokens.
     Train(crate::bench::TrainBenchArgs),
+    /// Analysis throughput and peak memory for growing token counts.
+    Analyze(crate::bench_analysis::AnalyzeBenchArgs),
 }
 
 impl TrainArgs {
@@ -277,6 +279,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("merged {} dirs into {}", dirs.len(), out.display());
         }
         Command::Bench(BenchCommand::Train(args)) => crate::bench::bench_train(&args)?,
+        Command::Bench(BenchCommand::Analyze(args)) => crate::bench_analysis::bench_analyze(&args)?,
     }
     Ok(())
 }

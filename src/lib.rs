@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod bench_analysis;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -6,4 +6,4 @@ mod runner;
 pub mod sequences;
 
 pub use conditions::{Condition, Group};
-pub use runner::{extract, AccumulatorKey, Accumulators};
+pub use runner::{accumulate, extract, AccumulatorKey, Accumulators, ModelRun};

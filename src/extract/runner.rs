@@ -5,10 +5,11 @@
 use super::conditions::{condition_inputs, Condition, Group};
 use super::sequences::{load_sequences, shard_selection};
 use crate::checkpoint::load_encoder;
-use crate::config::{MaskConfig, MaskPolicy};
+use crate::config::{MaskConfig, MaskPolicy, ModelConfig, Objective};
+use crate::data::packing::PackedSequences;
 use crate::data::masking::Masker;
 use crate::data::tokenizer::SpecialIds;
-use crate::model::{Ctx, TapCache};
+use crate::model::{Ctx, Encoder, Tap, TapCache};
 use crate::progress::Progress;
 use crate::rank::GramAccumulator;
 use crate::rng::Rng;
@@ -58,28 +59,61 @@ fn extract_model(plan: &Plan, model: &PlannedModel, device: &Device, accumulator
     let sequences = load_sequences(&plan.data, &loaded.tokenizer, data.seq_len)?;
     let selected = shard_selection(sequences.len(), data.seq_len, data.tokens, plan.shard);
     ensure!(!selected.is_empty(), "no sequences to analyse (the data has {} sequences of {} tokens)", sequences.len(), data.seq_len);
-    let masker = Masker {
-        config: MaskConfig { prob: plan.spec.measure.mask_prob, policy: MaskPolicy::AllMask, keep_mask_frac: 0.0, protect_special: true },
+    let run = ModelRun {
+        label: &model.label,
+        config: &model.config,
+        encoder: &loaded.encoder,
+        taps: &model.taps,
         special: SpecialIds::from_tokenizer(&loaded.tokenizer)?,
-        vocab_size: model.config.vocab_size,
+        mask_prob: plan.spec.measure.mask_prob,
+        seed: plan.spec.seed,
+    };
+    accumulate(&run, &sequences, &selected, data.batch_size, device, accumulators, report)
+}
+
+/// One loaded model and how to mask its input.
+pub struct ModelRun<'a> {
+    pub label: &'a str,
+    pub config: &'a ModelConfig,
+    pub encoder: &'a Encoder,
+    pub taps: &'a [Tap],
+    pub special: SpecialIds,
+    pub mask_prob: f64,
+    pub seed: u64,
+}
+
+/// Feeds the `selected` sequences through every condition into `accumulators`; returns tokens seen.
+pub fn accumulate(
+    run: &ModelRun,
+    sequences: &PackedSequences,
+    selected: &[usize],
+    batch_size: usize,
+    device: &Device,
+    accumulators: &mut Accumulators,
+    report: impl Fn(u64),
+) -> Result<u64> {
+    let masker = Masker {
+        config: MaskConfig { prob: run.mask_prob, policy: MaskPolicy::AllMask, keep_mask_frac: 0.0, protect_special: true },
+        special: run.special,
+        vocab_size: run.config.vocab_size,
         drop_picked: true,
     };
-    let seed = plan.spec.seed;
+    let mae_lm = run.config.objective() == Objective::MaeLm;
     let mut tokens = 0u64;
-    for chunk in selected.chunks(data.batch_size) {
+    for chunk in selected.chunks(batch_size) {
         let rows: Vec<&[u32]> = chunk.iter().map(|&i| sequences.seq(i)).collect();
         // Each sequence's mask depends only on (seed, its index): shards merge into one pass.
-        let batch = masker.mask_independently(&rows, |r| Rng::derive(seed.wrapping_add(chunk[r] as u64), "analysis-masking"));
-        for condition in condition_inputs(&model.config, &batch, model.is_mae_lm(), device)? {
-            let mut cache = TapCache::only(model.taps.clone());
-            loaded.encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
+        let batch = masker.mask_independently(&rows, |r| Rng::derive(run.seed.wrapping_add(chunk[r] as u64), "analysis-masking"));
+        for condition in condition_inputs(run.config, &batch, mae_lm, device)? {
+            let mut cache = TapCache::only(run.taps.to_vec());
+            run.encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
             for (tap, hidden) in cache.tensors {
                 let d = hidden.dim(2)?;
                 let values = hidden.flatten_all()?.to_vec1::<f32>()?;
                 let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
                 for (group, indices) in &condition.groups {
                     let key = AccumulatorKey {
-                        model: model.label.clone(),
+                        model: run.label.to_string(),
                         condition: condition.condition,
                         group: *group,
                         layer: tap.hf_index().expect("encoder taps have an HF index"),

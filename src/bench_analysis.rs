@@ -1,0 +1,120 @@
+//! `repdef bench analyze`: end-to-end analysis speed and peak memory at the `mini` preset on
+//! random tokens — both conditions' forward passes, Gram accumulation, spectra and estimators —
+//! for several token counts. Each count runs in a fresh child process so that its peak RSS is its
+//! own; memory must stay flat as tokens grow. Ratios are printed against
+//! `bench/analyze_reference.py` (transformers + numpy SVD), see `bench/ANALYZE.md`.
+
+use crate::analysis::tables::compute;
+use crate::config::{MaskConfig, Objective, Preset};
+use crate::data::packing::PackedSequences;
+use crate::data::tokenizer::SpecialIds;
+use crate::extract::{accumulate, Accumulators, ModelRun};
+use crate::model::{init, Encoder, Tap};
+use crate::rank::Estimator;
+use crate::rng::Rng;
+use crate::spec::Centring;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct AnalyzeBenchArgs {
+    /// Token counts to measure, each in its own process.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
+    tokens: Vec<u64>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Directory with `reference_analyze_<tokens>.json` files from `bench/analyze_reference.py`.
+    #[arg(long)]
+    reference_dir: Option<PathBuf>,
+    /// Run a single measurement in this process and print it as JSON (used by the parent).
+    #[arg(long, hide = true)]
+    single: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Measurement {
+    tokens: u64,
+    seconds: f64,
+    peak_rss_mib: f64,
+}
+
+const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+const SEQ_LEN: usize = 128;
+const VOCAB: usize = 8192;
+
+pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
+    if args.single {
+        let measurement = measure(args.tokens[0], args.batch_size)?;
+        println!("{}", serde_json::to_string(&measurement)?);
+        return Ok(());
+    }
+    println!("analysis of a random-init mini model (4 × 256), {SEQ_LEN}-token sequences, batch {}", args.batch_size);
+    println!("{:>10} {:>10} {:>12} {:>14} {:>22}", "tokens", "seconds", "tokens/s", "peak RSS MiB", "vs reference");
+    for &tokens in &args.tokens {
+        let m = run_child(tokens, args.batch_size)?;
+        let rate = m.tokens as f64 / m.seconds;
+        let comparison = match reference(args, tokens)? {
+            Some(r) => format!("{:.2}× speed, {:.2}× mem", rate / (r.tokens as f64 / r.seconds), r.peak_rss_mib / m.peak_rss_mib),
+            None => "-".into(),
+        };
+        println!("{:>10} {:>10.2} {:>12.0} {:>14.0} {:>22}", m.tokens, m.seconds, rate, m.peak_rss_mib, comparison);
+    }
+    Ok(())
+}
+
+fn run_child(tokens: u64, batch_size: usize) -> Result<Measurement> {
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .args(["bench", "analyze", "--single", "--tokens", &tokens.to_string(), "--batch-size", &batch_size.to_string()])
+        .output()
+        .context("running the measurement child process")?;
+    if !output.status.success() {
+        bail!("measurement for {tokens} tokens failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    serde_json::from_slice(&output.stdout).context("parsing the child's measurement")
+}
+
+fn reference(args: &AnalyzeBenchArgs, tokens: u64) -> Result<Option<Measurement>> {
+    let Some(dir) = &args.reference_dir else { return Ok(None) };
+    let path = dir.join(format!("reference_analyze_{tokens}.json"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    crate::fsutil::read_json(&path).map(Some)
+}
+
+fn measure(tokens: u64, batch_size: usize) -> Result<Measurement> {
+    let device = Device::Cpu;
+    let config = Preset::Mini.model_config(VOCAB, &SPECIAL, Objective::Mlm, MaskConfig::default());
+    let varmap = VarMap::new();
+    let encoder = Encoder::load(VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("bert"), &config)?;
+    let mut rng = Rng::new(0);
+    init::initialize(&varmap, config.initializer_range, &mut rng)?;
+    let n_seqs = tokens.div_ceil(SEQ_LEN as u64) as usize;
+    let stream: Vec<u32> = (0..n_seqs * (SEQ_LEN - 2)).map(|_| 5 + rng.below(VOCAB - 5) as u32).collect();
+    let sequences = PackedSequences::from_stream(&stream, SEQ_LEN, SPECIAL.cls, SPECIAL.sep)?;
+    let selected: Vec<usize> = (0..sequences.len()).collect();
+    let taps = Tap::encoder_taps(config.num_hidden_layers);
+    let run = ModelRun { label: "mini", config: &config, encoder: &encoder, taps: &taps, special: SPECIAL, mask_prob: 0.15, seed: 0 };
+
+    let start = Instant::now();
+    let mut accumulators = Accumulators::new();
+    let seen = accumulate(&run, &sequences, &selected, batch_size, &device, &mut accumulators, |_| ())?;
+    compute(&accumulators, &[Estimator::PAPER], &[Centring::Uncentred])?;
+    Ok(Measurement { tokens: seen, seconds: start.elapsed().as_secs_f64(), peak_rss_mib: peak_rss_mib()? })
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+fn peak_rss_mib() -> Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kib / 1024.0)
+}
