@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod model;
 pub mod progress;
 pub mod rank;
+pub mod report;
 pub mod rng;
 pub mod spec;
 pub mod train;

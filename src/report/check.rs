@@ -1,0 +1,154 @@
+//! `repdef check`: did dimension utilisation regress? Compares a ranks table with a baseline
+//! row by row (model, condition, group, layer, estimator, centring); a row regresses when its
+//! value dropped by more than the tolerance, or disappeared. Increases never fail.
+
+use crate::analysis::tables::RankRow;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// How much a value may drop: absolute (`max_drop`) or relative (`rel_tol`, a fraction of the
+/// baseline); both may be given per estimator (`"var@0.9=2"`) or for all (`"2"`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tolerances {
+    absolute: BTreeMap<Option<String>, f64>,
+    relative: BTreeMap<Option<String>, f64>,
+}
+
+fn parse_entries(entries: &[String], flag: &str) -> Result<BTreeMap<Option<String>, f64>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let (estimator, number) = match entry.split_once('=') {
+                Some((e, n)) => (Some(e.to_string()), n),
+                None => (None, entry.as_str()),
+            };
+            let value: f64 = number.parse().with_context(|| format!("{flag} {entry:?}: expected NUMBER or ESTIMATOR=NUMBER"))?;
+            if !(value >= 0.0 && value.is_finite()) {
+                bail!("{flag} {entry:?}: the tolerance must be a non-negative number");
+            }
+            Ok((estimator, value))
+        })
+        .collect()
+}
+
+impl Tolerances {
+    pub fn parse(max_drop: &[String], rel_tol: &[String]) -> Result<Self> {
+        let tolerances = Tolerances { absolute: parse_entries(max_drop, "--max-drop")?, relative: parse_entries(rel_tol, "--rel-tol")? };
+        if tolerances.absolute.is_empty() && tolerances.relative.is_empty() {
+            return Ok(Tolerances { absolute: [(None, 0.0)].into(), relative: BTreeMap::new() });
+        }
+        Ok(tolerances)
+    }
+
+    /// The largest drop allowed from `baseline` for `estimator` (the most lenient rule that applies).
+    fn allowed_drop(&self, estimator: &str, baseline: f64) -> f64 {
+        let lookup = |map: &BTreeMap<Option<String>, f64>| map.get(&Some(estimator.to_string())).or_else(|| map.get(&None)).copied();
+        let absolute = lookup(&self.absolute).unwrap_or(0.0);
+        let relative = lookup(&self.relative).map_or(0.0, |r| r * baseline.abs());
+        absolute.max(relative)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Regression {
+    pub row: RankRow,
+    /// `None` when the row is missing from the current table.
+    pub current: Option<f64>,
+    pub allowed_drop: f64,
+}
+
+type RowKey = (String, String, String, usize, String, bool);
+
+fn key(r: &RankRow) -> RowKey {
+    (r.model.clone(), r.condition.clone(), r.group.clone(), r.layer, r.estimator.clone(), r.centred)
+}
+
+pub fn find_regressions(current: &[RankRow], baseline: &[RankRow], tolerances: &Tolerances) -> Vec<Regression> {
+    let now: BTreeMap<RowKey, f64> = current.iter().map(|r| (key(r), r.value)).collect();
+    baseline
+        .iter()
+        .filter_map(|base| {
+            let allowed_drop = tolerances.allowed_drop(&base.estimator, base.value);
+            let current = now.get(&key(base)).copied();
+            let regressed = match current {
+                None => true,
+                Some(value) => !(value >= base.value - allowed_drop),
+            };
+            regressed.then(|| Regression { row: base.clone(), current, allowed_drop })
+        })
+        .collect()
+}
+
+pub fn render(regressions: &[Regression], compared: usize) -> String {
+    let mut text = String::new();
+    if regressions.is_empty() {
+        let _ = writeln!(text, "ok: {compared} rows compared, none regressed");
+        return text;
+    }
+    let _ = writeln!(text, "{} of {compared} rows regressed:", regressions.len());
+    let _ = writeln!(text, "  {:<14} {:<16} {:>5} {:<14} {:>8} {:>10} {:>10} {:>9}", "model", "condition/group", "layer", "estimator", "centred", "baseline", "current", "allowed");
+    for r in regressions {
+        let current = r.current.map_or("missing".into(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            text,
+            "  {:<14} {:<16} {:>5} {:<14} {:>8} {:>10.3} {:>10} {:>9.3}",
+            r.row.model,
+            format!("{}/{}", r.row.condition, r.row.group),
+            r.row.layer,
+            r.row.estimator,
+            r.row.centred,
+            r.row.value,
+            current,
+            r.allowed_drop
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(layer: usize, estimator: &str, value: f64) -> RankRow {
+        RankRow {
+            model: "MLM".into(),
+            condition: "clean".into(),
+            group: "real".into(),
+            layer,
+            estimator: estimator.into(),
+            centred: false,
+            value,
+            n_tokens: 100,
+        }
+    }
+
+    #[test]
+    fn a_table_passes_against_itself_and_fails_against_a_raised_baseline() {
+        let table = vec![row(0, "var@0.9", 50.0), row(1, "entropy", 30.5)];
+        let exact = Tolerances::parse(&[], &[]).unwrap();
+        assert!(find_regressions(&table, &table, &exact).is_empty());
+        let raised: Vec<RankRow> = table.iter().map(|r| RankRow { value: r.value + 3.0, ..r.clone() }).collect();
+        assert_eq!(find_regressions(&table, &raised, &exact).len(), 2);
+        let lenient = Tolerances::parse(&["2".into()], &[]).unwrap();
+        assert_eq!(find_regressions(&table, &raised, &lenient).len(), 2);
+        let per_estimator = Tolerances::parse(&["var@0.9=3".into()], &["entropy=0.1".into()]).unwrap();
+        assert!(find_regressions(&table, &raised, &per_estimator).is_empty());
+    }
+
+    #[test]
+    fn increases_pass_missing_rows_and_nan_fail() {
+        let baseline = vec![row(0, "var@0.9", 50.0), row(1, "var@0.9", 50.0), row(2, "var@0.9", 50.0)];
+        let current = vec![row(0, "var@0.9", 60.0), row(2, "var@0.9", f64::NAN)];
+        let found = find_regressions(&current, &baseline, &Tolerances::parse(&[], &[]).unwrap());
+        assert_eq!(found.iter().map(|r| r.row.layer).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(found[0].current, None);
+        assert!(render(&found, 3).contains("missing"));
+    }
+
+    #[test]
+    fn bad_tolerances_are_rejected() {
+        assert!(Tolerances::parse(&["lots".into()], &[]).is_err());
+        assert!(Tolerances::parse(&[], &["var@0.9=-1".into()]).is_err());
+    }
+}

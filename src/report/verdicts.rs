@@ -1,0 +1,358 @@
+//! The paper's claims (DESIGN §1, "Claims a reproduction checks"), each decided by a stated rule
+//! from the numbers: holds, does not hold, or inconclusive (a model that never left the unigram
+//! plateau cannot show the effect, so a verdict on it would be meaningless). Never written in.
+
+use crate::analysis::tables::{RankRow, SubspaceRow};
+use crate::config::Objective;
+use crate::extract::{Condition, Group};
+use crate::rank::Estimator;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A model left the plateau when its holdout masked-token loss is this many nats below the
+/// entropy of the unigram distribution (the loss of predicting token frequencies, ignoring context).
+pub const PLATEAU_MARGIN_NATS: f64 = 0.5;
+
+/// Real tokens keep ≤ 10% of their energy outside their own var@0.9 subspace by definition;
+/// `[MASK]` is "outside the span of real tokens" when more than that share of its energy is.
+pub const MASK_OUTSIDE_THRESHOLD: f64 = 0.1;
+
+/// What is known about one analysed model besides its ranks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFacts {
+    pub label: String,
+    pub objective: Objective,
+    pub n_layers: usize,
+    pub holdout_loss: Option<f64>,
+    pub holdout_accuracy: Option<f64>,
+    /// Unigram entropy of the training targets (nats).
+    pub plateau_loss: Option<f64>,
+}
+
+impl ModelFacts {
+    /// `None` when the training state is unknown (e.g. a HuggingFace checkpoint).
+    pub fn left_plateau(&self) -> Option<bool> {
+        Some(self.holdout_loss? <= self.plateau_loss? - PLATEAU_MARGIN_NATS)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Holds,
+    DoesNotHold,
+    Inconclusive,
+    NotMeasured,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Holds => "holds",
+            Outcome::DoesNotHold => "does not hold",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::NotMeasured => "not measured",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub claim: &'static str,
+    pub outcome: Outcome,
+    /// The decision rule, in words.
+    pub rule: String,
+    /// The numbers that decided it.
+    pub evidence: String,
+}
+
+/// Dev-set accuracies of fine-tuned encoders, per seed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Downstream {
+    pub mlm: Vec<f64>,
+    pub mae_lm: Vec<f64>,
+}
+
+/// Per-layer medians (across seeds) of one objective's var@0.9 ranks and subspace measures.
+struct ObjectiveView {
+    n_layers: usize,
+    trained: Option<bool>,
+    rank: BTreeMap<(Condition, Group, usize), f64>,
+    mask_outside: BTreeMap<usize, f64>,
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
+}
+
+fn view(objective: Objective, ranks: &[RankRow], subspace: &[SubspaceRow], models: &[ModelFacts]) -> Option<ObjectiveView> {
+    let members: Vec<&ModelFacts> = models.iter().filter(|m| m.objective == objective).collect();
+    let first = members.first()?;
+    let is_member = |label: &str| members.iter().any(|m| m.label == label);
+    let paper = Estimator::PAPER.to_string();
+    let mut rank_values: BTreeMap<(Condition, Group, usize), Vec<f64>> = BTreeMap::new();
+    for row in ranks.iter().filter(|r| is_member(&r.model) && r.estimator == paper && !r.centred) {
+        let condition = Condition::ALL.into_iter().find(|c| c.name() == row.condition);
+        let group = [Group::All, Group::Real, Group::Mask].into_iter().find(|g| g.name() == row.group);
+        if let (Some(c), Some(g)) = (condition, group) {
+            rank_values.entry((c, g, row.layer)).or_default().push(row.value);
+        }
+    }
+    let mut outside: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for row in subspace.iter().filter(|r| is_member(&r.model) && !r.centred && r.condition == Condition::Masked.name()) {
+        outside.entry(row.layer).or_default().push(row.mask_energy_outside_real);
+    }
+    let trained = members.iter().map(|m| m.left_plateau()).collect::<Option<Vec<bool>>>().map(|all| all.iter().all(|&b| b));
+    Some(ObjectiveView {
+        n_layers: first.n_layers,
+        trained,
+        rank: rank_values.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
+        mask_outside: outside.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
+    })
+}
+
+impl ObjectiveView {
+    fn get(&self, condition: Condition, group: Group, layer: usize) -> Option<f64> {
+        self.rank.get(&(condition, group, layer)).copied()
+    }
+
+    /// Block outputs of the upper half of the encoder (HF hidden-state indices).
+    fn upper_layers(&self) -> Vec<usize> {
+        ((self.n_layers / 2 + 1)..=self.n_layers).collect()
+    }
+
+    /// Mean over block outputs of rank(masked/all) − rank(clean/all).
+    fn mask_gap(&self) -> Option<f64> {
+        let gaps: Vec<f64> = (1..=self.n_layers)
+            .filter_map(|l| Some(self.get(Condition::Masked, Group::All, l)? - self.get(Condition::Clean, Group::All, l)?))
+            .collect();
+        (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64)
+    }
+}
+
+fn untrained_note(models: &[(&str, &ObjectiveView)]) -> Option<String> {
+    let stuck: Vec<&str> = models.iter().filter(|(_, v)| v.trained == Some(false)).map(|(name, _)| *name).collect();
+    (!stuck.is_empty()).then(|| format!("{} did not leave the unigram plateau (holdout loss not {PLATEAU_MARGIN_NATS} nats below the unigram entropy)", stuck.join(" and ")))
+}
+
+fn verdict(claim: &'static str, rule: String, outcome: Outcome, evidence: String) -> Verdict {
+    Verdict { claim, outcome, rule, evidence }
+}
+
+fn claim_mask_dimensions(mlm: Option<&ObjectiveView>) -> Verdict {
+    let claim = "1. MLM allocates dimensions to [MASK]";
+    let rule = format!(
+        "in the MLM model's upper half of layers, rank(masked/all) > rank(clean/all) at more than half of the layers, and the median share of [MASK] energy outside the real tokens' var@0.9 subspace exceeds {MASK_OUTSIDE_THRESHOLD}"
+    );
+    let Some(mlm) = mlm else { return verdict(claim, rule, Outcome::NotMeasured, "no MLM model in this analysis".into()) };
+    let upper = mlm.upper_layers();
+    let higher: Vec<String> = upper
+        .iter()
+        .filter_map(|&l| {
+            let (m, c) = (mlm.get(Condition::Masked, Group::All, l)?, mlm.get(Condition::Clean, Group::All, l)?);
+            Some(format!("layer {l}: {m:.0} vs {c:.0}"))
+        })
+        .collect();
+    let n_higher = upper
+        .iter()
+        .filter(|&&l| matches!((mlm.get(Condition::Masked, Group::All, l), mlm.get(Condition::Clean, Group::All, l)), (Some(m), Some(c)) if m > c))
+        .count();
+    let outside = median(upper.iter().filter_map(|l| mlm.mask_outside.get(l).copied()).collect());
+    let mut evidence = format!(
+        "masked/all vs clean/all: {}; {n_higher} of {} upper layers higher; median [MASK] energy outside: {}",
+        higher.join(", "),
+        upper.len(),
+        outside.map_or("n/a".into(), |o| format!("{o:.3}"))
+    );
+    let holds = n_higher * 2 > upper.len() && outside.is_some_and(|o| o > MASK_OUTSIDE_THRESHOLD);
+    decide(claim, rule, holds, &mut evidence, &[("MLM", mlm)])
+}
+
+fn claim_real_dimensions(mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView>) -> Verdict {
+    let claim = "2. MAE-LM uses more dimensions for real tokens";
+    let rule = "rank(clean/real) of MAE-LM > that of MLM at more than half of the block outputs (medians over seeds)".to_string();
+    let (Some(mlm), Some(mae)) = (mlm, mae) else {
+        return verdict(claim, rule, Outcome::NotMeasured, "needs both an MLM and an MAE-LM model".into());
+    };
+    let layers: Vec<(usize, f64, f64)> = (1..=mlm.n_layers.min(mae.n_layers))
+        .filter_map(|l| Some((l, mae.get(Condition::Clean, Group::Real, l)?, mlm.get(Condition::Clean, Group::Real, l)?)))
+        .collect();
+    let n_higher = layers.iter().filter(|(_, a, b)| a > b).count();
+    let mut evidence = format!(
+        "MAE-LM vs MLM clean/real: {}; higher at {n_higher} of {}",
+        layers.iter().map(|(l, a, b)| format!("layer {l}: {a:.0} vs {b:.0}")).collect::<Vec<_>>().join(", "),
+        layers.len()
+    );
+    let holds = !layers.is_empty() && n_higher * 2 > layers.len();
+    decide(claim, rule, holds, &mut evidence, &[("MLM", mlm), ("MAE-LM", mae)])
+}
+
+fn claim_gap_closed(mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView>) -> Verdict {
+    let claim = "3. MAE-LM closes the with/without-[MASK] gap";
+    let rule = "|mean over block outputs of rank(masked/all) − rank(clean/all)| is smaller for MAE-LM (whose pretraining view drops the picked positions) than for MLM".to_string();
+    let (Some(mlm), Some(mae)) = (mlm, mae) else {
+        return verdict(claim, rule, Outcome::NotMeasured, "needs both an MLM and an MAE-LM model".into());
+    };
+    let (Some(gap_mlm), Some(gap_mae)) = (mlm.mask_gap(), mae.mask_gap()) else {
+        return verdict(claim, rule, Outcome::NotMeasured, "masked/all or clean/all missing".into());
+    };
+    let mut evidence = format!("mean gap: MLM {gap_mlm:+.1}, MAE-LM {gap_mae:+.1}");
+    let holds = gap_mae.abs() < gap_mlm.abs();
+    decide(claim, rule, holds, &mut evidence, &[("MLM", mlm), ("MAE-LM", mae)])
+}
+
+/// Holds / does not hold, unless a model stuck on the plateau makes any verdict meaningless.
+fn decide(claim: &'static str, rule: String, holds: bool, evidence: &mut String, models: &[(&str, &ObjectiveView)]) -> Verdict {
+    let outcome = match untrained_note(models) {
+        Some(note) => {
+            evidence.push_str(&format!("; {note}"));
+            Outcome::Inconclusive
+        }
+        None if holds => Outcome::Holds,
+        None => Outcome::DoesNotHold,
+    };
+    verdict(claim, rule, outcome, evidence.clone())
+}
+
+/// Below this median dev accuracy an SST-2 classifier is too close to chance (0.5) to compare.
+pub const DOWNSTREAM_MIN_ACCURACY: f64 = 0.6;
+
+fn claim_downstream(downstream: Option<&Downstream>) -> Verdict {
+    let claim = "4. Fine-tuned MAE-LM ≥ MLM downstream (SST-2)";
+    let rule = format!("median SST-2 dev accuracy over seeds: MAE-LM ≥ MLM; inconclusive if either median is below {DOWNSTREAM_MIN_ACCURACY}");
+    let Some(d) = downstream else { return verdict(claim, rule, Outcome::NotMeasured, "no fine-tuning results".into()) };
+    let (Some(mlm), Some(mae)) = (median(d.mlm.clone()), median(d.mae_lm.clone())) else {
+        return verdict(claim, rule, Outcome::NotMeasured, "fine-tuning results missing for one encoder".into());
+    };
+    let evidence = format!("median dev accuracy: MAE-LM {mae:.3} ({} seeds), MLM {mlm:.3} ({} seeds)", d.mae_lm.len(), d.mlm.len());
+    let outcome = if mlm.min(mae) < DOWNSTREAM_MIN_ACCURACY {
+        Outcome::Inconclusive
+    } else if mae >= mlm {
+        Outcome::Holds
+    } else {
+        Outcome::DoesNotHold
+    };
+    verdict(claim, rule, outcome, evidence)
+}
+
+/// Every claim's verdict, in the order of DESIGN §1.
+pub fn decide_claims(ranks: &[RankRow], subspace: &[SubspaceRow], models: &[ModelFacts], downstream: Option<&Downstream>) -> Vec<Verdict> {
+    let mlm = view(Objective::Mlm, ranks, subspace, models);
+    let mae = view(Objective::MaeLm, ranks, subspace, models);
+    vec![
+        claim_mask_dimensions(mlm.as_ref()),
+        claim_real_dimensions(mlm.as_ref(), mae.as_ref()),
+        claim_gap_closed(mlm.as_ref(), mae.as_ref()),
+        claim_downstream(downstream),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: &str, condition: Condition, group: Group, layer: usize, value: f64) -> RankRow {
+        RankRow {
+            model: model.into(),
+            condition: condition.name().into(),
+            group: group.name().into(),
+            layer,
+            estimator: "var@0.9".into(),
+            centred: false,
+            value,
+            n_tokens: 1000,
+        }
+    }
+
+    fn facts(label: &str, objective: Objective, loss: f64) -> ModelFacts {
+        ModelFacts { label: label.into(), objective, n_layers: 4, holdout_loss: Some(loss), holdout_accuracy: Some(0.3), plateau_loss: Some(6.5) }
+    }
+
+    fn outside(model: &str, layer: usize, share: f64) -> SubspaceRow {
+        SubspaceRow {
+            model: model.into(),
+            condition: "masked".into(),
+            layer,
+            centred: false,
+            k_real: 10,
+            k_mask: 5,
+            mask_energy_outside_real: share,
+            angle_min_deg: 0.0,
+            angle_median_deg: 40.0,
+            angle_max_deg: 80.0,
+        }
+    }
+
+    /// MLM: masked/all exceeds clean/all by `mlm_gap`; MAE-LM clean/real = MLM's + `mae_gain`.
+    fn table(mlm_gap: f64, mae_gain: f64) -> Vec<RankRow> {
+        let mut rows = vec![];
+        for layer in 0..=4 {
+            rows.push(row("MLM", Condition::Masked, Group::All, layer, 100.0 + mlm_gap));
+            rows.push(row("MLM", Condition::Clean, Group::All, layer, 100.0));
+            rows.push(row("MLM", Condition::Clean, Group::Real, layer, 90.0));
+            rows.push(row("MAE-LM", Condition::Masked, Group::All, layer, 110.0));
+            rows.push(row("MAE-LM", Condition::Clean, Group::All, layer, 110.0));
+            rows.push(row("MAE-LM", Condition::Clean, Group::Real, layer, 90.0 + mae_gain));
+        }
+        rows
+    }
+
+    fn outcomes(ranks: &[RankRow], share: f64, mlm_loss: f64) -> Vec<Outcome> {
+        let subspace: Vec<SubspaceRow> = (1..=4).map(|l| outside("MLM", l, share)).collect();
+        let models = [facts("MLM", Objective::Mlm, mlm_loss), facts("MAE-LM", Objective::MaeLm, 4.0)];
+        decide_claims(ranks, &subspace, &models, None).iter().map(|v| v.outcome).collect()
+    }
+
+    #[test]
+    fn paper_like_numbers_make_every_rank_claim_hold() {
+        let got = outcomes(&table(20.0, 15.0), 0.4, 4.0);
+        assert_eq!(got, vec![Outcome::Holds, Outcome::Holds, Outcome::Holds, Outcome::NotMeasured]);
+    }
+
+    #[test]
+    fn opposite_numbers_do_not_hold() {
+        let got = outcomes(&table(0.0, -10.0), 0.02, 4.0);
+        assert_eq!(got[..3], [Outcome::DoesNotHold, Outcome::DoesNotHold, Outcome::DoesNotHold]);
+    }
+
+    #[test]
+    fn a_model_on_the_plateau_makes_negative_results_inconclusive() {
+        // Loss 6.4 is not 0.5 nats below the unigram entropy 6.5.
+        let got = outcomes(&table(0.0, 0.0), 0.02, 6.4);
+        assert_eq!(got[..3], [Outcome::Inconclusive, Outcome::Inconclusive, Outcome::Inconclusive]);
+    }
+
+    #[test]
+    fn seeds_are_combined_by_their_median() {
+        let mut ranks = table(20.0, 15.0);
+        // A second MAE-LM seed with lower clean/real ranks and a third with higher: median = first.
+        for (label, shift) in [("MAE-LM#seed1", -30.0), ("MAE-LM#seed2", 30.0)] {
+            ranks.extend(table(20.0, 15.0 + shift).into_iter().filter(|r| r.model == "MAE-LM").map(|r| RankRow { model: label.into(), ..r }));
+        }
+        let subspace: Vec<SubspaceRow> = (1..=4).map(|l| outside("MLM", l, 0.4)).collect();
+        let models = [
+            facts("MLM", Objective::Mlm, 4.0),
+            facts("MAE-LM", Objective::MaeLm, 4.0),
+            facts("MAE-LM#seed1", Objective::MaeLm, 4.0),
+            facts("MAE-LM#seed2", Objective::MaeLm, 4.0),
+        ];
+        let verdicts = decide_claims(&ranks, &subspace, &models, None);
+        assert_eq!(verdicts[1].outcome, Outcome::Holds, "{}", verdicts[1].evidence);
+    }
+
+    #[test]
+    fn downstream_uses_medians_and_refuses_near_chance_results() {
+        let d = Downstream { mlm: vec![0.80, 0.81, 0.79], mae_lm: vec![0.82, 0.83, 0.70] };
+        assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::Holds);
+        let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80] };
+        assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::DoesNotHold);
+        let d = Downstream { mlm: vec![0.55], mae_lm: vec![0.52] };
+        assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::Inconclusive);
+        assert_eq!(claim_downstream(None).outcome, Outcome::NotMeasured);
+    }
+}
