@@ -37,6 +37,38 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Prepare, train MLM + MAE-LM (matched), analyze and report, on the bundled corpus.
+    Reproduce {
+        #[arg(long, value_enum, default_value = "quick")]
+        budget: crate::reproduce::BudgetName,
+        /// Report dir (default: reports/<budget>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where prepared data and run dirs go (default: runs/reproduce-<budget>).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Corpus text files (default: the bundled WikiText-2 valid + test).
+        #[arg(long, num_args = 1..)]
+        corpus: Vec<PathBuf>,
+    },
+    /// (Re)write report.md and report.html of an analysis dir, with computed verdicts.
+    Report {
+        dir: PathBuf,
+    },
+    /// Exit non-zero when ranks dropped below a baseline table (dimension-utilisation regression).
+    Check {
+        /// An analysis dir or its ranks.csv.
+        current: PathBuf,
+        /// The baseline ranks.csv.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Allowed absolute drop: `2` for every estimator, or `var@0.9=2` for one (repeatable).
+        #[arg(long)]
+        max_drop: Vec<String>,
+        /// Allowed relative drop (fraction of the baseline), same forms as --max-drop.
+        #[arg(long)]
+        rel_tol: Vec<String>,
+    },
     /// Measure speed.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -222,6 +254,12 @@ impl TrainArgs {
     }
 }
 
+fn print_verdicts(verdicts: &[crate::report::verdicts::Verdict]) {
+    for v in verdicts {
+        println!("{:<55} {:<14} {}", v.claim, v.outcome.to_string(), v.evidence);
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Prepare(args) => {
@@ -272,6 +310,35 @@ pub fn run(cli: Cli) -> Result<()> {
             let results = crate::analysis::analyze(&plan, &out)?;
             print!("{}", crate::analysis::summary::render(&results.ranks));
             println!("wrote {}", out.display());
+        }
+        Command::Reproduce { budget, out, work_dir, corpus } => {
+            let budget = budget.budget();
+            let request = crate::reproduce::ReproduceRequest {
+                out: out.unwrap_or_else(|| PathBuf::from("reports").join(budget.name)),
+                work_dir: work_dir.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", budget.name))),
+                corpus: if corpus.is_empty() { crate::reproduce::bundled_corpus() } else { corpus },
+                budget,
+            };
+            let verdicts = crate::reproduce::reproduce(&request)?;
+            print_verdicts(&verdicts);
+            println!("report: {}", request.out.join(crate::report::REPORT_MD).display());
+        }
+        Command::Report { dir } => {
+            let verdicts = crate::report::write_report(&dir, None)?;
+            print_verdicts(&verdicts);
+            println!("report: {}", dir.join(crate::report::REPORT_MD).display());
+        }
+        Command::Check { current, baseline, max_drop, rel_tol } => {
+            use crate::report::check::{find_regressions, render, Tolerances};
+            let current = if current.is_dir() { current.join(crate::analysis::RANKS_FILE) } else { current };
+            let tolerances = Tolerances::parse(&max_drop, &rel_tol)?;
+            let baseline_rows: Vec<crate::analysis::tables::RankRow> = crate::analysis::tables::read_csv(&baseline)?;
+            let current_rows: Vec<crate::analysis::tables::RankRow> = crate::analysis::tables::read_csv(&current)?;
+            let regressions = find_regressions(&current_rows, &baseline_rows, &tolerances);
+            print!("{}", render(&regressions, baseline_rows.len()));
+            if !regressions.is_empty() {
+                bail!("dimension utilisation regressed in {} of {} rows against {}", regressions.len(), baseline_rows.len(), baseline.display());
+            }
         }
         Command::Merge { dirs, out } => {
             let results = crate::analysis::merge(&dirs, &out)?;

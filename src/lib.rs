@@ -16,6 +16,7 @@ pub mod model;
 pub mod progress;
 pub mod rank;
 pub mod report;
+pub mod reproduce;
 pub mod rng;
 pub mod spec;
 pub mod train;

@@ -2,4 +2,46 @@
 //! report. Works on the tidy tables only; never sees a tensor library type.
 
 pub mod check;
+pub mod content;
+pub mod document;
+pub mod facts;
 pub mod verdicts;
+
+use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
+use crate::analysis::tables::{read_csv, RankRow, SubspaceRow};
+use crate::analysis::{RANKS_FILE, SUBSPACE_FILE};
+use crate::fsutil::{read_json, write_atomic};
+use anyhow::Result;
+use std::path::Path;
+use verdicts::{decide_claims, Downstream, Verdict};
+
+pub const REPORT_MD: &str = "report.md";
+pub const REPORT_HTML: &str = "report.html";
+
+/// Figures the report shows, if present in the dir: (file stem, caption).
+const FIGURES: [(&str, &str); 5] = [
+    ("fig_rank_by_layer", "var@0.9 effective rank by layer for each token group (the paper's Figure 1)"),
+    ("fig_mlm_vs_maelm", "Real-token rank on clean input: MLM vs MAE-LM"),
+    ("fig_mask_subspace", "Share of [MASK] energy outside the real tokens' principal subspace"),
+    ("fig_spectrum", "Cumulative spectral energy vs number of dimensions"),
+    ("fig_training", "Holdout masked-token loss during pretraining"),
+];
+
+/// Writes `report.md` and `report.html` into an analysis dir; returns the verdicts.
+pub fn write_report(dir: &Path, downstream: Option<&Downstream>) -> Result<Vec<Verdict>> {
+    let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
+    let ranks: Vec<RankRow> = read_csv(&dir.join(RANKS_FILE))?;
+    let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
+    let facts = facts::load_facts(&manifest)?;
+    let verdicts = decide_claims(&ranks, &subspace, &facts, downstream);
+    let figures = FIGURES
+        .iter()
+        .filter(|(stem, _)| dir.join(format!("{stem}.png")).exists())
+        .map(|(stem, caption)| (format!("{stem}.png"), caption.to_string()))
+        .collect();
+    let inputs = content::ReportInputs { manifest: &manifest, ranks: &ranks, subspace: &subspace, facts: &facts, verdicts: &verdicts, figures };
+    let document = content::build(&inputs);
+    write_atomic(&dir.join(REPORT_MD), document.to_markdown().as_bytes())?;
+    write_atomic(&dir.join(REPORT_HTML), document.to_html(dir)?.as_bytes())?;
+    Ok(verdicts)
+}

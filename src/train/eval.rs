@@ -4,6 +4,7 @@
 use super::loss::masked_token_loss;
 use crate::data::masking::Masker;
 use crate::data::packing::PackedSequences;
+use crate::data::tokenizer::SpecialIds;
 use crate::model::{Ctx, PretrainingModel};
 use crate::rng::Rng;
 use anyhow::{ensure, Result};
@@ -14,6 +15,18 @@ pub struct EvalResult {
     pub loss: f64,
     pub accuracy: f64,
     pub n_predictions: usize,
+}
+
+/// Cross-entropy (nats) of predicting tokens from their frequencies alone: the loss of the
+/// "unigram plateau" an MLM sits on before it learns to use context (DESIGN §1, "Scale matters").
+/// Special tokens are never targets, so they are excluded.
+pub fn unigram_entropy(ids: &[u32], special: &SpecialIds) -> f64 {
+    let mut counts = std::collections::HashMap::<u32, u64>::new();
+    for &id in ids.iter().filter(|&&id| !special.contains(id)) {
+        *counts.entry(id).or_default() += 1;
+    }
+    let total = counts.values().sum::<u64>() as f64;
+    counts.values().map(|&c| c as f64 / total).map(|p| -p * p.ln()).sum()
 }
 
 pub fn evaluate(
@@ -41,4 +54,16 @@ pub fn evaluate(
         accuracy: n_correct as f64 / n_predictions as f64,
         n_predictions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unigram_entropy_of_a_uniform_stream_is_log_of_its_support() {
+        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let ids = [10, 11, 12, 13, 2, 3, 10, 11, 12, 13];
+        assert!((unigram_entropy(&ids, &special) - 4f64.ln()).abs() < 1e-12);
+    }
 }

@@ -112,7 +112,8 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
     let mut state = if req.resume {
         read_checkpoint(out, &varmap, &mut optimizer, &device)?
     } else {
-        TrainState::fresh(config.seed)
+        let plateau_loss = super::eval::unigram_entropy(&crate::data::corpus::read_ids(&req.data_dir.join(Split::Train.file_name()))?, &meta.special_ids);
+        TrainState::fresh(config.seed, plateau_loss)
     };
     let masker = Masker {
         config: config.mask.clone(),

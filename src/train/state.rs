@@ -32,10 +32,13 @@ pub struct TrainState {
     pub tokens_seen: u64,
     pub elapsed_s: f64,
     pub last_eval: Option<EvalResult>,
+    /// Unigram entropy of the training split: a holdout loss well below it means the model
+    /// left the plateau and uses context.
+    pub plateau_loss: f64,
 }
 
 impl TrainState {
-    pub fn fresh(seed: u64) -> Self {
+    pub fn fresh(seed: u64, plateau_loss: f64) -> Self {
         TrainState {
             step: 0,
             rng: Rng::derive(seed, "train"),
@@ -43,6 +46,7 @@ impl TrainState {
             tokens_seen: 0,
             elapsed_s: 0.0,
             last_eval: None,
+            plateau_loss,
         }
     }
 }

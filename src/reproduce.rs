@@ -1,0 +1,185 @@
+//! `repdef reproduce`: the whole chain on the bundled corpus with matched MLM and MAE-LM budgets
+//! (same data, steps, batch, seeds and encoder size): prepare → train → analyze → figures →
+//! report. Every stage skips what is already done and training resumes where it stopped, so
+//! re-running an interrupted reproduction continues it.
+
+use crate::analysis::analyze;
+use crate::config::{Objective, Preset, TrainConfig};
+use crate::data::corpus::{prepare, PrepareOptions};
+use crate::report::verdicts::Verdict;
+use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
+use crate::train::state::{TrainState, TRAIN_STATE_FILE};
+use crate::train::{train, TrainRequest};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BudgetName {
+    /// A few steps of the `tiny` preset: checks the pipeline end to end (CI), not the science.
+    Tiny,
+    /// About 15 minutes on 2 CPU cores.
+    Quick,
+    /// The serious run: bigger models, more steps, three seeds (hours).
+    Standard,
+}
+
+/// Everything a reproduction varies; MLM and MAE-LM always get the same values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budget {
+    pub name: &'static str,
+    pub preset: Preset,
+    /// `key=value` model-config overrides of the preset.
+    pub model_overrides: &'static [&'static str],
+    pub vocab_size: usize,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub seeds: &'static [u64],
+    pub eval_every: u64,
+    pub analysis_tokens: u64,
+}
+
+impl BudgetName {
+    pub fn budget(self) -> Budget {
+        match self {
+            BudgetName::Tiny => Budget {
+                name: "tiny",
+                preset: Preset::Tiny,
+                model_overrides: &[],
+                vocab_size: 2000,
+                steps: 4,
+                batch_size: 4,
+                seq_len: 32,
+                lr: 2e-3,
+                warmup_steps: 1,
+                seeds: &[0],
+                eval_every: 2,
+                analysis_tokens: 1024,
+            },
+            BudgetName::Quick => Budget {
+                name: "quick",
+                preset: Preset::Mini,
+                model_overrides: &["hidden_size=128", "intermediate_size=512", "num_attention_heads=2"],
+                vocab_size: 8192,
+                steps: 600,
+                batch_size: 32,
+                seq_len: 128,
+                lr: 2e-3,
+                warmup_steps: 60,
+                seeds: &[0],
+                eval_every: 100,
+                analysis_tokens: 40_000,
+            },
+            BudgetName::Standard => Budget {
+                name: "standard",
+                preset: Preset::Mini,
+                model_overrides: &[],
+                vocab_size: 8192,
+                steps: 6000,
+                batch_size: 32,
+                seq_len: 128,
+                lr: 1e-3,
+                warmup_steps: 400,
+                seeds: &[0, 1, 2],
+                eval_every: 500,
+                analysis_tokens: 40_000,
+            },
+        }
+    }
+}
+
+pub struct ReproduceRequest {
+    pub budget: Budget,
+    /// Text files of the corpus (default: the bundled WikiText-2 valid + test).
+    pub corpus: Vec<PathBuf>,
+    /// Where prepared data and run dirs go.
+    pub work_dir: PathBuf,
+    /// The report dir.
+    pub out: PathBuf,
+}
+
+/// The bundled corpus, relative to the working directory (the repository root).
+pub fn bundled_corpus() -> Vec<PathBuf> {
+    ["fixtures/corpus/wikitext2_valid.txt", "fixtures/corpus/wikitext2_test.txt"].map(PathBuf::from).to_vec()
+}
+
+fn label(objective: Objective, seed: u64, n_seeds: usize) -> String {
+    let name = match objective {
+        Objective::Mlm => "MLM",
+        Objective::MaeLm => "MAE-LM",
+    };
+    if n_seeds == 1 { name.to_string() } else { format!("{name}#seed{seed}") }
+}
+
+fn run_dir(work: &Path, objective: Objective, seed: u64) -> PathBuf {
+    let name = match objective {
+        Objective::Mlm => "mlm",
+        Objective::MaeLm => "maelm",
+    };
+    work.join(format!("{name}-seed{seed}"))
+}
+
+/// The request that trains (or resumes) one run; `None` when the run is already complete.
+fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Objective, seed: u64) -> Option<TrainRequest> {
+    let mut config = TrainConfig::defaults(objective, budget.preset, Some(budget.steps));
+    config.seed = seed;
+    config.batch_size = budget.batch_size;
+    config.seq_len = budget.seq_len;
+    config.lr = budget.lr;
+    config.warmup_steps = budget.warmup_steps;
+    config.eval_every = budget.eval_every;
+    config.checkpoint_every = budget.eval_every;
+    let resume = match crate::fsutil::read_json::<TrainState>(&out.join(TRAIN_STATE_FILE)) {
+        Ok(state) if state.step >= budget.steps => return None,
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    Some(TrainRequest {
+        data_dir: data_dir.to_path_buf(),
+        out: out.to_path_buf(),
+        config,
+        model_overrides: budget.model_overrides.iter().map(|s| s.to_string()).collect(),
+        decoder_layers: None,
+        resume,
+        stop_at: None,
+    })
+}
+
+pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
+    let budget = &req.budget;
+    let data_dir = req.work_dir.join("data");
+    if crate::data::corpus::read_meta(&data_dir).is_err() {
+        eprintln!("[1/4] preparing {} → {}", req.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), data_dir.display());
+        prepare(&PrepareOptions { vocab_size: budget.vocab_size, ..PrepareOptions::new(req.corpus.clone(), data_dir.clone()) })?;
+    } else {
+        eprintln!("[1/4] using prepared data in {}", data_dir.display());
+    }
+    let mut models = Vec::new();
+    for &seed in budget.seeds {
+        for objective in [Objective::Mlm, Objective::MaeLm] {
+            let out = run_dir(&req.work_dir, objective, seed);
+            match train_request(budget, &data_dir, &out, objective, seed) {
+                None => eprintln!("[2/4] {} is already trained", out.display()),
+                Some(request) => {
+                    eprintln!("[2/4] training {objective:?} seed {seed} ({} steps) → {}", budget.steps, out.display());
+                    train(&request).with_context(|| format!("training {}", out.display()))?;
+                }
+            }
+            models.push(ModelSpec { label: label(objective, seed, budget.seeds.len()), path: out });
+        }
+    }
+    eprintln!("[3/4] analysing {} models on {} holdout tokens each", models.len(), budget.analysis_tokens);
+    let spec = AnalysisSpec {
+        name: budget.name.to_string(),
+        seed: 0,
+        models,
+        data: DataSpec { paths: vec![data_dir], tokens: budget.analysis_tokens, seq_len: budget.seq_len, batch_size: 32, shard: None },
+        measure: MeasureSpec::default(),
+    };
+    let results = analyze(&spec.resolve()?, &req.out)?;
+    eprint!("{}", crate::analysis::summary::render(&results.ranks));
+    eprintln!("[4/4] writing the report");
+    crate::report::write_report(&req.out, None)
+}
