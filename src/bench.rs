@@ -70,7 +70,7 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
 }
 
 pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
-    let reference: Option<HashMap<String, f64>> = match &args.reference {
+    let reference: Option<HashMap<String, serde_json::Value>> = match &args.reference {
         Some(path) => Some(crate::fsutil::read_json(path).context("reading the PyTorch reference timings")?),
         None => None,
     };
@@ -81,7 +81,7 @@ pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         let ms = time_steps(objective, args)?;
         let ratio = reference
             .as_ref()
-            .and_then(|r| r.get(key))
+            .and_then(|r| r.get(key)?.as_f64())
             .map_or("-".to_string(), |reference_ms| format!("{:.2}× speed", reference_ms / ms));
         println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14}", tokens / (ms / 1000.0));
     }
