@@ -1,0 +1,53 @@
+//! `repdef reproduce` end to end on the tiny budget, re-running it (everything is reused), and
+//! `repdef check` guarding its ranks: passes against itself, fails against a raised baseline.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn repdef(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repdef")).current_dir(env!("CARGO_MANIFEST_DIR")).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, work) = (dir.path().join("report"), dir.path().join("work"));
+    let args = ["reproduce", "--budget", "tiny", "--out", out.to_str().unwrap(), "--work-dir", work.to_str().unwrap()];
+    let first = repdef(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    for file in ["manifest.json", "ranks.csv", "spectra.csv", "subspace.csv", "report.md", "report.html"] {
+        assert!(out.join(file).exists(), "missing {file}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("1. MLM allocates dimensions to [MASK]") && report.contains("**inconclusive**"), "{report}");
+    let ranks = std::fs::read_to_string(out.join("ranks.csv")).unwrap();
+
+    let second = repdef(&args);
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already trained"));
+    assert_eq!(std::fs::read_to_string(out.join("ranks.csv")).unwrap(), ranks, "same runs, same seed: same ranks");
+
+    let baseline = out.join("ranks.csv");
+    let itself = repdef(&["check", out.to_str().unwrap(), "--baseline", baseline.to_str().unwrap()]);
+    assert!(itself.status.success(), "{}", stdout(&itself));
+    assert!(stdout(&itself).contains("none regressed"));
+
+    let raised = dir.path().join("raised.csv");
+    write_raised_baseline(&baseline, &raised, 5.0);
+    let regressed = repdef(&["check", out.to_str().unwrap(), "--baseline", raised.to_str().unwrap(), "--max-drop", "2"]);
+    assert!(!regressed.status.success());
+    assert!(stdout(&regressed).contains("rows regressed"), "{}", stdout(&regressed));
+    let tolerated = repdef(&["check", out.to_str().unwrap(), "--baseline", raised.to_str().unwrap(), "--max-drop", "6"]);
+    assert!(tolerated.status.success());
+}
+
+/// The baseline with every value raised by `delta` (as if ranks had been higher before).
+fn write_raised_baseline(from: &Path, to: &Path, delta: f64) {
+    let rows: Vec<repdef::analysis::tables::RankRow> = repdef::analysis::tables::read_csv(from).unwrap();
+    let raised: Vec<_> = rows.into_iter().map(|r| repdef::analysis::tables::RankRow { value: r.value + delta, ..r }).collect();
+    repdef::analysis::tables::write_csv(to, &raised).unwrap();
+}
