@@ -19,6 +19,15 @@ pub enum Objective {
     MaeLm,
 }
 
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Mlm => "MLM",
+            Objective::MaeLm => "MAE-LM",
+        })
+    }
+}
+
 /// How picked positions are corrupted in the input (DESIGN §1, "Masking in the paper").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -15,10 +15,7 @@ pub fn inspect(dir: &Path) -> Result<()> {
     println!(
         "  model: {} ({}), {} layers × d_model {}, {} heads, d_mlp {}, vocab {}, max positions {}",
         config.model_type,
-        match config.objective() {
-            crate::config::Objective::Mlm => "MLM",
-            crate::config::Objective::MaeLm => "MAE-LM",
-        },
+        config.objective(),
         config.num_hidden_layers,
         config.hidden_size,
         config.num_attention_heads,

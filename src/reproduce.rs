@@ -106,11 +106,7 @@ pub fn bundled_corpus() -> Vec<PathBuf> {
 }
 
 fn label(objective: Objective, seed: u64, n_seeds: usize) -> String {
-    let name = match objective {
-        Objective::Mlm => "MLM",
-        Objective::MaeLm => "MAE-LM",
-    };
-    if n_seeds == 1 { name.to_string() } else { format!("{name}#seed{seed}") }
+    if n_seeds == 1 { objective.to_string() } else { format!("{objective}#seed{seed}") }
 }
 
 fn run_dir(work: &Path, objective: Objective, seed: u64) -> PathBuf {
@@ -163,7 +159,7 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
             match train_request(budget, &data_dir, &out, objective, seed) {
                 None => eprintln!("[2/4] {} is already trained", out.display()),
                 Some(request) => {
-                    eprintln!("[2/4] training {objective:?} seed {seed} ({} steps) → {}", budget.steps, out.display());
+                    eprintln!("[2/4] training {objective} seed {seed} ({} steps) → {}", budget.steps, out.display());
                     train(&request).with_context(|| format!("training {}", out.display()))?;
                 }
             }

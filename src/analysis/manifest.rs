@@ -48,7 +48,7 @@ impl Manifest {
                     path: m.path.display().to_string(),
                     weights_file: weights.display().to_string(),
                     weights_fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
-                    objective: format!("{:?}", m.config.objective()),
+                    objective: m.config.objective().to_string(),
                     n_layers: m.config.num_hidden_layers,
                     d_model: m.config.hidden_size,
                     tokens: tokens.get(&m.label).copied().unwrap_or(0),

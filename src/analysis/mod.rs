@@ -26,8 +26,18 @@ pub fn analyze(plan: &Plan, out: &Path) -> Result<Results> {
     let (accumulators, tokens) = extract(plan)?;
     let manifest = Manifest::new(plan, &tokens)?;
     let results = compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?;
+    let results = in_model_order(results, &manifest);
     write_output_dir(out, &manifest, &accumulators, &results)?;
     Ok(results)
+}
+
+/// Tables list models in the spec's order (accumulators are keyed, hence sorted, by label).
+fn in_model_order(mut results: Results, manifest: &Manifest) -> Results {
+    let position = |label: &str| manifest.models.iter().position(|m| m.label == label);
+    results.ranks.sort_by_key(|r| position(&r.model));
+    results.spectra.sort_by_key(|r| position(&r.model));
+    results.subspace.sort_by_key(|r| position(&r.model));
+    results
 }
 
 /// Adds the accumulators of analysis dirs made from the same spec on different shards.
@@ -59,7 +69,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
     }
     let (manifest, accumulators) = merged.expect("at least one dir");
     let plan = manifest.spec.clone().resolve().context("re-resolving the merged spec")?;
-    let results = compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?;
+    let results = in_model_order(compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?, &manifest);
     write_output_dir(out, &manifest, &accumulators, &results)?;
     Ok(results)
 }

@@ -125,7 +125,7 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
     let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), req.resume.then_some(state.step))?;
     let progress = Progress::new(config.steps, state.step, "steps");
     progress.log(&format!(
-        "{} {:?} {}×{} (d_mlp {}), {} train / {} holdout sequences of {} tokens, {} → {}",
+        "{} {} {}×{} (d_mlp {}), {} train / {} holdout sequences of {} tokens, {} → {}",
         if req.resume { format!("resuming at step {}:", state.step) } else { "training".into() },
         config.objective,
         model_config.num_hidden_layers,
