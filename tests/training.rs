@@ -134,3 +134,17 @@ fn starting_over_an_existing_run_or_resuming_nothing_is_refused() {
     train(&tiny_request(&data, &out, Objective::Mlm, 2)).unwrap();
     assert!(train(&tiny_request(&data, &out, Objective::Mlm, 2)).unwrap_err().to_string().contains("--resume"));
 }
+
+#[test]
+fn training_forward_without_dropout_equals_the_inference_forward() {
+    // The training path uses differentiable compositions instead of candle's fused kernels;
+    // with dropout off both must compute the same function.
+    for objective in [Objective::Mlm, Objective::MaeLm] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_varmap, model, _optimizer, batch) = fixed_batch_setup(objective, dir.path());
+        let trained = model.picked_logits(&batch, &mut Ctx::train(&mut Rng::new(0))).unwrap();
+        let inferred = model.picked_logits(&batch, &mut Ctx::infer()).unwrap();
+        let diff = (trained - inferred).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "{objective:?}: train and inference forwards differ by {diff}");
+    }
+}
