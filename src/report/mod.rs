@@ -1,10 +1,16 @@
 //! What users came for: verdicts on the paper's claims, the regression check, figures and the
 //! report. Works on the tidy tables only; never sees a tensor library type.
 
+pub mod chart;
 pub mod check;
 pub mod content;
 pub mod document;
 pub mod facts;
+pub mod figures;
+mod glyphs;
+pub mod metrics;
+pub mod palette;
+pub mod render;
 pub mod verdicts;
 
 use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
