@@ -36,8 +36,17 @@ pub struct TrainBenchArgs {
 
 const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
 
-/// Mean milliseconds per full training step (mask, forward, backward, AdamW update).
-fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
+/// CPU seconds used so far by all threads of this process (Linux `/proc`; `None` elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Mean wall and CPU milliseconds per full training step (mask, forward, backward, AdamW update).
+fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Option<f64>)> {
     let device = Device::Cpu;
     let model_config = args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
     let varmap = VarMap::new();
@@ -56,7 +65,11 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
         .collect();
     let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
     let mut total = 0.0;
+    let mut cpu_start = None;
     for i in 0..=args.steps {
+        if i == 1 {
+            cpu_start = process_cpu_seconds();
+        }
         let start = Instant::now();
         let batch = masker.mask(&refs, &mut rng);
         let loss = masked_token_loss(&model, &batch, &mut Ctx::train(&mut rng))?;
@@ -66,7 +79,8 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
             total += start.elapsed().as_secs_f64();
         }
     }
-    Ok(1000.0 * total / args.steps as f64)
+    let cpu = cpu_start.zip(process_cpu_seconds()).map(|(a, b)| 1000.0 * (b - a) / args.steps as f64);
+    Ok((1000.0 * total / args.steps as f64, cpu))
 }
 
 pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
@@ -76,14 +90,15 @@ pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     };
     let tokens = (args.batch_size * args.seq_len) as f64;
     println!("preset {:?}, batch {} × {} tokens, vocab {}, {} timed steps", args.preset, args.batch_size, args.seq_len, args.vocab_size, args.steps);
-    println!("{:<8} {:>10} {:>10} {:>14}", "objective", "ms/step", "tokens/s", "vs PyTorch");
+    println!("{:<8} {:>10} {:>10} {:>14} {:>14}", "objective", "ms/step", "tokens/s", "vs PyTorch", "CPU ms/step");
     for (objective, key) in [(Objective::Mlm, "mlm"), (Objective::MaeLm, "mae-lm")] {
-        let ms = time_steps(objective, args)?;
+        let (ms, cpu_ms) = time_steps(objective, args)?;
         let ratio = reference
             .as_ref()
             .and_then(|r| r.get(key)?.as_f64())
             .map_or("-".to_string(), |reference_ms| format!("{:.2}× speed", reference_ms / ms));
-        println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14}", tokens / (ms / 1000.0));
+        let cpu_ms = cpu_ms.map_or("-".to_string(), |c| format!("{c:.0}"));
+        println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14} {cpu_ms:>14}", tokens / (ms / 1000.0));
     }
     Ok(())
 }

@@ -58,6 +58,22 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
+    /// `n` independent draws that are `true` with probability `p` (dropout masks: millions per
+    /// step). Each 64-bit output gives two draws by comparing 32 random bits with p·2³², so `p`
+    /// is quantised to a multiple of 2⁻³², far below any measurable effect.
+    pub fn bernoulli(&mut self, n: usize, p: f64) -> Vec<bool> {
+        let threshold = (p.clamp(0.0, 1.0) * (1u64 << 32) as f64).round() as u64;
+        let mut out = vec![false; n];
+        for pair in out.chunks_mut(2) {
+            let bits = self.next_u64();
+            pair[0] = (bits & 0xFFFF_FFFF) < threshold;
+            if let Some(second) = pair.get_mut(1) {
+                *second = (bits >> 32) < threshold;
+            }
+        }
+        out
+    }
+
     /// Standard normal sample (Box–Muller).
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform(); // in (0, 1], so ln is finite
@@ -117,6 +133,16 @@ mod tests {
         assert!((su / n as f64 - 0.5).abs() < 0.005);
         assert!((sn / n as f64).abs() < 0.01);
         assert!((sn2 / n as f64 - 1.0).abs() < 0.02);
+    }
+
+    #[test]
+    fn bernoulli_has_the_right_rate_and_extremes() {
+        let mut rng = Rng::new(5);
+        let n = 200_001; // odd: the last draw uses half of an output
+        let rate = rng.bernoulli(n, 0.1).iter().filter(|&&b| b).count() as f64 / n as f64;
+        assert!((rate - 0.1).abs() < 0.003, "{rate}");
+        assert!(rng.bernoulli(1000, 0.0).iter().all(|&b| !b));
+        assert!(rng.bernoulli(1000, 1.0).iter().all(|&b| b));
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Embeddings {
         })
     }
 
-    /// `ids`, `position_ids`, `token_type_ids`: `[batch, pos]` u32 → `[batch, pos, d_model]`.
+    /// `ids`, `position_ids`, `token_type_ids`: `[batch, pos]` u32 → `[batch·pos, d_model]`.
     pub fn forward(&self, ids: &Tensor, position_ids: &Tensor, token_type_ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let summed = (lookup(&self.word, ids)? + lookup(&self.position, position_ids)?)?;
         let summed = (summed + lookup(&self.token_type, token_type_ids)?)?;
@@ -37,9 +37,7 @@ impl Embeddings {
     }
 }
 
-/// Rows of `table` (`[n, d]`) for `[batch, pos]` ids → `[batch, pos, d]`.
+/// Rows of `table` (`[n, d]`) for `[batch, pos]` ids → `[batch·pos, d]`.
 pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
-    let (batch, pos) = ids.dims2()?;
-    let d = table.dim(1)?;
-    Ok(table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, pos, d))?)
+    Ok(table.index_select(&ids.flatten_all()?, 0)?)
 }

@@ -4,7 +4,7 @@
 
 use super::embeddings::Embeddings;
 use super::layer::Layer;
-use super::ops::{additive_attention_mask, Ctx};
+use super::ops::{AttentionMask, Ctx};
 use super::taps::Tap;
 use crate::config::{Family, ModelConfig};
 use anyhow::{ensure, Result};
@@ -80,12 +80,19 @@ impl Encoder {
 
     /// → last block output `[batch, pos, d_model]`; taps recorded on the way.
     pub fn forward(&self, input: &EncoderInput, ctx: &mut Ctx) -> Result<Tensor> {
+        let (batch, pos) = input.ids.dims2()?;
+        Ok(self.forward_rows(input, ctx)?.reshape((batch, pos, ()))?)
+    }
+
+    /// [`Encoder::forward`] with the output as `[batch·pos, d_model]` rows, the layout the
+    /// blocks work in (a reshape would cost two passes in backward).
+    pub fn forward_rows(&self, input: &EncoderInput, ctx: &mut Ctx) -> Result<Tensor> {
+        let mask = AttentionMask::new(&input.attention_mask)?;
         let mut hidden = self.embeddings.forward(&input.ids, &input.position_ids, &input.token_type_ids, ctx)?;
-        ctx.record(Tap::FullEmbed, &hidden)?;
-        let additive_mask = additive_attention_mask(&input.attention_mask)?;
+        ctx.record(Tap::FullEmbed, &hidden, &mask)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            hidden = layer.forward(&hidden, &additive_mask, ctx)?;
-            ctx.record(Tap::BlockOutput(i), &hidden)?;
+            hidden = layer.forward(&hidden, &mask, ctx)?;
+            ctx.record(Tap::BlockOutput(i), &hidden, &mask)?;
         }
         Ok(hidden)
     }

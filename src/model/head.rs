@@ -2,6 +2,7 @@
 //! tied to the word embeddings, plus a bias. Applied only at picked positions, because the
 //! vocabulary projection is otherwise the largest matmul of a training step (DESIGN §5).
 
+use super::kernels;
 use super::ops::{Activation, Ctx, LayerNorm, Linear};
 use crate::config::ModelConfig;
 use anyhow::Result;
@@ -29,8 +30,11 @@ impl MlmHead {
 
     /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_model]` → logits `[n, d_vocab]`.
     pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let transformed = self.activation.forward(&self.dense.forward(hidden)?)?;
-        let transformed = self.layer_norm.forward(&transformed, ctx)?;
-        Ok(transformed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?)
+        let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
+        let logits = self.layer_norm.forward(&transformed, ctx)?.matmul(&word_embeddings.t()?)?;
+        if ctx.fused(&logits) {
+            return Ok(kernels::add_bias(&logits, &self.bias)?);
+        }
+        Ok(logits.broadcast_add(&self.bias)?)
     }
 }

@@ -2,7 +2,8 @@
 //! Mirrors HF `BertLayer` (names `attention.self.{query,key,value}`, `attention.output.*`,
 //! `intermediate.dense`, `output.*`); also used, with dropout 0, by the MAE-LM decoder.
 
-use super::ops::{Activation, Ctx, LayerNorm, Linear};
+use super::kernels;
+use super::ops::{Activation, AttentionMask, Ctx, LayerNorm, Linear};
 use crate::config::ModelConfig;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -44,21 +45,27 @@ impl Layer {
         })
     }
 
-    /// `xs`: `[batch, pos, d_model]`; `additive_mask`: `[batch, 1, 1, pos]`.
-    pub fn forward(&self, xs: &Tensor, additive_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let attended = self.self_attention(xs, additive_mask, ctx)?;
-        let attended = ctx.dropout(&self.attention_out.forward(&attended)?, self.hidden_dropout)?;
-        let resid_mid = self.attention_norm.forward(&(attended + xs)?, ctx)?;
-        let mlp = self.activation.forward(&self.intermediate.forward(&resid_mid)?)?;
-        let mlp = ctx.dropout(&self.output.forward(&mlp)?, self.hidden_dropout)?;
-        self.output_norm.forward(&(mlp + resid_mid)?, ctx)
+    /// `xs`: `[batch·pos, d_model]` → the same shape.
+    pub fn forward(&self, xs: &Tensor, mask: &AttentionMask, ctx: &mut Ctx) -> Result<Tensor> {
+        let attended = self.self_attention(xs, mask, ctx)?;
+        let resid_mid = self.attention_norm.forward_residual(&self.attention_out, &attended, xs, self.hidden_dropout, ctx)?;
+        let mlp = self.intermediate.forward_activated(&resid_mid, self.activation, ctx)?;
+        self.output_norm.forward_residual(&self.output, &mlp, &resid_mid, self.hidden_dropout, ctx)
     }
 
-    /// Multi-head scaled dot-product attention, before the output projection.
-    fn self_attention(&self, xs: &Tensor, additive_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let (batch, pos, d_model) = xs.dims3()?;
+    /// Multi-head scaled dot-product attention, before the output projection: `[batch·pos, d_model]`.
+    fn self_attention(&self, xs: &Tensor, mask: &AttentionMask, ctx: &mut Ctx) -> Result<Tensor> {
+        let (rows, d_model) = xs.dims2()?;
+        let (batch, pos) = (mask.batch, mask.pos);
+        if ctx.fused(xs) {
+            // One product for the three projections: a larger matmul, and one gradient for `xs`.
+            let weights = Tensor::cat(&[self.query.weight(), self.key.weight(), self.value.weight()], 0)?;
+            let biases = Tensor::cat(&[self.query.bias(), self.key.bias(), self.value.bias()], 0)?;
+            let dropout = ctx.dropout_mask(batch * self.n_heads * pos * pos, self.attention_dropout);
+            return Ok(kernels::attention(&xs.matmul(&weights.t()?)?, &biases, &mask.additive, self.n_heads, dropout)?);
+        }
         let d_head = d_model / self.n_heads;
-        // [batch, pos, d_model] → [batch, n_heads, pos, d_head]
+        // [batch·pos, d_model] → [batch, n_heads, pos, d_head]
         let heads = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((batch, pos, self.n_heads, d_head))?.transpose(1, 2)?.contiguous()?)
         };
@@ -66,9 +73,10 @@ impl Layer {
         let k = heads(self.key.forward(xs)?)?;
         let v = heads(self.value.forward(xs)?)?;
         // [batch, n_heads, pos, pos]
-        let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?.broadcast_add(additive_mask)?;
+        let additive = mask.additive.reshape((batch, 1, 1, pos))?;
+        let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?.broadcast_add(&additive)?;
         let probs = ctx.dropout(&ctx.softmax_last_dim(&scores)?, self.attention_dropout)?;
-        // [batch, n_heads, pos, d_head] → [batch, pos, d_model]
-        Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, pos, d_model))?)
+        // [batch, n_heads, pos, d_head] → [batch·pos, d_model]
+        Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((rows, d_model))?)
     }
 }

@@ -6,7 +6,7 @@
 
 use super::embeddings::lookup;
 use super::layer::Layer;
-use super::ops::{additive_attention_mask, Ctx, LayerNorm};
+use super::ops::{AttentionMask, Ctx, LayerNorm};
 use super::taps::Tap;
 use crate::config::ModelConfig;
 use anyhow::{ensure, Result};
@@ -61,13 +61,11 @@ impl Compaction {
         Ok(c)
     }
 
-    /// Encoder output `[batch, kept_len, d_model]` + `[MASK]` row `[1, d_model]` → `[batch, pos, d_model]`.
+    /// Encoder output `[batch·kept_len, d_model]` + `[MASK]` row `[1, d_model]` → `[batch·pos, d_model]`.
     pub fn scatter(&self, encoded: &Tensor, mask_row: &Tensor) -> Result<Tensor> {
-        let d = encoded.dim(2)?;
-        let pos = self.scatter_index.len() / self.batch;
-        let rows = Tensor::cat(&[&encoded.reshape((self.batch * self.kept_len, d))?, mask_row], 0)?;
+        let rows = Tensor::cat(&[encoded, mask_row], 0)?;
         let index = Tensor::from_slice(&self.scatter_index, self.scatter_index.len(), encoded.device())?;
-        Ok(rows.index_select(&index, 0)?.reshape((self.batch, pos, d))?)
+        Ok(rows.index_select(&index, 0)?)
     }
 
     pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
@@ -98,17 +96,16 @@ impl Decoder {
         })
     }
 
-    /// `scattered`: `[batch, pos, d_model]`, `attention_mask`: `[batch, pos]` → `[batch, pos, d_model]`.
+    /// `scattered`: `[batch·pos, d_model]`, `attention_mask`: `[batch, pos]` → `[batch·pos, d_model]`.
     pub fn forward(&self, scattered: &Tensor, attention_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let (batch, pos, _) = scattered.dims3()?;
-        let position_ids = Tensor::arange(0u32, pos as u32, scattered.device())?.unsqueeze(0)?.repeat((batch, 1))?;
+        let mask = AttentionMask::new(attention_mask)?;
+        let position_ids = Tensor::arange(0u32, mask.pos as u32, scattered.device())?.unsqueeze(0)?.repeat((mask.batch, 1))?;
         let summed = scattered.add(&lookup(&self.position, &position_ids)?)?;
         let mut hidden = self.layer_norm.forward(&summed, ctx)?;
-        ctx.record(Tap::DecoderFullEmbed, &hidden)?;
-        let additive_mask = additive_attention_mask(attention_mask)?;
+        ctx.record(Tap::DecoderFullEmbed, &hidden, &mask)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            hidden = layer.forward(&hidden, &additive_mask, ctx)?;
-            ctx.record(Tap::DecoderBlockOutput(i), &hidden)?;
+            hidden = layer.forward(&hidden, &mask, ctx)?;
+            ctx.record(Tap::DecoderBlockOutput(i), &hidden, &mask)?;
         }
         Ok(hidden)
     }
@@ -132,7 +129,7 @@ mod tests {
         // Encode each kept token as its own id; the mask row is -1.
         let device = Device::Cpu;
         let encoded: Vec<f32> = c.ids.iter().map(|&id| id as f32).collect();
-        let encoded = Tensor::from_vec(encoded, (2, 3, 1), &device).unwrap();
+        let encoded = Tensor::from_vec(encoded, (6, 1), &device).unwrap();
         let mask_row = Tensor::new(&[[-1f32]], &device).unwrap();
         let restored = c.scatter(&encoded, &mask_row).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(restored, vec![10., -1., -1., 13., 20., 21., 22., -1.]);

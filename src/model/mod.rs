@@ -6,6 +6,7 @@ mod embeddings;
 mod encoder;
 mod head;
 pub mod init;
+mod kernels;
 mod layer;
 pub mod maelm;
 mod ops;
@@ -63,24 +64,23 @@ impl PretrainingModel {
         let hidden = match &self.decoder {
             None => {
                 let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
-                self.encoder.forward(&input, ctx)?
+                self.encoder.forward_rows(&input, ctx)?
             }
             Some((decoder, mask_token_id)) => self.mae_lm_hidden(decoder, *mask_token_id, batch, &device, ctx)?,
         };
-        let d = self.config.hidden_size;
         let picked = batch.picked_indices();
         let picked = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
-        let at_picked = hidden.reshape((batch.batch * batch.pos, d))?.index_select(&picked, 0)?;
+        let at_picked = hidden.index_select(&picked, 0)?;
         self.head_logits(&at_picked, ctx)
     }
 
-    /// Encoder on the kept tokens only, scattered back for the decoder → `[batch, pos, d_model]`.
+    /// Encoder on the kept tokens only, scattered back for the decoder → `[batch·pos, d_model]`.
     fn mae_lm_hidden(&self, decoder: &Decoder, mask_token_id: u32, batch: &MaskedBatch, device: &Device, ctx: &mut Ctx) -> Result<Tensor> {
         let compaction = Compaction::new(&batch.input_ids, &batch.encoder_visible, batch.batch, self.config.pad_token_id)?;
         let (ids, position_ids, attention_mask) = compaction.tensors(device)?;
         let token_type_ids = ids.zeros_like()?;
         let input = EncoderInput { ids, position_ids, token_type_ids, attention_mask };
-        let encoded = self.encoder.forward(&input, ctx)?;
+        let encoded = self.encoder.forward_rows(&input, ctx)?;
         let mask_row = self.encoder.embeddings.word.narrow(0, mask_token_id as usize, 1)?;
         let scattered = compaction.scatter(&encoded, &mask_row)?;
         let not_pad: Vec<u8> = batch.classes.iter().map(|&c| u8::from(c != TokenClass::Pad)).collect();

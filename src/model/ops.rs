@@ -2,14 +2,17 @@
 //! dropout, activations, and the forward context that says whether we are training.
 //!
 //! candle's fused `layer_norm`/`softmax_last_dim` kernels have no backward pass (DESIGN §6):
-//! gradients through them are silently cut. So in `Mode::Train` these blocks use compositions of
-//! differentiable primitives, and the fused kernels only where no gradient is needed.
+//! gradients through them are silently cut. So they serve inference only; training on the CPU
+//! runs repdef's own kernels with hand-written backward (`kernels`), and elsewhere (or as the
+//! tests' reference) compositions of differentiable candle primitives.
 
+use super::kernels::{self, DropoutMask};
 use super::taps::{Recorder, Tap};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
+use std::sync::Arc;
 
 /// Whether a forward pass may be differentiated (and applies dropout) or is inference only.
 pub enum Mode<'a> {
@@ -23,15 +26,23 @@ pub enum Mode<'a> {
 pub struct Ctx<'a> {
     pub mode: Mode<'a>,
     pub recorder: Option<&'a mut dyn Recorder>,
+    /// Training may use the fused kernels (off only for the tests' composed reference).
+    kernels: bool,
 }
 
 impl<'a> Ctx<'a> {
     pub fn infer() -> Self {
-        Ctx { mode: Mode::Infer, recorder: None }
+        Ctx { mode: Mode::Infer, recorder: None, kernels: false }
     }
 
     pub fn train(rng: &'a mut Rng) -> Self {
-        Ctx { mode: Mode::Train(rng), recorder: None }
+        Ctx { mode: Mode::Train(rng), recorder: None, kernels: true }
+    }
+
+    /// Training through compositions of candle primitives: the reference for the kernels.
+    #[cfg(test)]
+    pub fn train_composed(rng: &'a mut Rng) -> Self {
+        Ctx { mode: Mode::Train(rng), recorder: None, kernels: false }
     }
 
     pub fn with_recorder(mut self, recorder: &'a mut dyn Recorder) -> Self {
@@ -39,10 +50,11 @@ impl<'a> Ctx<'a> {
         self
     }
 
-    /// Hands `hidden` (`[batch, pos, d_model]`) to the recorder if it wants this tap.
-    pub fn record(&mut self, tap: Tap, hidden: &Tensor) -> Result<()> {
+    /// Hands `hidden` (`[batch·pos, d_model]` rows of the batch of `mask`) to the recorder as
+    /// `[batch, pos, d_model]` if it wants this tap.
+    pub fn record(&mut self, tap: Tap, hidden: &Tensor, mask: &AttentionMask) -> Result<()> {
         match self.recorder.as_deref_mut() {
-            Some(recorder) if recorder.wants(tap) => recorder.record(tap, hidden),
+            Some(recorder) if recorder.wants(tap) => recorder.record(tap, &hidden.reshape((mask.batch, mask.pos, ()))?),
             _ => Ok(()),
         }
     }
@@ -51,16 +63,24 @@ impl<'a> Ctx<'a> {
         matches!(self.mode, Mode::Train(_))
     }
 
-    /// Inverted dropout with a mask from repdef's seeded generator (candle's CPU RNG cannot be seeded).
-    pub fn dropout(&mut self, xs: &Tensor, p: f64) -> Result<Tensor> {
-        let Mode::Train(rng) = &mut self.mode else { return Ok(xs.clone()) };
-        if p <= 0.0 {
-            return Ok(xs.clone());
+    /// Whether a training pass over `xs` runs the fused kernels (CPU only).
+    pub(super) fn fused(&self, xs: &Tensor) -> bool {
+        self.training() && self.kernels && xs.device().is_cpu()
+    }
+
+    /// A dropout mask for `n` elements, drawn from repdef's seeded generator (candle's CPU RNG
+    /// cannot be seeded); `None` in inference or when `p` is 0.
+    pub(super) fn dropout_mask(&mut self, n: usize, p: f64) -> Option<Arc<DropoutMask>> {
+        match &mut self.mode {
+            Mode::Train(rng) => DropoutMask::draw(rng, n, p),
+            Mode::Infer => None,
         }
-        let scale = (1.0 / (1.0 - p)) as f32;
-        let mask: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { scale }).collect();
-        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?;
-        Ok(xs.mul(&mask)?)
+    }
+
+    /// Inverted dropout.
+    pub fn dropout(&mut self, xs: &Tensor, p: f64) -> Result<Tensor> {
+        let Some(mask) = self.dropout_mask(xs.elem_count(), p) else { return Ok(xs.clone()) };
+        Ok(if self.fused(xs) { kernels::dropout(xs, mask)? } else { xs.mul(&mask.to_tensor(xs.shape(), xs.device())?)? })
     }
 
     pub fn softmax_last_dim(&self, xs: &Tensor) -> Result<Tensor> {
@@ -88,8 +108,29 @@ impl Linear {
         let mut out_shape = xs.dims().to_vec();
         let rows = xs.elem_count() / d_in;
         *out_shape.last_mut().expect("input has at least one dimension") = d_out;
-        let ys = xs.reshape((rows, d_in))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let ys = self.project(&xs.reshape((rows, d_in))?)?.broadcast_add(&self.bias)?;
         Ok(ys.reshape(out_shape)?)
+    }
+
+    /// `activation(x Wᵀ + b)` for `xs`: `[rows, in]`.
+    pub fn forward_activated(&self, xs: &Tensor, activation: Activation, ctx: &Ctx) -> Result<Tensor> {
+        if ctx.fused(xs) {
+            return Ok(kernels::bias_activation(&self.project(xs)?, &self.bias, activation)?);
+        }
+        activation.forward(&self.forward(xs)?)
+    }
+
+    /// `x Wᵀ` without the bias (which the fused kernels add) for `xs`: `[rows, in]`.
+    pub fn project(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs.matmul(&self.weight.t()?)?)
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
     }
 }
 
@@ -110,11 +151,25 @@ impl LayerNorm {
         if !ctx.training() {
             return Ok(candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)?);
         }
+        if ctx.fused(xs) {
+            return Ok(kernels::layer_norm(xs, &self.weight, &self.bias, self.eps)?);
+        }
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centred = xs.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+
+    /// The post-LN residual step `LayerNorm(dropout(linear(xs)) + residual)`, all `[rows, ·]`.
+    pub fn forward_residual(&self, linear: &Linear, xs: &Tensor, residual: &Tensor, dropout: f64, ctx: &mut Ctx) -> Result<Tensor> {
+        if ctx.fused(xs) {
+            let mask = ctx.dropout_mask(residual.elem_count(), dropout);
+            let params = (&self.weight, &self.bias);
+            return Ok(kernels::residual_layer_norm(&linear.project(xs)?, linear.bias(), residual, params, self.eps, mask)?);
+        }
+        let projected = ctx.dropout(&linear.forward(xs)?, dropout)?;
+        self.forward(&(projected + residual)?, ctx)
     }
 }
 
@@ -147,9 +202,19 @@ impl Activation {
     }
 }
 
-/// `[batch, pos]` 1/0 mask → additive `[batch, 1, 1, pos]` mask (0 or a large negative).
-pub fn additive_attention_mask(attention_mask: &Tensor) -> Result<Tensor> {
-    let (batch, pos) = attention_mask.dims2()?;
-    let blocked = (attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * -1e9)?;
-    Ok(blocked.reshape((batch, 1, 1, pos))?)
+/// Which keys each sequence of a batch may attend to.
+pub struct AttentionMask {
+    pub batch: usize,
+    pub pos: usize,
+    /// `[batch, pos]`: 0 for real tokens, a large negative for padding.
+    pub additive: Tensor,
+}
+
+impl AttentionMask {
+    /// From a `[batch, pos]` 1/0 mask.
+    pub fn new(attention_mask: &Tensor) -> Result<Self> {
+        let (batch, pos) = attention_mask.dims2()?;
+        let additive = (attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * -1e9)?;
+        Ok(AttentionMask { batch, pos, additive })
+    }
 }

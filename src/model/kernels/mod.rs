@@ -1,0 +1,27 @@
+//! Fused CPU kernels for the training path: candle custom ops with hand-written backward.
+//!
+//! candle's own fused `layer_norm`/`softmax_last_dim` have no backward (DESIGN §6), and the
+//! differentiable compositions cost a full memory pass and an allocation per primitive, plus in
+//! backward a gradient kernel and a zero-fill and add per input (candle accumulates every
+//! gradient into a fresh zero tensor). Each kernel here replaces such a chain by one node, fusing
+//! the bias adds of the linear layers that feed it. Matrix products stay candle matmuls.
+//!
+//! The composed versions remain in `ops`/`layer` as the reference (the tests below compare
+//! values and gradients) and as the path for devices other than the CPU.
+
+mod activation;
+mod attention;
+mod bias;
+mod dropout;
+mod layer_norm;
+mod par;
+mod simd;
+
+pub use activation::bias_activation;
+pub use attention::attention;
+pub use bias::add_bias;
+pub use dropout::{dropout, DropoutMask};
+pub use layer_norm::{layer_norm, residual_layer_norm};
+
+#[cfg(test)]
+mod tests;

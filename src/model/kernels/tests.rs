@@ -1,0 +1,168 @@
+//! Each kernel against the composed candle ops it replaces: the same module run with
+//! `Ctx::train` (kernels) and `Ctx::train_composed` (reference), from the same dropout seed, must
+//! give the same output and the same gradient for its input and every parameter; and so must a
+//! whole MLM and MAE-LM training step.
+
+use crate::config::{MaskConfig, ModelConfig, Objective, Preset};
+use crate::data::masking::Masker;
+use crate::data::tokenizer::SpecialIds;
+use crate::model::head::MlmHead;
+use crate::model::layer::Layer;
+use crate::model::ops::{Activation, AttentionMask, Ctx, LayerNorm, Linear};
+use crate::model::PretrainingModel;
+use crate::rng::Rng;
+use crate::train::loss::masked_token_loss;
+use anyhow::Result;
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+fn random(shape: impl Into<Shape>, rng: &mut Rng) -> Tensor {
+    let shape = shape.into();
+    let values: Vec<f32> = (0..shape.elem_count()).map(|_| rng.normal() as f32).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+/// A small BERT config (d_head 32, so the attention scale is not a power of two).
+fn config(hidden_act: &str, dropout: f64) -> ModelConfig {
+    let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+    let mut cfg = Preset::Tiny.model_config(50, &special, Objective::Mlm, MaskConfig::default());
+    cfg.hidden_act = hidden_act.into();
+    cfg.hidden_dropout_prob = dropout;
+    cfg.attention_probs_dropout_prob = dropout;
+    cfg.layer_norm_eps = 1e-5;
+    cfg
+}
+
+/// Builds a module with `load` and gives every parameter random values (LayerNorm weights of 1
+/// and biases of 0 would hide mistakes in their gradients).
+fn module<M>(load: impl FnOnce(VarBuilder) -> Result<M>) -> (VarMap, M) {
+    let varmap = VarMap::new();
+    let m = load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let mut rng = Rng::new(11);
+    for var in varmap.all_vars() {
+        var.set(&(random(var.shape(), &mut rng) * 0.5).unwrap()).unwrap();
+    }
+    (varmap, m)
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+}
+
+/// `|got - want| ≤ tol · max(|want|, 0.1)`: the floor covers gradients that vanish in exact
+/// arithmetic, such as the key bias's (softmax ignores a constant added to a row), where both
+/// paths give round-off.
+fn assert_close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
+    let diff = max_abs(&(got - want).unwrap());
+    let scale = max_abs(want).max(0.1);
+    assert!(diff <= tol * scale, "{what}: max |kernel - composed| = {diff:e} (scale {scale:e})");
+}
+
+/// Runs `forward(x, ctx)` both ways and compares outputs and the gradients of `x` and of every
+/// variable of `varmap` for the loss `Σ out ⊙ probe` (a fixed random probe).
+fn assert_matches_composed(varmap: &VarMap, x: &Var, forward: impl Fn(&Tensor, &mut Ctx) -> Result<Tensor>) {
+    assert_loss_matches_composed(varmap, Some(x), |ctx| {
+        let out = forward(x.as_tensor(), ctx)?;
+        let probe = random(out.shape(), &mut Rng::new(3));
+        Ok((&out * probe)?.sum_all()?)
+    });
+}
+
+/// Runs `loss(ctx)` both ways from the same dropout seed and compares the loss and the gradients
+/// of every variable of `varmap` (and of `x`).
+fn assert_loss_matches_composed(varmap: &VarMap, x: Option<&Var>, loss: impl Fn(&mut Ctx) -> Result<Tensor>) {
+    let run = |fused: bool| {
+        let mut rng = Rng::new(7);
+        let mut ctx = if fused { Ctx::train(&mut rng) } else { Ctx::train_composed(&mut rng) };
+        let loss = loss(&mut ctx).unwrap();
+        let grads = loss.backward().unwrap();
+        (loss, grads)
+    };
+    let (fused_loss, fused_grads) = run(true);
+    let (composed_loss, composed_grads) = run(false);
+    assert_close(&fused_loss, &composed_loss, 1e-5, "loss");
+    let vars = varmap.data().lock().unwrap();
+    let named = vars.iter().map(|(name, var)| (name.as_str(), var)).chain(x.map(|x| ("input", x)));
+    for (name, var) in named {
+        let (Some(got), Some(want)) = (fused_grads.get(var), composed_grads.get(var)) else {
+            panic!("{name}: no gradient from one of the paths");
+        };
+        assert_close(got, want, 1e-4, &format!("gradient of {name}"));
+    }
+}
+
+/// 37 rows: a partial block of rows at the end.
+const ROWS: usize = 37;
+
+#[test]
+fn layer_norm_matches_composed() {
+    let (varmap, norm) = module(|vb| LayerNorm::load(vb.pp("ln"), 64, 1e-5));
+    let x = Var::from_tensor(&random((ROWS, 64), &mut Rng::new(1))).unwrap();
+    assert_matches_composed(&varmap, &x, |x, ctx| norm.forward(x, ctx));
+}
+
+#[test]
+fn residual_layer_norm_matches_composed_with_and_without_dropout() {
+    for dropout in [0.0, 0.3] {
+        let (varmap, (linear, norm, residual)) = module(|vb| {
+            Ok((Linear::load(vb.pp("dense"), 48, 64)?, LayerNorm::load(vb.pp("ln"), 64, 1e-5)?, vb.get((ROWS, 64), "residual")?))
+        });
+        let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
+        assert_matches_composed(&varmap, &x, |x, ctx| norm.forward_residual(&linear, x, &residual, dropout, ctx));
+    }
+}
+
+#[test]
+fn bias_activation_matches_composed_for_every_activation() {
+    for activation in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
+        let (varmap, linear) = module(|vb| Linear::load(vb.pp("dense"), 48, 64));
+        let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
+        assert_matches_composed(&varmap, &x, |x, ctx| linear.forward_activated(x, activation, ctx));
+    }
+}
+
+#[test]
+fn dropout_matches_composed() {
+    let x = Var::from_tensor(&random((ROWS, 64), &mut Rng::new(1))).unwrap();
+    assert_matches_composed(&VarMap::new(), &x, |x, ctx| ctx.dropout(x, 0.25));
+}
+
+#[test]
+fn attention_block_matches_composed_with_padding_and_dropout() {
+    for (act, dropout) in [("gelu", 0.0), ("gelu", 0.2), ("gelu_new", 0.1)] {
+        let cfg = config(act, dropout);
+        let (varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
+        let (batch, pos) = (3, 11);
+        // The second sequence ends in two padding tokens, the third in five.
+        let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
+        let mask = AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap();
+        let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
+        assert_matches_composed(&varmap, &x, |x, ctx| layer.forward(x, &mask, ctx));
+    }
+}
+
+#[test]
+fn mlm_head_matches_composed() {
+    let cfg = config("gelu", 0.1);
+    let (varmap, (head, embeddings)) = module(|vb| Ok((MlmHead::load(vb.pp("head"), &cfg)?, vb.get((cfg.vocab_size, cfg.hidden_size), "word")?)));
+    let x = Var::from_tensor(&random((ROWS, cfg.hidden_size), &mut Rng::new(1))).unwrap();
+    assert_matches_composed(&varmap, &x, |x, ctx| head.forward(x, &embeddings, ctx));
+}
+
+#[test]
+fn pretraining_steps_match_composed_for_both_objectives() {
+    for objective in [Objective::Mlm, Objective::MaeLm] {
+        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let cfg = Preset::Tiny.model_config(60, &special, objective, MaskConfig::default());
+        let (varmap, model) = module(|vb| PretrainingModel::load(vb, &cfg));
+        let masker = Masker { config: MaskConfig::default(), special, vocab_size: 60, drop_picked: objective == Objective::MaeLm };
+        let mut rng = Rng::new(5);
+        // Four sequences of 24 tokens, the last two ending in padding.
+        let rows: Vec<Vec<u32>> = (0..4)
+            .map(|r| (0..24).map(|t| if t >= 24 - 3 * r { 0 } else { 5 + rng.below(55) as u32 }).collect())
+            .collect();
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let batch = masker.mask(&rows, &mut rng);
+        assert_loss_matches_composed(&varmap, None, |ctx| Ok(masked_token_loss(&model, &batch, ctx)?.loss));
+    }
+}
