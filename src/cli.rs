@@ -69,6 +69,8 @@ enum Command {
         #[arg(long)]
         rel_tol: Vec<String>,
     },
+    /// Fine-tune an encoder on a classification task over several seeds; print dev accuracies.
+    Finetune(FinetuneArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -217,6 +219,65 @@ impl AnalyzeArgs {
     }
 }
 
+#[derive(Args)]
+struct FinetuneArgs {
+    /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// A bundled task (sst2), or the name of the task given by --train and --dev.
+    #[arg(long, required_unless_present = "train")]
+    task: Option<String>,
+    /// Training TSV: a header row, then label<TAB>text (or label<TAB>a<TAB>b) rows, labels 0..n-1.
+    #[arg(long, requires = "dev")]
+    train: Option<PathBuf>,
+    /// Dev TSV, same columns as --train.
+    #[arg(long, requires = "train")]
+    dev: Option<PathBuf>,
+    /// Number of seeds (0, 1, …).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Output dir for results.csv, ranks.csv and summary.json.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Train on a seeded subsample of N examples, or `all`.
+    #[arg(long, value_name = "N|all")]
+    train_examples: Option<String>,
+    /// Truncate examples to this many tokens.
+    #[arg(long)]
+    max_len: Option<usize>,
+}
+
+impl FinetuneArgs {
+    fn into_request(self) -> Result<crate::finetune::FinetuneRequest> {
+        use crate::finetune::{FinetuneConfig, Task};
+        let task = match (self.train, self.dev) {
+            (Some(train), Some(dev)) => Task::from_files(self.task.as_deref().unwrap_or("custom"), train, dev),
+            _ => Task::named(self.task.as_deref().expect("clap requires --task without --train"))?,
+        };
+        let defaults = FinetuneConfig::default();
+        let train_examples = match self.train_examples.as_deref() {
+            None => defaults.train_examples,
+            Some("all") => None,
+            Some(n) => Some(n.parse().with_context(|| format!("--train-examples {n:?}: expected a count or `all`"))?),
+        };
+        let config = FinetuneConfig {
+            epochs: self.epochs.unwrap_or(defaults.epochs),
+            lr: self.lr.unwrap_or(defaults.lr),
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            max_len: self.max_len.unwrap_or(defaults.max_len),
+            train_examples,
+            ..defaults
+        };
+        Ok(crate::finetune::FinetuneRequest { model: self.model, task, seeds: (0..self.seeds).collect(), config, out: self.out })
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Training throughput of both objectives on random tokens.
@@ -344,6 +405,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let results = crate::analysis::merge(&dirs, &out)?;
             print!("{}", crate::analysis::summary::render(&results.ranks));
             println!("merged {} dirs into {}", dirs.len(), out.display());
+        }
+        Command::Finetune(args) => {
+            let request = args.into_request()?;
+            let outcome = crate::finetune::finetune(&request)?;
+            print!("{}", crate::finetune::render(&outcome.summary));
+            println!("wrote {}", request.out.display());
         }
         Command::Bench(BenchCommand::Train(args)) => crate::bench::bench_train(&args)?,
         Command::Bench(BenchCommand::Analyze(args)) => crate::bench_analysis::bench_analyze(&args)?,

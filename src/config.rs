@@ -143,6 +143,15 @@ impl ModelConfig {
         }
     }
 
+    /// The longest token sequence the position embeddings allow: RoBERTa's positions start
+    /// after the padding index, so it fits `pad_token_id + 1` fewer tokens than BERT.
+    pub fn max_tokens(&self) -> usize {
+        match self.family() {
+            Family::Bert => self.max_position_embeddings,
+            Family::Roberta => self.max_position_embeddings.saturating_sub(self.pad_token_id as usize + 1),
+        }
+    }
+
     pub fn d_head(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

@@ -26,11 +26,7 @@ pub fn write_hidden_states(model_dir: &Path, texts: &[String], out: &Path) -> Re
     let device = Device::Cpu;
     let loaded = load_encoder(model_dir, &device)?;
     let cfg = &loaded.config;
-    // RoBERTa's positions start after the padding index, so it fits two fewer tokens.
-    let max_len = match cfg.family() {
-        crate::config::Family::Bert => cfg.max_position_embeddings,
-        crate::config::Family::Roberta => cfg.max_position_embeddings - cfg.pad_token_id as usize - 1,
-    };
+    let max_len = cfg.max_tokens();
     let mut rows = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         let encoding = loaded.tokenizer.encode(text.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing text {}: {e}", i + 1))?;

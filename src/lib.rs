@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod extract;
+pub mod finetune;
 pub mod fsutil;
 pub mod hidden_states;
 pub mod inspect;

@@ -6,4 +6,4 @@ mod runner;
 pub mod sequences;
 
 pub use conditions::{Condition, Group};
-pub use runner::{accumulate, extract, AccumulatorKey, Accumulators, ModelRun};
+pub use runner::{accumulate, accumulate_condition, extract, AccumulatorKey, Accumulators, ModelRun};

@@ -2,7 +2,7 @@
 //! sequence, so every model with the same tokenizer sees the same masks), run through the encoder under every
 //! condition, and each tap's rows are added to the Gram accumulator of their group.
 
-use super::conditions::{condition_inputs, Condition, Group};
+use super::conditions::{condition_inputs, Condition, ConditionInput, Group};
 use super::sequences::{load_sequences, shard_selection};
 use crate::checkpoint::load_encoder;
 use crate::config::{MaskConfig, MaskPolicy, ModelConfig, Objective};
@@ -105,30 +105,37 @@ pub fn accumulate(
         // Each sequence's mask depends only on (seed, its index): shards merge into one pass.
         let batch = masker.mask_independently(&rows, |r| Rng::derive(run.seed.wrapping_add(chunk[r] as u64), "analysis-masking"));
         for condition in condition_inputs(run.config, &batch, mae_lm, device)? {
-            let mut cache = TapCache::only(run.taps.to_vec());
-            run.encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
-            for (tap, hidden) in cache.tensors {
-                let d = hidden.dim(2)?;
-                let values = hidden.flatten_all()?.to_vec1::<f32>()?;
-                let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
-                for (group, indices) in &condition.groups {
-                    let key = AccumulatorKey {
-                        model: run.label.to_string(),
-                        condition: condition.condition,
-                        group: *group,
-                        layer: tap.hf_index().expect("encoder taps have an HF index"),
-                    };
-                    let rows: Vec<usize> = indices.iter().map(|&r| r as usize).collect();
-                    accumulators
-                        .entry(key)
-                        .or_insert_with(|| GramAccumulator::new(d))
-                        .update(matrix.select(Axis(0), &rows).view())
-                        .with_context(|| format!("{tap}, {}/{}", condition.condition, group))?;
-                }
-            }
+            accumulate_condition(run.label, run.encoder, run.taps, &condition, accumulators)?;
         }
         tokens += (batch.batch * batch.pos) as u64;
         report(tokens);
     }
     Ok(tokens)
+}
+
+/// Runs one condition's input through `encoder` and adds each tap's group rows to the
+/// accumulators of model `label`.
+pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condition: &ConditionInput, accumulators: &mut Accumulators) -> Result<()> {
+    let mut cache = TapCache::only(taps.to_vec());
+    encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
+    for (tap, hidden) in cache.tensors {
+        let d = hidden.dim(2)?;
+        let values = hidden.flatten_all()?.to_vec1::<f32>()?;
+        let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
+        for (group, indices) in &condition.groups {
+            let key = AccumulatorKey {
+                model: label.to_string(),
+                condition: condition.condition,
+                group: *group,
+                layer: tap.hf_index().expect("encoder taps have an HF index"),
+            };
+            let rows: Vec<usize> = indices.iter().map(|&r| r as usize).collect();
+            accumulators
+                .entry(key)
+                .or_insert_with(|| GramAccumulator::new(d))
+                .update(matrix.select(Axis(0), &rows).view())
+                .with_context(|| format!("{tap}, {}/{}", condition.condition, group))?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,109 @@
+//! What a fine-tuning run leaves in its `--out` dir, each file written atomically:
+//! `results.csv` (one row per seed and epoch), `ranks.csv` (the analysis tables' tidy schema:
+//! the encoder before and after fine-tuning) and `summary.json` (settings, each seed's final dev
+//! accuracy, their median); plus the summary printed on the terminal.
+
+use super::run::FinetuneConfig;
+use crate::analysis::tables::{write_csv, RankRow};
+use crate::analysis::RANKS_FILE;
+use crate::fsutil::write_json_atomic;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+pub const RESULTS_FILE: &str = "results.csv";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// One evaluation on dev, after an epoch of one seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub seed: u64,
+    /// 1-based.
+    pub epoch: usize,
+    pub dev_accuracy: f64,
+    pub dev_loss: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+}
+
+/// A seed's result after its last epoch (no selection of the best epoch on dev).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub dev_accuracy: f64,
+    pub dev_loss: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneSummary {
+    pub model: PathBuf,
+    pub task: String,
+    pub train_file: PathBuf,
+    pub dev_file: PathBuf,
+    /// Training examples actually used (after `train_examples` subsampling).
+    pub train_examples: usize,
+    pub dev_examples: usize,
+    pub config: FinetuneConfig,
+    pub seeds: Vec<SeedResult>,
+    /// The paper reports medians over seeds.
+    pub median_dev_accuracy: f64,
+    pub elapsed_s: f64,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct FinetuneOutcome {
+    pub summary: FinetuneSummary,
+    pub epochs: Vec<EpochRow>,
+    /// Labelled `pretrained` and `finetuned-seed{N}`, condition `clean`.
+    pub ranks: Vec<RankRow>,
+}
+
+/// The middle value (the mean of the two middle ones for an even count); NaN for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+pub fn write_outputs(out: &Path, outcome: &FinetuneOutcome) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_csv(&out.join(RESULTS_FILE), &outcome.epochs)?;
+    write_csv(&out.join(RANKS_FILE), &outcome.ranks)?;
+    write_json_atomic(&out.join(SUMMARY_FILE), &outcome.summary)
+}
+
+/// Per-seed dev accuracy and the median, one line each.
+pub fn render(summary: &FinetuneSummary) -> String {
+    let mut text = String::new();
+    for s in &summary.seeds {
+        let _ = writeln!(text, "seed {:<3} dev accuracy {:.4}  (dev loss {:.4})", s.seed, s.dev_accuracy, s.dev_loss);
+    }
+    let _ = writeln!(
+        text,
+        "median dev accuracy over {} seeds: {:.4}  ({} on {} train / {} dev examples)",
+        summary.seeds.len(),
+        summary.median_dev_accuracy,
+        summary.task,
+        summary.train_examples,
+        summary.dev_examples
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[0.9, 0.5, 0.7]), 0.7);
+        assert_eq!(median(&[0.9, 0.5, 0.75, 0.6]), 0.675);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -1,0 +1,95 @@
+//! Fine-tuning end to end on the tiny fixture encoder: it can overfit a handful of sentences,
+//! seeds reproduce exactly and differ from each other, and the CLI prints and writes its results.
+
+use repdef::analysis::tables::{read_csv, RankRow};
+use repdef::finetune::{finetune, EpochRow, FinetuneConfig, FinetuneRequest, Task, RESULTS_FILE, SUMMARY_FILE};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tiny_mlm() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repdef-tiny-mlm")
+}
+
+/// The header and the first `n` rows of a bundled SST-2 split, copied into `dir`.
+fn sst2_head(dir: &Path, split: &str, n: usize) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/sst2/{split}.tsv"));
+    let text: String = std::fs::read_to_string(source).unwrap().lines().take(n + 1).map(|l| format!("{l}\n")).collect();
+    let path = dir.join(format!("{split}.tsv"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn request(dir: &Path, task: Task, seeds: Vec<u64>, config: FinetuneConfig) -> FinetuneRequest {
+    FinetuneRequest { model: tiny_mlm(), task, seeds, config, out: dir.join("out") }
+}
+
+#[test]
+fn overfits_a_handful_of_sentences_and_writes_its_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = sst2_head(dir.path(), "train", 8);
+    let task = Task::from_files("eight", train.clone(), train);
+    // 50 epochs of one batch: 50 optimiser steps.
+    let config = FinetuneConfig { epochs: 50, lr: 3e-3, batch_size: 8, train_examples: None, ..FinetuneConfig::default() };
+    let outcome = finetune(&request(dir.path(), task, vec![0], config)).unwrap();
+    let last = outcome.epochs.last().unwrap();
+    assert_eq!(last.dev_accuracy, 1.0, "{last:?}");
+    assert!(last.dev_loss < 0.05, "{last:?}");
+
+    let out = dir.path().join("out");
+    let rows: Vec<EpochRow> = read_csv(&out.join(RESULTS_FILE)).unwrap();
+    assert_eq!(rows, outcome.epochs);
+    let ranks: Vec<RankRow> = read_csv(&out.join("ranks.csv")).unwrap();
+    // 2 encoders × 2 groups × 3 layers (embeddings + 2 blocks) × uncentred/centred.
+    assert_eq!(ranks.len(), 24);
+    assert!(ranks.iter().all(|r| r.condition == "clean" && r.estimator == "var@0.9" && r.value >= 1.0));
+    for model in ["pretrained", "finetuned-seed0"] {
+        assert!(ranks.iter().any(|r| r.model == model && r.group == "real"), "{model}");
+    }
+    assert!(out.join(SUMMARY_FILE).exists());
+}
+
+#[test]
+fn same_seed_reproduces_and_seeds_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = Task::from_files("small", sst2_head(dir.path(), "train", 48), sst2_head(dir.path(), "dev", 32));
+    let config = FinetuneConfig { epochs: 2, lr: 1e-3, batch_size: 8, train_examples: None, ..FinetuneConfig::default() };
+    let run = || finetune(&request(dir.path(), task.clone(), vec![0, 1], config.clone())).unwrap().epochs;
+    let (first, second) = (run(), run());
+    assert_eq!(first, second, "same seeds, same results");
+    let loss = |rows: &[EpochRow], seed: u64| rows.iter().filter(|r| r.seed == seed).map(|r| r.dev_loss).collect::<Vec<_>>();
+    assert_ne!(loss(&first, 0), loss(&first, 1), "different seeds, different runs");
+}
+
+#[test]
+fn cli_prints_per_seed_accuracy_and_the_median() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ft");
+    let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
+        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--task", "sst2", "--seeds", "2", "--epochs", "1"])
+        .args(["--train-examples", "40", "--batch-size", "8", "--out", out.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    for needle in ["seed 0 ", "seed 1 ", "median dev accuracy over 2 seeds", "sst2 on 40 train / 872 dev examples"] {
+        assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
+    }
+    let rows: Vec<EpochRow> = read_csv(&out.join(RESULTS_FILE)).unwrap();
+    assert_eq!(rows.len(), 2);
+}
+
+#[test]
+fn cli_names_the_file_and_line_of_a_malformed_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.tsv");
+    std::fs::write(&train, "label\ttext\n1\tgood\nyes\tbad\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
+        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--train", train.to_str().unwrap()])
+        .args(["--dev", train.to_str().unwrap(), "--out", dir.path().join("ft").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("train.tsv line 3: label \"yes\" is not an integer"), "{stderr}");
+}
