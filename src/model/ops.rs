@@ -36,6 +36,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn train(rng: &'a mut Rng) -> Self {
+        super::heap::keep_freed_memory();
         Ctx { mode: Mode::Train(rng), recorder: None, kernels: true }
     }
 
