@@ -203,6 +203,15 @@ impl Activation {
     }
 }
 
+/// Mean cross-entropy of `logits` (`[n, d_vocab]`) against `targets` (`[n]`, u32): a fused kernel
+/// on the CPU (candle-nn's composition makes six passes over the largest activation of a step).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.device().is_cpu() {
+        return Ok(kernels::cross_entropy(logits, targets)?);
+    }
+    Ok(candle_nn::loss::cross_entropy(logits, targets)?)
+}
+
 /// Which keys each sequence of a batch may attend to.
 pub struct AttentionMask {
     pub batch: usize,

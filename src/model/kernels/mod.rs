@@ -12,6 +12,7 @@
 mod activation;
 mod attention;
 mod bias;
+mod cross_entropy;
 mod dropout;
 mod layer_norm;
 mod par;
@@ -20,6 +21,7 @@ mod simd;
 pub use activation::bias_activation;
 pub use attention::attention;
 pub use bias::add_bias;
+pub use cross_entropy::cross_entropy;
 pub use dropout::{dropout, DropoutMask};
 pub use layer_norm::{layer_norm, residual_layer_norm};
 

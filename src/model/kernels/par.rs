@@ -31,13 +31,23 @@ pub fn par_row_blocks<const N: usize, R: Send>(
     outputs: [(&mut [f32], usize); N],
     f: impl Fn(Range<usize>, [&mut [f32]; N]) -> R + Sync,
 ) -> Vec<R> {
+    par_row_chunks(n_rows, BLOCK_ROWS, outputs, f)
+}
+
+/// [`par_row_blocks`] with blocks of `block_rows` rows.
+pub fn par_row_chunks<const N: usize, R: Send>(
+    n_rows: usize,
+    block_rows: usize,
+    outputs: [(&mut [f32], usize); N],
+    f: impl Fn(Range<usize>, [&mut [f32]; N]) -> R + Sync,
+) -> Vec<R> {
     let mut chunks = outputs.map(|(out, row_len)| {
         assert_eq!(out.len(), n_rows * row_len, "output buffer does not hold {n_rows} rows of {row_len}");
-        out.chunks_mut(BLOCK_ROWS * row_len.max(1))
+        out.chunks_mut(block_rows * row_len.max(1))
     });
-    let blocks: Vec<_> = (0..n_rows.div_ceil(BLOCK_ROWS))
+    let blocks: Vec<_> = (0..n_rows.div_ceil(block_rows))
         .map(|b| {
-            let rows = b * BLOCK_ROWS..n_rows.min((b + 1) * BLOCK_ROWS);
+            let rows = b * block_rows..n_rows.min((b + 1) * block_rows);
             (rows, std::array::from_fn::<_, N, _>(|i| chunks[i].next().unwrap_or_default()))
         })
         .collect();

@@ -6,21 +6,24 @@
 const LANES: usize = 8;
 
 /// eˣ, within 2 ulp (Cephes `expf`: e^r on |r| ≤ ln2/2 by a degree-6 polynomial, times 2ⁿ
-/// built in the exponent bits); exactly 0 below e⁻⁸⁷ (f32's smallest normal), as for masked scores.
+/// built in the exponent bits); exactly 0 below e⁻⁸⁷ (f32's smallest normal), as for masked
+/// scores. Only selects and float ops, no float→int conversion, so that loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n·LN2_HI is exact.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a rounding instruction.
+    // Adding 1.5·2²³ rounds to an integer n, which then sits in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     let clamped = x.clamp(-87.0, 88.0);
-    let n = (clamped * LOG2E + ROUND) - ROUND;
+    let shifted = clamped * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ: the exponent field n + 127; the shift drops ROUND's own bits.
+    let two_n = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     if x < -87.0 { 0.0 } else { e_r * two_n }
 }
 

@@ -39,9 +39,13 @@ fn module<M>(load: impl FnOnce(VarBuilder) -> Result<M>) -> (VarMap, M) {
     let varmap = VarMap::new();
     let m = load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
     let mut rng = Rng::new(11);
-    for var in varmap.all_vars() {
-        var.set(&(random(var.shape(), &mut rng) * 0.5).unwrap()).unwrap();
+    let vars = varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort(); // a fixed order, so the values are the same in every run
+    for name in names {
+        vars[name].set(&(random(vars[name].shape(), &mut rng) * 0.5).unwrap()).unwrap();
     }
+    drop(vars);
     (varmap, m)
 }
 
@@ -61,26 +65,26 @@ fn assert_close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
 /// Runs `forward(x, ctx)` both ways and compares outputs and the gradients of `x` and of every
 /// variable of `varmap` for the loss `Σ out ⊙ probe` (a fixed random probe).
 fn assert_matches_composed(varmap: &VarMap, x: &Var, forward: impl Fn(&Tensor, &mut Ctx) -> Result<Tensor>) {
-    assert_loss_matches_composed(varmap, Some(x), |ctx| {
+    assert_same_as_composed(varmap, Some(x), |ctx| {
         let out = forward(x.as_tensor(), ctx)?;
         let probe = random(out.shape(), &mut Rng::new(3));
-        Ok((&out * probe)?.sum_all()?)
+        let loss = (&out * probe)?.sum_all()?;
+        Ok((out, loss))
     });
 }
 
-/// Runs `loss(ctx)` both ways from the same dropout seed and compares the loss and the gradients
-/// of every variable of `varmap` (and of `x`).
-fn assert_loss_matches_composed(varmap: &VarMap, x: Option<&Var>, loss: impl Fn(&mut Ctx) -> Result<Tensor>) {
-    let run = |fused: bool| {
+/// Runs `run(ctx)` → (value, loss) both ways from the same dropout seed and compares the values
+/// and the gradients of the loss for every variable of `varmap` (and `x`).
+fn assert_same_as_composed(varmap: &VarMap, x: Option<&Var>, run: impl Fn(&mut Ctx) -> Result<(Tensor, Tensor)>) {
+    let both = |fused: bool| {
         let mut rng = Rng::new(7);
         let mut ctx = if fused { Ctx::train(&mut rng) } else { Ctx::train_composed(&mut rng) };
-        let loss = loss(&mut ctx).unwrap();
-        let grads = loss.backward().unwrap();
-        (loss, grads)
+        let (value, loss) = run(&mut ctx).unwrap();
+        (value, loss.backward().unwrap())
     };
-    let (fused_loss, fused_grads) = run(true);
-    let (composed_loss, composed_grads) = run(false);
-    assert_close(&fused_loss, &composed_loss, 1e-5, "loss");
+    let (fused_value, fused_grads) = both(true);
+    let (composed_value, composed_grads) = both(false);
+    assert_close(&fused_value, &composed_value, 1e-5, "output");
     let vars = varmap.data().lock().unwrap();
     let named = vars.iter().map(|(name, var)| (name.as_str(), var)).chain(x.map(|x| ("input", x)));
     for (name, var) in named {
@@ -163,6 +167,22 @@ fn pretraining_steps_match_composed_for_both_objectives() {
             .collect();
         let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
         let batch = masker.mask(&rows, &mut rng);
-        assert_loss_matches_composed(&varmap, None, |ctx| Ok(masked_token_loss(&model, &batch, ctx)?.loss));
+        assert_same_as_composed(&varmap, None, |ctx| {
+            let loss = masked_token_loss(&model, &batch, ctx)?.loss;
+            Ok((loss.clone(), loss))
+        });
     }
 }
+
+#[test]
+fn cross_entropy_matches_candle_nn() {
+    let logits = Var::from_tensor(&(random((ROWS, 50), &mut Rng::new(1)) * 3.0).unwrap()).unwrap();
+    let targets: Vec<u32> = (0..ROWS as u32).map(|i| (i * 7) % 50).collect();
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    let fused = super::cross_entropy(&logits, &targets).unwrap();
+    let composed = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+    assert_close(&fused, &composed, 1e-6, "loss");
+    let (got, want) = ((fused * 2.0).unwrap().backward().unwrap(), (composed * 2.0).unwrap().backward().unwrap());
+    assert_close(got.get(&logits).unwrap(), want.get(&logits).unwrap(), 1e-5, "gradient of the logits");
+}
+
