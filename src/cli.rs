@@ -51,8 +51,13 @@ enum Command {
         #[arg(long, num_args = 1..)]
         corpus: Vec<PathBuf>,
     },
-    /// (Re)write report.md and report.html of an analysis dir, with computed verdicts.
+    /// (Re)draw the figures and write report.md and report.html of an analysis dir, with
+    /// computed verdicts.
     Report {
+        dir: PathBuf,
+    },
+    /// (Re)draw the figures (fig_*.png and .svg) of an analysis dir.
+    Plot {
         dir: PathBuf,
     },
     /// Exit non-zero when ranks dropped below a baseline table (dimension-utilisation regression).
@@ -385,9 +390,18 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("report: {}", request.out.join(crate::report::REPORT_MD).display());
         }
         Command::Report { dir } => {
-            let verdicts = crate::report::write_report(&dir, None)?;
+            let verdicts = crate::report::plot_and_report(&dir, None)?;
             print_verdicts(&verdicts);
             println!("report: {}", dir.join(crate::report::REPORT_MD).display());
+        }
+        Command::Plot { dir } => {
+            let outcome = crate::report::plots::draw_all(&dir)?;
+            for note in &outcome.skipped {
+                println!("skipped {note}");
+            }
+            for stem in &outcome.written {
+                println!("wrote {}", dir.join(format!("{stem}.png")).display());
+            }
         }
         Command::Check { current, baseline, max_drop, rel_tol } => {
             use crate::report::check::{find_regressions, render, Tolerances};

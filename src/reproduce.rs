@@ -176,6 +176,6 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     };
     let results = analyze(&spec.resolve()?, &req.out)?;
     eprint!("{}", crate::analysis::summary::render(&results.ranks));
-    eprintln!("[4/4] writing the report");
-    crate::report::write_report(&req.out, None)
+    eprintln!("[4/4] drawing the figures and writing the report");
+    crate::report::plot_and_report(&req.out, None)
 }

@@ -108,3 +108,12 @@ fn hidden_states_and_inspect_work_on_a_hf_directory() {
     assert!(inspect.status.success());
     assert!(stdout.contains("2 layers × d_model 32") && stdout.contains("bert.encoder.layer.0.attention.self.query.weight"), "{stdout}");
 }
+
+#[test]
+fn plot_and_report_name_a_dir_that_is_not_an_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["plot", "report"] {
+        assert_fails_naming(&repdef(&[command, dir.path().to_str().unwrap()]), &["manifest.json"]);
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+}

@@ -23,6 +23,12 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
         assert!(out.join(file).exists(), "missing {file}");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for figure in ["fig_rank_by_layer", "fig_mlm_vs_maelm", "fig_spectrum", "fig_mask_subspace", "fig_training"] {
+        for ext in ["png", "svg"] {
+            assert!(out.join(format!("{figure}.{ext}")).exists(), "missing {figure}.{ext}");
+        }
+        assert!(report.contains(&format!("{figure}.png")), "report does not show {figure}");
+    }
     assert!(report.contains("1. MLM allocates dimensions to [MASK]") && report.contains("**inconclusive**"), "{report}");
     let ranks = std::fs::read_to_string(out.join("ranks.csv")).unwrap();
 

@@ -10,6 +10,7 @@ pub mod figures;
 mod glyphs;
 pub mod metrics;
 pub mod palette;
+pub mod plots;
 pub mod render;
 pub mod verdicts;
 
@@ -32,6 +33,16 @@ const FIGURES: [(&str, &str); 5] = [
     ("fig_spectrum", "Cumulative spectral energy vs number of dimensions"),
     ("fig_training", "Holdout masked-token loss during pretraining"),
 ];
+
+/// Draws the figures of an analysis dir (notes on skipped ones go to stderr), then writes its
+/// report; returns the verdicts.
+pub fn plot_and_report(dir: &Path, downstream: Option<&Downstream>) -> Result<Vec<Verdict>> {
+    let outcome = plots::draw_all(dir)?;
+    for note in &outcome.skipped {
+        eprintln!("note: {note}");
+    }
+    write_report(dir, downstream)
+}
 
 /// Writes `report.md` and `report.html` into an analysis dir; returns the verdicts.
 pub fn write_report(dir: &Path, downstream: Option<&Downstream>) -> Result<Vec<Verdict>> {

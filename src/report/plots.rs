@@ -1,0 +1,60 @@
+//! Draws every figure an analysis dir's tables support (`repdef plot`, and the first step of
+//! `repdef report`): rank by layer, MLM vs MAE-LM, spectra, `[MASK]` subspace, and — for models
+//! trained by repdef — the training curves from each run dir's `metrics.csv`.
+//!
+//! A figure with nothing to draw (say, a single HF checkpoint has no MAE-LM to compare with) is
+//! skipped with a note; any other failure is an error.
+
+use super::figures::{self, read_metrics, NothingToPlot};
+use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
+use crate::analysis::tables::{read_csv, RankRow, SpectrumRow, SubspaceRow};
+use crate::analysis::{RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE};
+use crate::fsutil::read_json;
+use crate::train::state::METRICS_FILE;
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What `draw_all` did with each figure.
+#[derive(Debug, Default)]
+pub struct PlotOutcome {
+    /// Stems of the figures written (`fig_rank_by_layer`, ...), each as `.png` and `.svg`.
+    pub written: Vec<&'static str>,
+    /// Figures with nothing to draw, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Writes `fig_*.png` / `fig_*.svg` into the analysis dir `dir`.
+pub fn draw_all(dir: &Path) -> Result<PlotOutcome> {
+    let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
+    let ranks: Vec<RankRow> = read_csv(&dir.join(RANKS_FILE))?;
+    let spectra: Vec<SpectrumRow> = read_csv(&dir.join(SPECTRA_FILE))?;
+    let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
+    let d_model: BTreeMap<String, usize> = manifest.models.iter().map(|m| (m.label.clone(), m.d_model)).collect();
+    let mut runs = Vec::new();
+    for model in &manifest.models {
+        let metrics = Path::new(&model.path).join(METRICS_FILE);
+        if metrics.exists() {
+            runs.push((model.label.clone(), read_metrics(&metrics)?));
+        }
+    }
+
+    let mut outcome = PlotOutcome::default();
+    let attempts: [(&'static str, Result<figures::FigureSet>); 5] = [
+        ("fig_rank_by_layer", figures::rank_by_layer(dir, &ranks, &d_model)),
+        ("fig_mlm_vs_maelm", figures::mlm_vs_maelm(dir, &ranks)),
+        ("fig_spectrum", figures::spectrum(dir, &spectra, &[])),
+        ("fig_mask_subspace", figures::mask_subspace(dir, &subspace)),
+        ("fig_training", figures::training(dir, &runs)),
+    ];
+    for (stem, attempt) in attempts {
+        match attempt {
+            Ok(_) => outcome.written.push(stem),
+            Err(e) => match e.downcast_ref::<NothingToPlot>() {
+                Some(nothing) => outcome.skipped.push(nothing.to_string()),
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(outcome)
+}
