@@ -390,7 +390,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("report: {}", request.out.join(crate::report::REPORT_MD).display());
         }
         Command::Report { dir } => {
-            let verdicts = crate::report::plot_and_report(&dir, None)?;
+            let verdicts = crate::report::plot_and_report(&dir)?;
             print_verdicts(&verdicts);
             println!("report: {}", dir.join(crate::report::REPORT_MD).display());
         }

@@ -19,5 +19,6 @@ pub mod rank;
 pub mod report;
 pub mod reproduce;
 pub mod rng;
+pub mod stats;
 pub mod spec;
 pub mod train;

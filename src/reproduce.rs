@@ -1,12 +1,13 @@
 //! `repdef reproduce`: the whole chain on the bundled corpus with matched MLM and MAE-LM budgets
-//! (same data, steps, batch, seeds and encoder size): prepare → train → analyze → figures →
-//! report. Every stage skips what is already done and training resumes where it stopped, so
-//! re-running an interrupted reproduction continues it.
+//! (same data, steps, batch, seeds and encoder size): prepare → train → analyze → fine-tune on
+//! SST-2 → figures → report. Every stage skips what is already done and training resumes where
+//! it stopped, so re-running an interrupted reproduction continues it.
 
 use crate::analysis::analyze;
 use crate::config::{Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
-use crate::report::verdicts::Verdict;
+use crate::finetune::{finetune, FinetuneConfig, FinetuneRequest, FinetuneSummary, Task, SUMMARY_FILE};
+use crate::report::verdicts::{Downstream, Verdict};
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
 use crate::train::{train, TrainRequest};
@@ -39,6 +40,16 @@ pub struct Budget {
     pub seeds: &'static [u64],
     pub eval_every: u64,
     pub analysis_tokens: u64,
+    /// SST-2 fine-tuning of each objective's first-seed encoder (claim 4).
+    pub finetune: FinetuneBudget,
+}
+
+/// How much fine-tuning a budget does; the rest of [`FinetuneConfig`] keeps its defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinetuneBudget {
+    pub seeds: &'static [u64],
+    pub epochs: usize,
+    pub train_examples: usize,
 }
 
 impl BudgetName {
@@ -57,6 +68,7 @@ impl BudgetName {
                 seeds: &[0],
                 eval_every: 2,
                 analysis_tokens: 1024,
+                finetune: FinetuneBudget { seeds: &[0], epochs: 1, train_examples: 64 },
             },
             BudgetName::Quick => Budget {
                 name: "quick",
@@ -71,6 +83,7 @@ impl BudgetName {
                 seeds: &[0],
                 eval_every: 100,
                 analysis_tokens: 40_000,
+                finetune: FinetuneBudget { seeds: &[0, 1, 2], epochs: 3, train_examples: 4000 },
             },
             BudgetName::Standard => Budget {
                 name: "standard",
@@ -85,6 +98,7 @@ impl BudgetName {
                 seeds: &[0, 1, 2],
                 eval_every: 500,
                 analysis_tokens: 40_000,
+                finetune: FinetuneBudget { seeds: &[0, 1, 2, 3, 4], epochs: 3, train_examples: 20_000 },
             },
         }
     }
@@ -147,26 +161,30 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let budget = &req.budget;
     let data_dir = req.work_dir.join("data");
     if crate::data::corpus::read_meta(&data_dir).is_err() {
-        eprintln!("[1/4] preparing {} → {}", req.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), data_dir.display());
+        eprintln!("[1/5] preparing {} → {}", req.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), data_dir.display());
         prepare(&PrepareOptions { vocab_size: budget.vocab_size, ..PrepareOptions::new(req.corpus.clone(), data_dir.clone()) })?;
     } else {
-        eprintln!("[1/4] using prepared data in {}", data_dir.display());
+        eprintln!("[1/5] using prepared data in {}", data_dir.display());
     }
     let mut models = Vec::new();
+    let mut encoders = Vec::new();
     for &seed in budget.seeds {
         for objective in [Objective::Mlm, Objective::MaeLm] {
             let out = run_dir(&req.work_dir, objective, seed);
             match train_request(budget, &data_dir, &out, objective, seed) {
-                None => eprintln!("[2/4] {} is already trained", out.display()),
+                None => eprintln!("[2/5] {} is already trained", out.display()),
                 Some(request) => {
-                    eprintln!("[2/4] training {objective} seed {seed} ({} steps) → {}", budget.steps, out.display());
+                    eprintln!("[2/5] training {objective} seed {seed} ({} steps) → {}", budget.steps, out.display());
                     train(&request).with_context(|| format!("training {}", out.display()))?;
                 }
+            }
+            if seed == budget.seeds[0] {
+                encoders.push((objective, out.clone()));
             }
             models.push(ModelSpec { label: label(objective, seed, budget.seeds.len()), path: out });
         }
     }
-    eprintln!("[3/4] analysing {} models on {} holdout tokens each", models.len(), budget.analysis_tokens);
+    eprintln!("[3/5] analysing {} models on {} holdout tokens each", models.len(), budget.analysis_tokens);
     let spec = AnalysisSpec {
         name: budget.name.to_string(),
         seed: 0,
@@ -176,6 +194,38 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     };
     let results = analyze(&spec.resolve()?, &req.out)?;
     eprint!("{}", crate::analysis::summary::render(&results.ranks));
-    eprintln!("[4/4] drawing the figures and writing the report");
-    crate::report::plot_and_report(&req.out, None)
+    let downstream = fine_tune_encoders(budget, &req.work_dir, &encoders)?;
+    crate::fsutil::write_json_atomic(&req.out.join(crate::report::DOWNSTREAM_FILE), &downstream)?;
+    eprintln!("[5/5] drawing the figures and writing the report");
+    crate::report::plot_and_report(&req.out)
+}
+
+/// Fine-tunes each `(objective, run dir)` on SST-2 into `work/finetune-<run name>` (skipping
+/// those with a summary already) and collects the per-seed dev accuracies.
+fn fine_tune_encoders(budget: &Budget, work: &Path, encoders: &[(Objective, PathBuf)]) -> Result<Downstream> {
+    let plan = &budget.finetune;
+    let task = Task::named("sst2")?;
+    let mut downstream = Downstream { task: task.name.clone(), seeds: plan.seeds.to_vec(), ..Downstream::default() };
+    for (objective, encoder) in encoders {
+        let name = encoder.file_name().map_or("encoder".into(), |n| n.to_string_lossy().into_owned());
+        let out = work.join(format!("finetune-{name}"));
+        let summary = match crate::fsutil::read_json::<FinetuneSummary>(&out.join(SUMMARY_FILE)) {
+            Ok(done) if done.seeds.iter().map(|s| s.seed).eq(plan.seeds.iter().copied()) => {
+                eprintln!("[4/5] {} is already fine-tuned", out.display());
+                done
+            }
+            _ => {
+                eprintln!("[4/5] fine-tuning {objective} on {} ({} seeds) → {}", task.name, plan.seeds.len(), out.display());
+                let config = FinetuneConfig { epochs: plan.epochs, train_examples: Some(plan.train_examples), ..FinetuneConfig::default() };
+                let request = FinetuneRequest { model: encoder.clone(), task: task.clone(), seeds: plan.seeds.to_vec(), config, out: out.clone() };
+                finetune(&request).with_context(|| format!("fine-tuning {}", encoder.display()))?.summary
+            }
+        };
+        let accuracies = summary.seeds.iter().map(|s| s.dev_accuracy).collect();
+        match objective {
+            Objective::Mlm => downstream.mlm = accuracies,
+            Objective::MaeLm => downstream.mae_lm = accuracies,
+        }
+    }
+    Ok(downstream)
 }

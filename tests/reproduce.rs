@@ -19,7 +19,7 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     let args = ["reproduce", "--budget", "tiny", "--out", out.to_str().unwrap(), "--work-dir", work.to_str().unwrap()];
     let first = repdef(&args);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    for file in ["manifest.json", "ranks.csv", "spectra.csv", "subspace.csv", "report.md", "report.html"] {
+    for file in ["manifest.json", "ranks.csv", "spectra.csv", "subspace.csv", "downstream.json", "report.md", "report.html"] {
         assert!(out.join(file).exists(), "missing {file}");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -29,12 +29,14 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
         }
         assert!(report.contains(&format!("{figure}.png")), "report does not show {figure}");
     }
+    assert!(report.contains("## Downstream fine-tuning") && report.contains("| MAE-LM |"), "{report}");
     assert!(report.contains("1. MLM allocates dimensions to [MASK]") && report.contains("**inconclusive**"), "{report}");
     let ranks = std::fs::read_to_string(out.join("ranks.csv")).unwrap();
 
     let second = repdef(&args);
     assert!(second.status.success());
-    assert!(String::from_utf8_lossy(&second.stderr).contains("already trained"));
+    let resumed = String::from_utf8_lossy(&second.stderr);
+    assert!(resumed.contains("already trained") && resumed.contains("already fine-tuned"), "{resumed}");
     assert_eq!(std::fs::read_to_string(out.join("ranks.csv")).unwrap(), ranks, "same runs, same seed: same ranks");
 
     let baseline = out.join("ranks.csv");

@@ -60,17 +60,6 @@ pub struct FinetuneOutcome {
     pub ranks: Vec<RankRow>,
 }
 
-/// The middle value (the mean of the two middle ones for an even count); NaN for none.
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 pub fn write_outputs(out: &Path, outcome: &FinetuneOutcome) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_csv(&out.join(RESULTS_FILE), &outcome.epochs)?;
@@ -96,14 +85,3 @@ pub fn render(summary: &FinetuneSummary) -> String {
     text
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[0.9, 0.5, 0.7]), 0.7);
-        assert_eq!(median(&[0.9, 0.5, 0.75, 0.6]), 0.675);
-        assert!(median(&[]).is_nan());
-    }
-}

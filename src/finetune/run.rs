@@ -13,7 +13,7 @@
 use super::batching::{collate, encode, eval_batches, train_batches, Encoded};
 use super::classifier::{classification_loss, Classifier};
 use super::ranks::dev_ranks;
-use super::results::{median, write_outputs, EpochRow, FinetuneOutcome, FinetuneSummary, SeedResult};
+use super::results::{write_outputs, EpochRow, FinetuneOutcome, FinetuneSummary, SeedResult};
 use super::tasks::Task;
 use crate::checkpoint::{load_encoder, LoadedEncoder};
 use crate::model::Ctx;
@@ -134,7 +134,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
         train_examples: data.train.len(),
         dev_examples: data.dev.len(),
         config: cfg.clone(),
-        median_dev_accuracy: median(&seeds.iter().map(|s| s.dev_accuracy).collect::<Vec<_>>()),
+        median_dev_accuracy: crate::stats::median(&seeds.iter().map(|s| s.dev_accuracy).collect::<Vec<_>>()).unwrap_or(f64::NAN),
         seeds,
         elapsed_s: start.elapsed().as_secs_f64(),
     };

@@ -2,7 +2,7 @@
 //! training facts and the computed verdicts. Every number shown comes from those inputs.
 
 use super::document::{Block, Document};
-use super::verdicts::{ModelFacts, Verdict, MASK_OUTSIDE_THRESHOLD, PLATEAU_MARGIN_NATS};
+use super::verdicts::{Downstream, ModelFacts, Verdict, MASK_OUTSIDE_THRESHOLD, PLATEAU_MARGIN_NATS};
 use crate::analysis::manifest::Manifest;
 use crate::analysis::summary::{models, rank_table};
 use crate::analysis::tables::{RankRow, SubspaceRow};
@@ -13,6 +13,7 @@ pub struct ReportInputs<'a> {
     pub subspace: &'a [SubspaceRow],
     pub facts: &'a [ModelFacts],
     pub verdicts: &'a [Verdict],
+    pub downstream: Option<&'a Downstream>,
     /// (file name in the report dir, caption) of the figures that exist.
     pub figures: Vec<(String, String)>,
 }
@@ -91,6 +92,23 @@ Groups: `masked/all`, `masked/real` (unpicked ordinary tokens), `masked/mask` (t
             ["model", "condition", "layer", "k real", "k [MASK]", "[MASK] energy outside", "median angle"].map(String::from).to_vec(),
             rows,
         ));
+    }
+    if let Some(d) = inputs.downstream {
+        blocks.push(Block::Heading(1, "Downstream fine-tuning".into()));
+        blocks.push(Block::Paragraph(format!(
+            "Dev accuracy on `{}` after fine-tuning each pretrained encoder with a classification head, one run per seed (same seeds, data and settings for both encoders; per-epoch numbers in `finetune-*/results.csv` of the work dir).",
+            d.task
+        )));
+        let row = |name: &str, accuracies: &[f64]| {
+            let mut row = vec![name.to_string()];
+            row.extend(accuracies.iter().map(|a| format!("{a:.3}")));
+            row.push(crate::stats::median(accuracies).map_or("—".into(), |m| format!("{m:.3}")));
+            row
+        };
+        let mut header = vec!["encoder".to_string()];
+        header.extend(d.seeds.iter().map(|s| format!("seed {s}")));
+        header.push("median".into());
+        blocks.push(Block::Table(header, vec![row("MLM", &d.mlm), row("MAE-LM", &d.mae_lm)]));
     }
     blocks.push(Block::Heading(1, "Provenance".into()));
     blocks.push(Block::Table(

@@ -24,6 +24,8 @@ use verdicts::{decide_claims, Downstream, Verdict};
 
 pub const REPORT_MD: &str = "report.md";
 pub const REPORT_HTML: &str = "report.html";
+/// Fine-tuning results a report shows and judges claim 4 on, if present in the dir.
+pub const DOWNSTREAM_FILE: &str = "downstream.json";
 
 /// Figures the report shows, if present in the dir: (file stem, caption).
 const FIGURES: [(&str, &str); 5] = [
@@ -36,27 +38,38 @@ const FIGURES: [(&str, &str); 5] = [
 
 /// Draws the figures of an analysis dir (notes on skipped ones go to stderr), then writes its
 /// report; returns the verdicts.
-pub fn plot_and_report(dir: &Path, downstream: Option<&Downstream>) -> Result<Vec<Verdict>> {
+pub fn plot_and_report(dir: &Path) -> Result<Vec<Verdict>> {
     let outcome = plots::draw_all(dir)?;
     for note in &outcome.skipped {
         eprintln!("note: {note}");
     }
-    write_report(dir, downstream)
+    write_report(dir)
 }
 
-/// Writes `report.md` and `report.html` into an analysis dir; returns the verdicts.
-pub fn write_report(dir: &Path, downstream: Option<&Downstream>) -> Result<Vec<Verdict>> {
+/// Writes `report.md` and `report.html` into an analysis dir (with its `downstream.json`, if
+/// any); returns the verdicts.
+pub fn write_report(dir: &Path) -> Result<Vec<Verdict>> {
     let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
     let ranks: Vec<RankRow> = read_csv(&dir.join(RANKS_FILE))?;
     let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
     let facts = facts::load_facts(&manifest)?;
-    let verdicts = decide_claims(&ranks, &subspace, &facts, downstream);
+    let downstream_path = dir.join(DOWNSTREAM_FILE);
+    let downstream: Option<Downstream> = if downstream_path.exists() { Some(read_json(&downstream_path)?) } else { None };
+    let verdicts = decide_claims(&ranks, &subspace, &facts, downstream.as_ref());
     let figures = FIGURES
         .iter()
         .filter(|(stem, _)| dir.join(format!("{stem}.png")).exists())
         .map(|(stem, caption)| (format!("{stem}.png"), caption.to_string()))
         .collect();
-    let inputs = content::ReportInputs { manifest: &manifest, ranks: &ranks, subspace: &subspace, facts: &facts, verdicts: &verdicts, figures };
+    let inputs = content::ReportInputs {
+        manifest: &manifest,
+        ranks: &ranks,
+        subspace: &subspace,
+        facts: &facts,
+        verdicts: &verdicts,
+        downstream: downstream.as_ref(),
+        figures,
+    };
     let document = content::build(&inputs);
     write_atomic(&dir.join(REPORT_MD), document.to_markdown().as_bytes())?;
     write_atomic(&dir.join(REPORT_HTML), document.to_html(dir)?.as_bytes())?;

@@ -6,6 +6,7 @@ use crate::analysis::tables::{RankRow, SubspaceRow};
 use crate::config::Objective;
 use crate::extract::{Condition, Group};
 use crate::rank::Estimator;
+use crate::stats::median;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -65,9 +66,13 @@ pub struct Verdict {
     pub evidence: String,
 }
 
-/// Dev-set accuracies of fine-tuned encoders, per seed.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Dev-set accuracies of the fine-tuned encoders, per fine-tuning seed (`downstream.json` in a
+/// report dir).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Downstream {
+    /// The task's name (`sst2`).
+    pub task: String,
+    pub seeds: Vec<u64>,
     pub mlm: Vec<f64>,
     pub mae_lm: Vec<f64>,
 }
@@ -78,16 +83,6 @@ struct ObjectiveView {
     trained: Option<bool>,
     rank: BTreeMap<(Condition, Group, usize), f64>,
     mask_outside: BTreeMap<usize, f64>,
-}
-
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
 }
 
 fn view(objective: Objective, ranks: &[RankRow], subspace: &[SubspaceRow], models: &[ModelFacts]) -> Option<ObjectiveView> {
@@ -111,8 +106,8 @@ fn view(objective: Objective, ranks: &[RankRow], subspace: &[SubspaceRow], model
     Some(ObjectiveView {
         n_layers: first.n_layers,
         trained,
-        rank: rank_values.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
-        mask_outside: outside.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
+        rank: rank_values.into_iter().filter_map(|(k, v)| Some((k, median(&v)?))).collect(),
+        mask_outside: outside.into_iter().filter_map(|(k, v)| Some((k, median(&v)?))).collect(),
     })
 }
 
@@ -162,7 +157,7 @@ fn claim_mask_dimensions(mlm: Option<&ObjectiveView>) -> Verdict {
         .iter()
         .filter(|&&l| matches!((mlm.get(Condition::Masked, Group::All, l), mlm.get(Condition::Clean, Group::All, l)), (Some(m), Some(c)) if m > c))
         .count();
-    let outside = median(upper.iter().filter_map(|l| mlm.mask_outside.get(l).copied()).collect());
+    let outside = median(&upper.iter().filter_map(|l| mlm.mask_outside.get(l).copied()).collect::<Vec<_>>());
     let mut evidence = format!(
         "masked/all vs clean/all: {}; {n_higher} of {} upper layers higher; median [MASK] energy outside: {}",
         higher.join(", "),
@@ -226,7 +221,7 @@ fn claim_downstream(downstream: Option<&Downstream>) -> Verdict {
     let claim = "4. Fine-tuned MAE-LM ≥ MLM downstream (SST-2)";
     let rule = format!("median SST-2 dev accuracy over seeds: MAE-LM ≥ MLM; inconclusive if either median is below {DOWNSTREAM_MIN_ACCURACY}");
     let Some(d) = downstream else { return verdict(claim, rule, Outcome::NotMeasured, "no fine-tuning results".into()) };
-    let (Some(mlm), Some(mae)) = (median(d.mlm.clone()), median(d.mae_lm.clone())) else {
+    let (Some(mlm), Some(mae)) = (median(&d.mlm), median(&d.mae_lm)) else {
         return verdict(claim, rule, Outcome::NotMeasured, "fine-tuning results missing for one encoder".into());
     };
     let evidence = format!("median dev accuracy: MAE-LM {mae:.3} ({} seeds), MLM {mlm:.3} ({} seeds)", d.mae_lm.len(), d.mlm.len());
@@ -347,11 +342,11 @@ mod tests {
 
     #[test]
     fn downstream_uses_medians_and_refuses_near_chance_results() {
-        let d = Downstream { mlm: vec![0.80, 0.81, 0.79], mae_lm: vec![0.82, 0.83, 0.70] };
+        let d = Downstream { mlm: vec![0.80, 0.81, 0.79], mae_lm: vec![0.82, 0.83, 0.70], ..Default::default() };
         assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::Holds);
-        let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80] };
+        let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80], ..Default::default() };
         assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::DoesNotHold);
-        let d = Downstream { mlm: vec![0.55], mae_lm: vec![0.52] };
+        let d = Downstream { mlm: vec![0.55], mae_lm: vec![0.52], ..Default::default() };
         assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::Inconclusive);
         assert_eq!(claim_downstream(None).outcome, Outcome::NotMeasured);
     }
