@@ -144,7 +144,7 @@ fn every_figure_renders_png_and_svg() {
     assert_plausible(&mlm_vs_maelm(&dir, &sample_ranks()).unwrap(), "fig_mlm_vs_maelm");
     assert_plausible(&spectrum(&dir, &sample_spectra(), &[0, 3, 6]).unwrap(), "fig_spectrum");
     assert_plausible(&mask_subspace(&dir, &sample_subspace()).unwrap(), "fig_mask_subspace");
-    assert_plausible(&training(&dir, &sample_runs()).unwrap(), "fig_training");
+    assert_plausible(&training(&dir, &sample_runs(), Some(7.2)).unwrap(), "fig_training");
 }
 
 /// Three seeds per objective: a median line and a min–max band per group.
@@ -210,12 +210,12 @@ fn empty_inputs_say_there_is_nothing_to_plot_and_write_nothing() {
     assert!(is_nothing_to_plot(mlm_vs_maelm(d, &[])));
     assert!(is_nothing_to_plot(spectrum(d, &[], &[])));
     assert!(is_nothing_to_plot(mask_subspace(d, &[])));
-    assert!(is_nothing_to_plot(training(d, &[])));
+    assert!(is_nothing_to_plot(training(d, &[], None)));
     // Rows exist but none of the kind a figure draws.
     let centred_only: Vec<RankRow> = sample_ranks().into_iter().filter(|r| r.centred).collect();
     assert!(is_nothing_to_plot(rank_by_layer(d, &centred_only, &d_models())));
     let train_only = vec![("run".to_string(), vec![MetricsPoint { step: 1, kind: MetricsKind::Train, loss: 1.0, accuracy: 0.1 }])];
-    assert!(is_nothing_to_plot(training(d, &train_only)));
+    assert!(is_nothing_to_plot(training(d, &train_only, Some(7.0))));
     let err = spectrum(d, &sample_spectra(), &[5]).unwrap_err().to_string();
     assert!(err.contains("[0, 3, 6]"), "the error should list the layers that exist: {err}");
     assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "no file may be written when there is nothing to plot");
@@ -257,7 +257,7 @@ fn edge_cases_render_without_panicking() {
     let mut runs = sample_runs();
     runs[0].1[5].loss = f64::NAN;
     runs.push(("no eval rows".to_string(), vec![]));
-    training(&dir.join("nan"), &runs).unwrap();
+    training(&dir.join("nan"), &runs, Some(f64::NAN)).unwrap();
     // Spectra: one layer, default layer choice, a zero spectrum, negative round-off, a single eigenvalue.
     let mut spectra = spectrum_rows("MLM", "masked", "real", 4, 1.0, 8);
     spectra.extend(spectrum_rows("MLM", "masked", "mask", 4, 1.0, 8).into_iter().map(|r| SpectrumRow { eigenvalue: 0.0, ..r }));
@@ -269,7 +269,7 @@ fn edge_cases_render_without_panicking() {
     mask_subspace(&dir.join("one_point"), &[subspace_row("MLM", "masked", 0, 0.4)]).unwrap();
     // A single eval point.
     let single = vec![("run".to_string(), vec![MetricsPoint { step: 0, kind: MetricsKind::Eval, loss: 9.0, accuracy: 0.0 }])];
-    training(&dir.join("one_point"), &single).unwrap();
+    training(&dir.join("one_point"), &single, None).unwrap();
 }
 
 #[test]

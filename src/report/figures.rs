@@ -17,6 +17,7 @@
 
 use super::chart::{Axis, Band, Chart, Panel, Rule, Scale, Series};
 use super::palette;
+use super::verdicts::PLATEAU_MARGIN_NATS;
 use super::render::render;
 use crate::analysis::tables::{RankRow, SpectrumRow, SubspaceRow};
 use crate::rank::Estimator;
@@ -360,8 +361,10 @@ pub fn mask_subspace(dir: &Path, subspace: &[SubspaceRow]) -> Result<FigureSet> 
 }
 
 /// `fig_training`: holdout (`eval`) masked-token loss and top-1 accuracy vs step, one line per
-/// run in input order. Runs without eval rows are left out.
-pub fn training(dir: &Path, runs: &[(String, Vec<MetricsPoint>)]) -> Result<FigureSet> {
+/// run in input order. Runs without eval rows are left out. `plateau` (the unigram entropy of
+/// the training data, nats) draws the plateau and the line a run must get below to count as
+/// having left it.
+pub fn training(dir: &Path, runs: &[(String, Vec<MetricsPoint>)], plateau: Option<f64>) -> Result<FigureSet> {
     const NAME: &str = "fig_training";
     let mut losses = Vec::new();
     let mut accuracies = Vec::new();
@@ -380,11 +383,20 @@ pub fn training(dir: &Path, runs: &[(String, Vec<MetricsPoint>)]) -> Result<Figu
         return Err(nothing(NAME, "no run has eval rows in its metrics.csv"));
     };
     x.integer = true;
-    let loss_axis = Axis::fit("cross-entropy (nats per masked token)", all(&losses, 1), false);
+    let plateau_rules: Vec<Rule> = plateau
+        .filter(|p| p.is_finite())
+        .map(|p| {
+            vec![
+                Rule { y: p, label: format!("unigram plateau {p:.2}"), in_legend: false },
+                Rule { y: p - PLATEAU_MARGIN_NATS, label: format!("left plateau below {:.2}", p - PLATEAU_MARGIN_NATS), in_legend: false },
+            ]
+        })
+        .unwrap_or_default();
+    let loss_axis = Axis::fit("cross-entropy (nats per masked token)", all(&losses, 1).into_iter().chain(plateau_rules.iter().map(|r| r.y)), false);
     let accuracy_axis = Axis::fit("top-1 accuracy on masked tokens (%)", all(&accuracies, 1), true);
     let mut panels = Vec::new();
     if let Some(y) = loss_axis {
-        panels.push(Panel { title: "holdout loss".into(), x: x.clone(), y, bands: vec![], series: losses, rules: vec![] });
+        panels.push(Panel { title: "holdout loss".into(), x: x.clone(), y, bands: vec![], series: losses, rules: plateau_rules });
     }
     if let Some(y) = accuracy_axis {
         panels.push(Panel { title: "holdout accuracy".into(), x, y, bands: vec![], series: accuracies, rules: vec![] });

@@ -10,7 +10,7 @@ use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
 use crate::analysis::tables::{read_csv, RankRow, SpectrumRow, SubspaceRow};
 use crate::analysis::{RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE};
 use crate::fsutil::read_json;
-use crate::train::state::METRICS_FILE;
+use crate::train::state::{TrainState, METRICS_FILE, TRAIN_STATE_FILE};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,12 +32,18 @@ pub fn draw_all(dir: &Path) -> Result<PlotOutcome> {
     let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
     let d_model: BTreeMap<String, usize> = manifest.models.iter().map(|m| (m.label.clone(), m.d_model)).collect();
     let mut runs = Vec::new();
+    let mut plateaus = Vec::new();
     for model in &manifest.models {
-        let metrics = Path::new(&model.path).join(METRICS_FILE);
-        if metrics.exists() {
-            runs.push((model.label.clone(), read_metrics(&metrics)?));
+        let run_dir = Path::new(&model.path);
+        if run_dir.join(METRICS_FILE).exists() {
+            runs.push((model.label.clone(), read_metrics(&run_dir.join(METRICS_FILE))?));
+        }
+        if run_dir.join(TRAIN_STATE_FILE).exists() {
+            plateaus.push(read_json::<TrainState>(&run_dir.join(TRAIN_STATE_FILE))?.plateau_loss);
         }
     }
+    // One plateau line only when every run trained on the same data (as in `reproduce`).
+    let plateau = plateaus.first().copied().filter(|p| plateaus.iter().all(|q| (q - p).abs() < 1e-9));
 
     let mut outcome = PlotOutcome::default();
     let attempts: [(&'static str, Result<figures::FigureSet>); 5] = [
@@ -45,7 +51,7 @@ pub fn draw_all(dir: &Path) -> Result<PlotOutcome> {
         ("fig_mlm_vs_maelm", figures::mlm_vs_maelm(dir, &ranks)),
         ("fig_spectrum", figures::spectrum(dir, &spectra, &[])),
         ("fig_mask_subspace", figures::mask_subspace(dir, &subspace)),
-        ("fig_training", figures::training(dir, &runs)),
+        ("fig_training", figures::training(dir, &runs, plateau)),
     ];
     for (stem, attempt) in attempts {
         match attempt {
