@@ -217,22 +217,22 @@ fn decide(claim: &'static str, rule: String, holds: bool, evidence: &mut String,
 /// Below this median dev accuracy an SST-2 classifier is too close to chance (0.5) to compare.
 pub const DOWNSTREAM_MIN_ACCURACY: f64 = 0.6;
 
-fn claim_downstream(downstream: Option<&Downstream>) -> Verdict {
+fn claim_downstream(downstream: Option<&Downstream>, mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView>) -> Verdict {
     let claim = "4. Fine-tuned MAE-LM ≥ MLM downstream (SST-2)";
-    let rule = format!("median SST-2 dev accuracy over seeds: MAE-LM ≥ MLM; inconclusive if either median is below {DOWNSTREAM_MIN_ACCURACY}");
+    let rule = format!(
+        "median SST-2 dev accuracy over seeds: MAE-LM ≥ MLM; inconclusive if either median is below {DOWNSTREAM_MIN_ACCURACY} or either pretrained encoder did not leave the unigram plateau"
+    );
     let Some(d) = downstream else { return verdict(claim, rule, Outcome::NotMeasured, "no fine-tuning results".into()) };
-    let (Some(mlm), Some(mae)) = (median(&d.mlm), median(&d.mae_lm)) else {
+    let (Some(mlm_accuracy), Some(mae_accuracy)) = (median(&d.mlm), median(&d.mae_lm)) else {
         return verdict(claim, rule, Outcome::NotMeasured, "fine-tuning results missing for one encoder".into());
     };
-    let evidence = format!("median dev accuracy: MAE-LM {mae:.3} ({} seeds), MLM {mlm:.3} ({} seeds)", d.mae_lm.len(), d.mlm.len());
-    let outcome = if mlm.min(mae) < DOWNSTREAM_MIN_ACCURACY {
-        Outcome::Inconclusive
-    } else if mae >= mlm {
-        Outcome::Holds
-    } else {
-        Outcome::DoesNotHold
-    };
-    verdict(claim, rule, outcome, evidence)
+    let mut evidence = format!("median dev accuracy: MAE-LM {mae_accuracy:.3} ({} seeds), MLM {mlm_accuracy:.3} ({} seeds)", d.mae_lm.len(), d.mlm.len());
+    if mlm_accuracy.min(mae_accuracy) < DOWNSTREAM_MIN_ACCURACY {
+        evidence.push_str(&format!("; below {DOWNSTREAM_MIN_ACCURACY}, too close to chance to compare"));
+        return verdict(claim, rule, Outcome::Inconclusive, evidence);
+    }
+    let pretrained: Vec<(&str, &ObjectiveView)> = [("MLM", mlm), ("MAE-LM", mae)].into_iter().filter_map(|(name, view)| Some((name, view?))).collect();
+    decide(claim, rule, mae_accuracy >= mlm_accuracy, &mut evidence, &pretrained)
 }
 
 /// Every claim's verdict, in the order of DESIGN §1.
@@ -243,7 +243,7 @@ pub fn decide_claims(ranks: &[RankRow], subspace: &[SubspaceRow], models: &[Mode
         claim_mask_dimensions(mlm.as_ref()),
         claim_real_dimensions(mlm.as_ref(), mae.as_ref()),
         claim_gap_closed(mlm.as_ref(), mae.as_ref()),
-        claim_downstream(downstream),
+        claim_downstream(downstream, mlm.as_ref(), mae.as_ref()),
     ]
 }
 
@@ -343,11 +343,23 @@ mod tests {
     #[test]
     fn downstream_uses_medians_and_refuses_near_chance_results() {
         let d = Downstream { mlm: vec![0.80, 0.81, 0.79], mae_lm: vec![0.82, 0.83, 0.70], ..Default::default() };
-        assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::Holds);
+        assert_eq!(claim_downstream(Some(&d), None, None).outcome, Outcome::Holds);
         let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80], ..Default::default() };
-        assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::DoesNotHold);
+        assert_eq!(claim_downstream(Some(&d), None, None).outcome, Outcome::DoesNotHold);
         let d = Downstream { mlm: vec![0.55], mae_lm: vec![0.52], ..Default::default() };
-        assert_eq!(claim_downstream(Some(&d)).outcome, Outcome::Inconclusive);
-        assert_eq!(claim_downstream(None).outcome, Outcome::NotMeasured);
+        assert_eq!(claim_downstream(Some(&d), None, None).outcome, Outcome::Inconclusive);
+        assert_eq!(claim_downstream(None, None, None).outcome, Outcome::NotMeasured);
+    }
+
+    #[test]
+    fn downstream_on_encoders_stuck_on_the_plateau_is_inconclusive() {
+        let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80], ..Default::default() };
+        let subspace: Vec<SubspaceRow> = (1..=4).map(|l| outside("MLM", l, 0.4)).collect();
+        let verdict = |mlm_loss: f64| {
+            let models = [facts("MLM", Objective::Mlm, mlm_loss), facts("MAE-LM", Objective::MaeLm, 4.0)];
+            decide_claims(&table(20.0, 15.0), &subspace, &models, Some(&d))[3].outcome
+        };
+        assert_eq!(verdict(4.0), Outcome::DoesNotHold);
+        assert_eq!(verdict(6.4), Outcome::Inconclusive);
     }
 }
