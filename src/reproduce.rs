@@ -20,6 +20,8 @@ pub enum BudgetName {
     Tiny,
     /// About 15 minutes on 2 CPU cores.
     Quick,
+    /// The quick models trained four times longer (about 45 minutes on 2 CPU cores).
+    Long,
     /// The serious run: bigger models, more steps, three seeds (hours).
     Standard,
 }
@@ -86,6 +88,13 @@ impl BudgetName {
                 eval_every: 100,
                 analysis_tokens: 40_000,
                 finetune: FinetuneBudget { seeds: &[0, 1, 2], epochs: 3, train_examples: 4000 },
+            },
+            BudgetName::Long => Budget {
+                name: "long",
+                steps: 2500,
+                warmup_steps: 200,
+                eval_every: 250,
+                ..BudgetName::Quick.budget()
             },
             BudgetName::Standard => Budget {
                 name: "standard",
