@@ -4,6 +4,7 @@
 //! failed analysis never leaves a valid-looking partial result.
 
 pub mod manifest;
+pub mod parquet;
 pub mod store;
 pub mod summary;
 pub mod tables;
@@ -20,6 +21,8 @@ use tables::{compute, write_csv, Results};
 pub const RANKS_FILE: &str = "ranks.csv";
 pub const SPECTRA_FILE: &str = "spectra.csv";
 pub const SUBSPACE_FILE: &str = "subspace.csv";
+pub const RANKS_PARQUET_FILE: &str = "ranks.parquet";
+pub const SPECTRA_PARQUET_FILE: &str = "spectra.parquet";
 
 /// Runs the plan and writes its output dir; returns the computed tables.
 pub fn analyze(plan: &Plan, out: &Path) -> Result<Results> {
@@ -103,6 +106,8 @@ fn write_output_dir(out: &Path, manifest: &Manifest, accumulators: &Accumulators
     write_csv(&staging.join(RANKS_FILE), &results.ranks)?;
     write_csv(&staging.join(SPECTRA_FILE), &results.spectra)?;
     write_csv(&staging.join(SUBSPACE_FILE), &results.subspace)?;
+    parquet::write_ranks(&staging.join(RANKS_PARQUET_FILE), &results.ranks)?;
+    parquet::write_spectra(&staging.join(SPECTRA_PARQUET_FILE), &results.spectra)?;
     write_accumulators(&staging.join(ACCUMULATORS_FILE), accumulators)?;
     write_json_atomic(&staging.join(MANIFEST_FILE), manifest)?;
     if out.exists() {
