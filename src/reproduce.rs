@@ -134,12 +134,17 @@ fn label(objective: Objective, seed: u64, n_seeds: usize) -> String {
     if n_seeds == 1 { objective.to_string() } else { format!("{objective}#seed{seed}") }
 }
 
-fn run_dir(work: &Path, objective: Objective, seed: u64) -> PathBuf {
+/// `mlm-seed0`, `maelm-seed1`, …: the run dir's name in the work dir.
+fn run_name(objective: Objective, seed: u64) -> String {
     let name = match objective {
         Objective::Mlm => "mlm",
         Objective::MaeLm => "maelm",
     };
-    work.join(format!("{name}-seed{seed}"))
+    format!("{name}-seed{seed}")
+}
+
+fn run_dir(work: &Path, objective: Objective, seed: u64) -> PathBuf {
+    work.join(run_name(objective, seed))
 }
 
 /// The request that trains (or resumes) one run; `None` when the run is already complete.
@@ -178,7 +183,6 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
         eprintln!("[1/5] using prepared data in {}", data_dir.display());
     }
     let mut models = Vec::new();
-    let mut encoders = Vec::new();
     for &seed in budget.seeds {
         for objective in [Objective::Mlm, Objective::MaeLm] {
             let out = run_dir(&req.work_dir, objective, seed);
@@ -188,9 +192,6 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
                     eprintln!("[2/5] training {objective} seed {seed} ({} steps) → {}", budget.steps, out.display());
                     train(&request).with_context(|| format!("training {}", out.display()))?;
                 }
-            }
-            if seed == budget.seeds[0] {
-                encoders.push((objective, out.clone()));
             }
             models.push(ModelSpec { label: label(objective, seed, budget.seeds.len()), path: out });
         }
@@ -205,30 +206,30 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     };
     let results = analyze(&spec.resolve()?, &req.out)?;
     eprint!("{}", crate::analysis::summary::render(&results.ranks));
-    let downstream = fine_tune_encoders(budget, &req.work_dir, &encoders)?;
+    let downstream = fine_tune_encoders(budget, &req.work_dir)?;
     crate::fsutil::write_json_atomic(&req.out.join(crate::report::DOWNSTREAM_FILE), &downstream)?;
     eprintln!("[5/5] drawing the figures and writing the report");
     crate::report::plot_and_report(&req.out)
 }
 
-/// Fine-tunes each `(objective, run dir)` on SST-2 into `work/finetune-<run name>` (skipping
-/// those with a summary already) and collects the per-seed dev accuracies.
-fn fine_tune_encoders(budget: &Budget, work: &Path, encoders: &[(Objective, PathBuf)]) -> Result<Downstream> {
+/// Fine-tunes each objective's first-seed run on SST-2 into `work/finetune-<run name>` (skipping
+/// those already fine-tuned with these settings) and collects the per-seed dev accuracies.
+fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
     let plan = &budget.finetune;
     let task = Task::named("sst2")?;
+    let config = FinetuneConfig { epochs: plan.epochs, train_examples: Some(plan.train_examples), ..FinetuneConfig::default() };
     let mut downstream = Downstream { task: task.name.clone(), seeds: plan.seeds.to_vec(), ..Downstream::default() };
-    for (objective, encoder) in encoders {
-        let name = encoder.file_name().map_or("encoder".into(), |n| n.to_string_lossy().into_owned());
-        let out = work.join(format!("finetune-{name}"));
+    for objective in [Objective::Mlm, Objective::MaeLm] {
+        let encoder = run_dir(work, objective, budget.seeds[0]);
+        let out = work.join(format!("finetune-{}", run_name(objective, budget.seeds[0])));
         let summary = match crate::fsutil::read_json::<FinetuneSummary>(&out.join(SUMMARY_FILE)) {
-            Ok(done) if done.seeds.iter().map(|s| s.seed).eq(plan.seeds.iter().copied()) => {
+            Ok(done) if done.config == config && done.seeds.iter().map(|s| s.seed).eq(plan.seeds.iter().copied()) => {
                 eprintln!("[4/5] {} is already fine-tuned", out.display());
                 done
             }
             _ => {
                 eprintln!("[4/5] fine-tuning {objective} on {} ({} seeds) → {}", task.name, plan.seeds.len(), out.display());
-                let config = FinetuneConfig { epochs: plan.epochs, train_examples: Some(plan.train_examples), ..FinetuneConfig::default() };
-                let request = FinetuneRequest { model: encoder.clone(), task: task.clone(), seeds: plan.seeds.to_vec(), config, out: out.clone() };
+                let request = FinetuneRequest { model: encoder.clone(), task: task.clone(), seeds: plan.seeds.to_vec(), config: config.clone(), out: out.clone() };
                 finetune(&request).with_context(|| format!("fine-tuning {}", encoder.display()))?.summary
             }
         };

@@ -66,7 +66,7 @@ impl Classifier {
 /// predictions are right.
 pub fn classification_loss(logits: &Tensor, labels: &[u32]) -> Result<(Tensor, usize)> {
     let targets = Tensor::from_slice(labels, labels.len(), logits.device())?;
-    let loss = crate::model::cross_entropy(logits, &targets)?;
+    let loss = candle_nn::loss::cross_entropy(logits, &targets)?;
     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
     let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
     Ok((loss, correct))

@@ -16,7 +16,7 @@ pub mod taps;
 pub use encoder::{Encoder, EncoderInput};
 pub use head::MlmHead;
 pub use maelm::{Compaction, Decoder};
-pub use ops::{cross_entropy, Activation, Ctx, Mode};
+pub use ops::{Activation, Ctx, Mode};
 pub use taps::{Recorder, Tap, TapCache};
 
 use crate::config::{ModelConfig, Objective};

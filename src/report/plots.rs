@@ -10,7 +10,8 @@ use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
 use crate::analysis::tables::{read_csv, RankRow, SpectrumRow, SubspaceRow};
 use crate::analysis::{RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE};
 use crate::fsutil::read_json;
-use crate::train::state::{TrainState, METRICS_FILE, TRAIN_STATE_FILE};
+use super::facts::load_facts;
+use crate::train::state::METRICS_FILE;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,16 +33,13 @@ pub fn draw_all(dir: &Path) -> Result<PlotOutcome> {
     let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
     let d_model: BTreeMap<String, usize> = manifest.models.iter().map(|m| (m.label.clone(), m.d_model)).collect();
     let mut runs = Vec::new();
-    let mut plateaus = Vec::new();
     for model in &manifest.models {
-        let run_dir = Path::new(&model.path);
-        if run_dir.join(METRICS_FILE).exists() {
-            runs.push((model.label.clone(), read_metrics(&run_dir.join(METRICS_FILE))?));
-        }
-        if run_dir.join(TRAIN_STATE_FILE).exists() {
-            plateaus.push(read_json::<TrainState>(&run_dir.join(TRAIN_STATE_FILE))?.plateau_loss);
+        let metrics = Path::new(&model.path).join(METRICS_FILE);
+        if metrics.exists() {
+            runs.push((model.label.clone(), read_metrics(&metrics)?));
         }
     }
+    let plateaus: Vec<f64> = load_facts(&manifest)?.iter().filter_map(|f| f.plateau_loss).collect();
     // One plateau line only when every run trained on the same data (as in `reproduce`).
     let plateau = plateaus.first().copied().filter(|p| plateaus.iter().all(|q| (q - p).abs() < 1e-9));
 

@@ -23,7 +23,7 @@ pub fn masked_token_loss(model: &PretrainingModel, batch: &MaskedBatch, ctx: &mu
     let logits = model.picked_logits(batch, ctx)?; // [n_picked, d_vocab]
     let targets = batch.targets();
     let target_tensor = Tensor::from_slice(&targets, targets.len(), logits.device())?;
-    let loss = crate::model::cross_entropy(&logits, &target_tensor)?;
+    let loss = ctx.cross_entropy(&logits, &target_tensor)?;
     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
     let n_correct = predicted.iter().zip(&targets).filter(|(p, t)| p == t).count();
     Ok(StepLoss { loss, n_predictions: targets.len(), n_correct })
