@@ -109,6 +109,27 @@ fn interrupted_and_resumed_run_equals_a_straight_run() {
 }
 
 #[test]
+fn resuming_a_finished_run_refreshes_a_stale_plateau_reference_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let out = dir.path().join("run");
+    train(&tiny_request(&data, &out, Objective::Mlm, 2)).unwrap();
+    let state_path = out.join("train_state.json");
+    let read_state = || serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let fresh = read_state();
+    let weights = std::fs::read(out.join(WEIGHTS_FILE)).unwrap();
+
+    let mut stale = fresh.clone();
+    stale["plateau_loss"] = serde_json::json!(123.0);
+    std::fs::write(&state_path, stale.to_string()).unwrap();
+    let mut resume = tiny_request(&data, &out, Objective::Mlm, 2);
+    resume.resume = true;
+    assert_eq!(train(&resume).unwrap().steps, 2);
+    assert_eq!(read_state(), fresh, "the state is back to what the run wrote, plateau included");
+    assert_eq!(std::fs::read(out.join(WEIGHTS_FILE)).unwrap(), weights);
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_corpus(dir.path());

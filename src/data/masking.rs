@@ -112,13 +112,7 @@ impl Masker {
     fn mask_row(&self, row: &[u32], rng: &mut Rng, out: &mut MaskedBatch) {
         assert_eq!(row.len(), out.pos, "all rows of a batch have the same length");
         let classes: Vec<TokenClass> = row.iter().map(|&id| self.base_class(id)).collect();
-        let mut candidates: Vec<usize> = (0..row.len())
-            .filter(|&t| match classes[t] {
-                TokenClass::Real => true,
-                TokenClass::Special => !self.config.protect_special,
-                _ => false,
-            })
-            .collect();
+        let mut candidates: Vec<usize> = (0..row.len()).filter(|&t| self.may_pick(row[t])).collect();
         let n_pick = rng.round_probabilistically(self.config.prob * candidates.len() as f64).max(1);
         let picked = rng.choose_distinct(&mut candidates, n_pick).to_vec();
 
@@ -144,6 +138,16 @@ impl Masker {
         out.classes.extend(classes);
         out.picked.extend(is_picked);
         out.encoder_visible.extend(visible);
+    }
+
+    /// Whether a position holding `id` is a candidate target: every ordinary token, plus the
+    /// special ones unless `protect_special`.
+    pub fn may_pick(&self, id: u32) -> bool {
+        match self.base_class(id) {
+            TokenClass::Real => true,
+            TokenClass::Special => !self.config.protect_special,
+            _ => false,
+        }
     }
 
     fn base_class(&self, id: u32) -> TokenClass {

@@ -40,7 +40,7 @@ pub fn build(inputs: &ReportInputs) -> Document {
     blocks.push(setup_table(inputs));
     blocks.push(Block::Paragraph(format!(
         "Data: {} token(s) per model from {:?} ({}-token sequences, seed {}, masking {}% of non-special positions with `[MASK]`; shards {}). \
-A model has left the plateau when its holdout masked-token loss is at least {PLATEAU_MARGIN_NATS} nats below the unigram entropy of its training data.",
+A model has left the plateau when its holdout masked-token loss is at least {PLATEAU_MARGIN_NATS} nats below the unigram plateau: the holdout loss of predicting every token from its training-split frequency alone (add-one smoothed), on the same holdout sequences.",
         m.models.first().map_or(0, |r| r.tokens),
         m.spec.data.paths,
         m.spec.data.seq_len,

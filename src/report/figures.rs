@@ -361,8 +361,8 @@ pub fn mask_subspace(dir: &Path, subspace: &[SubspaceRow]) -> Result<FigureSet> 
 }
 
 /// `fig_training`: holdout (`eval`) masked-token loss and top-1 accuracy vs step, one line per
-/// run in input order. Runs without eval rows are left out. `plateau` (the unigram entropy of
-/// the training data, nats) draws the plateau and the line a run must get below to count as
+/// run in input order. Runs without eval rows are left out. `plateau` (the unigram plateau
+/// loss on the holdout, nats) draws the plateau and the line a run must get below to count as
 /// having left it.
 pub fn training(dir: &Path, runs: &[(String, Vec<MetricsPoint>)], plateau: Option<f64>) -> Result<FigureSet> {
     const NAME: &str = "fig_training";

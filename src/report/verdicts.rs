@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A model left the plateau when its holdout masked-token loss is this many nats below the
-/// entropy of the unigram distribution (the loss of predicting token frequencies, ignoring context).
+/// unigram plateau loss (the holdout loss of predicting token frequencies, ignoring context).
 pub const PLATEAU_MARGIN_NATS: f64 = 0.5;
 
 /// Real tokens keep ≤ 10% of their energy outside their own var@0.9 subspace by definition;
@@ -132,7 +132,7 @@ impl ObjectiveView {
 
 fn untrained_note(models: &[(&str, &ObjectiveView)]) -> Option<String> {
     let stuck: Vec<&str> = models.iter().filter(|(_, v)| v.trained == Some(false)).map(|(name, _)| *name).collect();
-    (!stuck.is_empty()).then(|| format!("{} did not leave the unigram plateau (holdout loss not {PLATEAU_MARGIN_NATS} nats below the unigram entropy)", stuck.join(" and ")))
+    (!stuck.is_empty()).then(|| format!("{} did not leave the unigram plateau (holdout loss not {PLATEAU_MARGIN_NATS} nats below the plateau loss)", stuck.join(" and ")))
 }
 
 fn verdict(claim: &'static str, rule: String, outcome: Outcome, evidence: String) -> Verdict {
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_model_on_the_plateau_makes_negative_results_inconclusive() {
-        // Loss 6.4 is not 0.5 nats below the unigram entropy 6.5.
+        // Loss 6.4 is not 0.5 nats below the unigram plateau 6.5.
         let got = outcomes(&table(0.0, 0.0), 0.02, 6.4);
         assert_eq!(got[..3], [Outcome::Inconclusive, Outcome::Inconclusive, Outcome::Inconclusive]);
     }

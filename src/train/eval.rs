@@ -4,7 +4,6 @@
 use super::loss::masked_token_loss;
 use crate::data::masking::Masker;
 use crate::data::packing::PackedSequences;
-use crate::data::tokenizer::SpecialIds;
 use crate::model::{Ctx, PretrainingModel};
 use crate::rng::Rng;
 use anyhow::{ensure, Result};
@@ -17,16 +16,23 @@ pub struct EvalResult {
     pub n_predictions: usize,
 }
 
-/// Cross-entropy (nats) of predicting tokens from their frequencies alone: the loss of the
-/// "unigram plateau" an MLM sits on before it learns to use context (DESIGN §1, "Scale matters").
-/// Special tokens are never targets, so they are excluded.
-pub fn unigram_entropy(ids: &[u32], special: &SpecialIds) -> f64 {
-    let mut counts = std::collections::HashMap::<u32, u64>::new();
-    for &id in ids.iter().filter(|&&id| !special.contains(id)) {
-        *counts.entry(id).or_default() += 1;
+/// The loss of the "unigram plateau" an MLM sits on before it learns to use context (DESIGN §1,
+/// "Scale matters"): the cross-entropy (nats) of predicting each token from the training split's
+/// token frequencies alone, measured on the holdout sequences [`evaluate`] uses, so it is directly
+/// comparable with the holdout loss. (The holdout's token mix differs from the training split's,
+/// so the training split's own unigram entropy would understate the plateau.) Masked positions are
+/// a uniform sample of the candidate ones, so every holdout token the masker could pick counts.
+/// Counts are add-one smoothed over those ids, so a token unseen in training costs a finite loss.
+pub fn unigram_plateau_loss(train: &PackedSequences, holdout: &PackedSequences, n_sequences: usize, masker: &Masker) -> f64 {
+    let vocab_size = masker.vocab_size;
+    let is_target = |id: u32| masker.may_pick(id);
+    let mut counts = vec![0u64; vocab_size];
+    for &id in (0..train.len()).flat_map(|i| train.seq(i)) {
+        counts[id as usize] += 1;
     }
-    let total = counts.values().sum::<u64>() as f64;
-    counts.values().map(|&c| c as f64 / total).map(|p| -p * p.ln()).sum()
+    let total: f64 = (0..vocab_size as u32).filter(|&id| is_target(id)).map(|id| (counts[id as usize] + 1) as f64).sum();
+    let targets: Vec<u32> = (0..n_sequences.min(holdout.len())).flat_map(|i| holdout.seq(i)).copied().filter(|&id| is_target(id)).collect();
+    targets.iter().map(|&id| -((counts[id as usize] + 1) as f64 / total).ln()).sum::<f64>() / targets.len() as f64
 }
 
 pub fn evaluate(
@@ -59,11 +65,20 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MaskConfig;
+    use crate::data::tokenizer::SpecialIds;
 
     #[test]
-    fn unigram_entropy_of_a_uniform_stream_is_log_of_its_support() {
+    fn unigram_plateau_loss_scores_the_first_holdout_sequences_with_add_one_smoothed_training_counts() {
         let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-        let ids = [10, 11, 12, 13, 2, 3, 10, 11, 12, 13];
-        assert!((unigram_entropy(&ids, &special) - 4f64.ln()).abs() < 1e-12);
+        let masker = Masker { config: MaskConfig::default(), special, vocab_size: 13, drop_picked: false };
+        // Vocabulary 0..13: `[UNK]` and ids 5..=12 are the 9 possible targets.
+        let train = PackedSequences::from_stream(&[10, 10, 11, 10, 10, 11], 8, 2, 3).unwrap();
+        let holdout = PackedSequences::from_stream(&[10, 12, 1, 11, 10, 10, 5, 5, 5, 5, 5, 5], 8, 2, 3).unwrap();
+        // Counts + 1: id 10 → 5, id 11 → 3, the other seven → 1; total 15. Only the first holdout
+        // sequence [cls 10 12 1 11 10 10 sep] is scored.
+        let expected = -[5.0, 1.0, 1.0, 3.0, 5.0, 5.0].map(|c: f64| (c / 15.0).ln()).iter().sum::<f64>() / 6.0;
+        let loss = unigram_plateau_loss(&train, &holdout, 1, &masker);
+        assert!((loss - expected).abs() < 1e-12, "{loss} vs {expected}");
     }
 }

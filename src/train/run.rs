@@ -5,7 +5,7 @@
 //! step, writes a checkpoint and stops; a non-finite loss stops without touching the last
 //! good checkpoint.
 
-use super::eval::{evaluate, EvalResult};
+use super::eval::{evaluate, unigram_plateau_loss, EvalResult};
 use super::loss::masked_token_loss;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::optimizer::{AdamW, AdamWConfig};
@@ -109,17 +109,24 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
     init::initialize(&varmap, model_config.initializer_range, &mut Rng::derive(config.seed, "init"))?;
     let adamw = AdamWConfig { beta1: config.beta1, beta2: config.beta2, eps: config.eps, weight_decay: config.weight_decay };
     let mut optimizer = AdamW::new(&varmap, adamw)?;
-    let mut state = if req.resume {
-        read_checkpoint(out, &varmap, &mut optimizer, &device)?
-    } else {
-        let plateau_loss = super::eval::unigram_entropy(&crate::data::corpus::read_ids(&req.data_dir.join(Split::Train.file_name()))?, &meta.special_ids);
-        TrainState::fresh(config.seed, plateau_loss)
-    };
     let masker = Masker {
         config: config.mask.clone(),
         special: meta.special_ids,
         vocab_size: model_config.vocab_size,
         drop_picked: config.objective == Objective::MaeLm,
+    };
+    let plateau_loss = unigram_plateau_loss(&train_seqs, &holdout, config.eval_sequences, &masker);
+    let mut state = if req.resume {
+        let mut state = read_checkpoint(out, &varmap, &mut optimizer, &device)?;
+        if state.plateau_loss != plateau_loss {
+            // Runs made before the plateau was measured on the holdout split carry the training
+            // split's unigram entropy instead; weights and moments are untouched, so only the state is rewritten.
+            state.plateau_loss = plateau_loss;
+            write_json_atomic(&out.join(TRAIN_STATE_FILE), &state)?;
+        }
+        state
+    } else {
+        TrainState::fresh(config.seed, plateau_loss)
     };
     let mut sampler = BatchSampler::new(train_seqs.len(), config.batch_size, config.seed, state.sampler);
     let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), req.resume.then_some(state.step))?;

@@ -32,8 +32,9 @@ pub struct TrainState {
     pub tokens_seen: u64,
     pub elapsed_s: f64,
     pub last_eval: Option<EvalResult>,
-    /// Unigram entropy of the training split: a holdout loss well below it means the model
-    /// left the plateau and uses context.
+    /// Holdout loss of the training split's unigram distribution (see
+    /// [`super::eval::unigram_plateau_loss`]): a holdout loss well below it means the model left
+    /// the plateau and uses context.
     pub plateau_loss: f64,
 }
 
