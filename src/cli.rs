@@ -50,6 +50,10 @@ enum Command {
         /// Corpus text files (default: the bundled WikiText-2 valid + test).
         #[arg(long, num_args = 1..)]
         corpus: Vec<PathBuf>,
+        /// Pretrain this many seeds (0, 1, …) of each objective instead of the budget's one;
+        /// runs already made are reused, and the figures show the spread over seeds.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: Option<u64>,
     },
     /// (Re)draw the figures and write report.md and report.html of an analysis dir, with
     /// computed verdicts.
@@ -377,8 +381,11 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::analysis::summary::render(&results.ranks));
             println!("wrote {}", out.display());
         }
-        Command::Reproduce { budget, out, work_dir, corpus } => {
-            let budget = budget.budget();
+        Command::Reproduce { budget, out, work_dir, corpus, seeds } => {
+            let mut budget = budget.budget();
+            if let Some(n) = seeds {
+                budget.seeds = (0..n).collect();
+            }
             let request = crate::reproduce::ReproduceRequest {
                 out: out.unwrap_or_else(|| PathBuf::from("reports").join(budget.name)),
                 work_dir: work_dir.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", budget.name))),

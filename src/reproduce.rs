@@ -40,7 +40,8 @@ pub struct Budget {
     pub seq_len: usize,
     pub lr: f64,
     pub warmup_steps: u64,
-    pub seeds: &'static [u64],
+    /// Pretraining seeds: one MLM and one MAE-LM run each.
+    pub seeds: Vec<u64>,
     pub eval_every: u64,
     pub analysis_tokens: u64,
     /// SST-2 fine-tuning of each objective's first-seed encoder (claim 4).
@@ -68,7 +69,7 @@ impl BudgetName {
                 seq_len: 32,
                 lr: 2e-3,
                 warmup_steps: 1,
-                seeds: &[0],
+                seeds: vec![0],
                 eval_every: 2,
                 analysis_tokens: 1024,
                 finetune: FinetuneBudget { seeds: &[0], epochs: 1, train_examples: 64 },
@@ -85,7 +86,7 @@ impl BudgetName {
                 // fine-tuning to chance); 5e-4 reaches the same holdout loss without collapsing.
                 lr: 5e-4,
                 warmup_steps: 60,
-                seeds: &[0],
+                seeds: vec![0],
                 eval_every: 100,
                 analysis_tokens: 40_000,
                 finetune: FinetuneBudget { seeds: &[0, 1, 2], epochs: 3, train_examples: 4000 },
@@ -177,7 +178,7 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
         eprintln!("[1/5] using prepared data in {}", data_dir.display());
     }
     let mut models = Vec::new();
-    for &seed in budget.seeds {
+    for &seed in &budget.seeds {
         for objective in [Objective::Mlm, Objective::MaeLm] {
             let out = run_dir(&req.work_dir, objective, seed);
             match train_request(budget, &data_dir, &out, objective, seed) {

@@ -1,5 +1,6 @@
 //! `repdef reproduce` end to end on the tiny budget, re-running it (everything is reused), and
-//! `repdef check` guarding its ranks: passes against itself, fails against a raised baseline.
+//! `repdef check` guarding its ranks: passes against itself, fails against a raised baseline;
+//! then `--seeds 2` adds a second pretraining seed to the same work dir.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -51,6 +52,16 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     assert!(stdout(&regressed).contains("rows regressed"), "{}", stdout(&regressed));
     let tolerated = repdef(&["check", out.to_str().unwrap(), "--baseline", raised.to_str().unwrap(), "--max-drop", "6"]);
     assert!(tolerated.status.success());
+
+    let two_seeds_out = dir.path().join("two-seeds");
+    let two_seeds = repdef(&["reproduce", "--budget", "tiny", "--seeds", "2", "--out", two_seeds_out.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&two_seeds.stderr);
+    assert!(two_seeds.status.success(), "{log}");
+    assert!(log.contains("mlm-seed0 is already trained") && log.contains("training MLM seed 1"), "{log}");
+    let ranks = std::fs::read_to_string(two_seeds_out.join("ranks.csv")).unwrap();
+    for label in ["MLM#seed0", "MLM#seed1", "MAE-LM#seed0", "MAE-LM#seed1"] {
+        assert!(ranks.contains(label), "no {label} rows in {ranks}");
+    }
 }
 
 /// The baseline with every value raised by `delta` (as if ranks had been higher before).
