@@ -7,9 +7,10 @@
 //! gradient clipping; the default learning rate, 3e-4, is higher because the encoders here are
 //! small (1e-4 leaves the tiny fixture at chance after 3 epochs of 4000 examples, and the
 //! standard budget's MLM encoder at 0.66), but not 1e-3: that kept the standard budget's MLM
-//! encoder at chance (training loss ln 2 for 3 epochs, every seed tried) where 3e-4 reaches 0.71. Each seed draws its head, batch order and dropout from its own streams; the
-//! training subsample is the same for every seed and model, so seeds differ only in
-//! optimisation and models only in their pretraining.
+//! encoder at chance (training loss ln 2 for 3 epochs, every seed tried) where 3e-4 reaches 0.71.
+//! Each seed draws its head, batch order and dropout from its own streams; the training
+//! subsample is the same for every seed and model, so seeds differ only in optimisation and
+//! models only in their pretraining.
 
 use super::batching::{collate, encode, eval_batches, train_batches, Encoded};
 use super::classifier::{classification_loss, Classifier};

@@ -24,15 +24,18 @@ pub struct EvalResult {
 /// a uniform sample of the candidate ones, so every holdout token the masker could pick counts.
 /// Counts are add-one smoothed over those ids, so a token unseen in training costs a finite loss.
 pub fn unigram_plateau_loss(train: &PackedSequences, holdout: &PackedSequences, n_sequences: usize, masker: &Masker) -> f64 {
-    let vocab_size = masker.vocab_size;
-    let is_target = |id: u32| masker.may_pick(id);
-    let mut counts = vec![0u64; vocab_size];
+    let mut counts = vec![0u64; masker.vocab_size];
     for &id in (0..train.len()).flat_map(|i| train.seq(i)) {
         counts[id as usize] += 1;
     }
-    let total: f64 = (0..vocab_size as u32).filter(|&id| is_target(id)).map(|id| (counts[id as usize] + 1) as f64).sum();
-    let targets: Vec<u32> = (0..n_sequences.min(holdout.len())).flat_map(|i| holdout.seq(i)).copied().filter(|&id| is_target(id)).collect();
-    targets.iter().map(|&id| -((counts[id as usize] + 1) as f64 / total).ln()).sum::<f64>() / targets.len() as f64
+    let smoothed = |id: u32| (counts[id as usize] + 1) as f64;
+    let total: f64 = (0..masker.vocab_size as u32).filter(|&id| masker.may_pick(id)).map(smoothed).sum();
+    let (mut loss_sum, mut n_targets) = (0.0, 0usize);
+    for &id in (0..n_sequences.min(holdout.len())).flat_map(|i| holdout.seq(i)).filter(|&&id| masker.may_pick(id)) {
+        loss_sum -= (smoothed(id) / total).ln();
+        n_targets += 1;
+    }
+    loss_sum / n_targets as f64
 }
 
 pub fn evaluate(

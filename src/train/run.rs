@@ -120,7 +120,8 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
         let mut state = read_checkpoint(out, &varmap, &mut optimizer, &device)?;
         if state.plateau_loss != plateau_loss {
             // Runs made before the plateau was measured on the holdout split carry the training
-            // split's unigram entropy instead; weights and moments are untouched, so only the state is rewritten.
+            // split's unigram entropy; weights and moments are untouched, so only the state is
+            // rewritten.
             state.plateau_loss = plateau_loss;
             write_json_atomic(&out.join(TRAIN_STATE_FILE), &state)?;
         }
