@@ -98,6 +98,14 @@ pub struct ModelConfig {
     pub pad_token_id: u32,
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// Buckets of the T5-style relative-position bias added to the attention logits (the
+    /// official MAE-LM encoders'; `model::relative_position`); 0 = absolute positions only, as
+    /// in HF BERT/RoBERTa.
+    #[serde(default)]
+    pub relative_attention_num_buckets: usize,
+    /// Distance at which the relative bias's logarithmic buckets reach the last one.
+    #[serde(default = "default_relative_max_distance")]
+    pub relative_attention_max_distance: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repdef: Option<RepdefFields>,
 }
@@ -125,6 +133,9 @@ fn default_init_range() -> f64 {
 }
 fn default_position_type() -> String {
     "absolute".into()
+}
+fn default_relative_max_distance() -> usize {
+    128
 }
 
 /// The encoder families repdef implements.
@@ -185,7 +196,13 @@ impl ModelConfig {
             bail!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads);
         }
         crate::model::Activation::parse(&self.hidden_act)?;
-        Ok(())
+        crate::model::relative_position::validate(self.relative_attention_num_buckets, self.relative_attention_max_distance)
+    }
+
+    /// Whether HF `transformers` can load the encoder as a plain `BertModel`/`RobertaModel`
+    /// (it has no relative-position bias).
+    pub fn is_plain_hf(&self) -> bool {
+        self.relative_attention_num_buckets == 0
     }
 }
 
@@ -230,6 +247,8 @@ impl Preset {
             initializer_range: 0.02,
             pad_token_id: special.pad,
             position_embedding_type: "absolute".into(),
+            relative_attention_num_buckets: 0,
+            relative_attention_max_distance: default_relative_max_distance(),
             repdef: Some(RepdefFields {
                 objective,
                 decoder_layers: if objective == Objective::MaeLm { decoder } else { 0 },

@@ -23,6 +23,15 @@ pub fn inspect(dir: &Path) -> Result<()> {
         config.vocab_size,
         config.max_position_embeddings
     );
+    if config.is_plain_hf() {
+        println!("  positions: learned absolute (a plain HF {} encoder)", config.model_type);
+    } else {
+        println!(
+            "  positions: learned absolute + relative-position attention bias ({} buckets, max distance {}); \
+             not a plain HF BertModel: transformers cannot load this encoder as one",
+            config.relative_attention_num_buckets, config.relative_attention_max_distance
+        );
+    }
     if let Some(repdef) = &config.repdef {
         println!(
             "  repdef: decoder layers {}, mask prob {}, policy {:?}, keep-mask fraction {}",

@@ -5,6 +5,7 @@
 use super::embeddings::Embeddings;
 use super::layer::Layer;
 use super::ops::{AttentionMask, Ctx};
+use super::relative_position::RelativePositionBias;
 use super::taps::Tap;
 use crate::config::{Family, ModelConfig};
 use anyhow::{ensure, Result};
@@ -14,6 +15,8 @@ use candle_nn::VarBuilder;
 pub struct Encoder {
     pub embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// Shared by every layer (`encoder.relative_attention_bias.weight`), if the model has one.
+    relative_position: Option<RelativePositionBias>,
 }
 
 /// One batch for the encoder; all tensors `[batch, pos]`.
@@ -71,7 +74,8 @@ impl Encoder {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg, 1.0))
             .collect::<Result<_>>()?;
-        Ok(Encoder { embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?, layers })
+        let relative_position = RelativePositionBias::load(&vb.pp("encoder"), cfg)?;
+        Ok(Encoder { embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?, layers, relative_position })
     }
 
     pub fn n_layers(&self) -> usize {
@@ -87,7 +91,10 @@ impl Encoder {
     /// [`Encoder::forward`] with the output as `[batch·pos, d_model]` rows, the layout the
     /// blocks work in (a reshape would cost two passes in backward).
     pub fn forward_rows(&self, input: &EncoderInput, ctx: &mut Ctx) -> Result<Tensor> {
-        let mask = AttentionMask::new(&input.attention_mask)?;
+        let mut mask = AttentionMask::new(&input.attention_mask)?;
+        if let Some(bias) = &self.relative_position {
+            mask = mask.with_position_bias(bias.forward(&input.position_ids)?)?;
+        }
         let mut hidden = self.embeddings.forward(&input.ids, &input.position_ids, &input.token_type_ids, ctx)?;
         ctx.record(Tap::FullEmbed, &hidden, &mask)?;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -73,8 +73,7 @@ impl Layer {
         let k = heads(self.key.forward(xs)?)?;
         let v = heads(self.value.forward(xs)?)?;
         // [batch, n_heads, pos, pos]
-        let additive = mask.additive.reshape((batch, 1, 1, pos))?;
-        let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?.broadcast_add(&additive)?;
+        let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?.broadcast_add(&mask.additive)?;
         let probs = ctx.dropout(&ctx.softmax_last_dim(&scores)?, self.attention_dropout)?;
         // [batch, n_heads, pos, d_head] → [batch·pos, d_model]
         Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((rows, d_model))?)

@@ -11,6 +11,7 @@ mod kernels;
 mod layer;
 pub mod maelm;
 mod ops;
+pub mod relative_position;
 pub mod taps;
 
 pub use encoder::{Encoder, EncoderInput};

@@ -210,11 +210,14 @@ impl Activation {
     }
 }
 
-/// Which keys each sequence of a batch may attend to.
+/// What each query of a batch may attend to: the padding mask, plus the relative-position bias
+/// when the model has one, as one additive term of the attention logits.
 pub struct AttentionMask {
     pub batch: usize,
     pub pos: usize,
-    /// `[batch, pos]`: 0 for real tokens, a large negative for padding.
+    /// Broadcastable to `[batch, n_heads, pos, pos]` (query i, key j): `[batch, 1, 1, pos]` (0 for
+    /// real keys, a large negative for padding) without a position bias; with one,
+    /// `[1 or batch, n_heads, pos, pos]`.
     pub additive: Tensor,
 }
 
@@ -222,7 +225,15 @@ impl AttentionMask {
     /// From a `[batch, pos]` 1/0 mask.
     pub fn new(attention_mask: &Tensor) -> Result<Self> {
         let (batch, pos) = attention_mask.dims2()?;
-        let additive = (attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * -1e9)?;
+        let additive = (attention_mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * -1e9)?.reshape((batch, 1, 1, pos))?;
         Ok(AttentionMask { batch, pos, additive })
+    }
+
+    /// Adds a position bias `[1 or batch, n_heads, pos, pos]`; without padding the bias alone
+    /// is the additive term (no per-sequence copy of it).
+    pub fn with_position_bias(self, bias: Tensor) -> Result<Self> {
+        let padded = self.additive.min_all()?.to_scalar::<f32>()? < 0.0;
+        let additive = if padded { bias.broadcast_add(&self.additive)? } else { bias };
+        Ok(AttentionMask { additive, ..self })
     }
 }

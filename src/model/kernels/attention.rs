@@ -2,7 +2,8 @@
 //! (before their bias) → `[rows, d]` attended values, before the output projection.
 //!
 //! Forward splits the heads (adding the bias and folding 1/√d_head into the queries), runs
-//! `softmax(q·kᵀ + mask)`, dropout and `·v`; the products use candle's matmul. It keeps the split
+//! `softmax(q·kᵀ + additive)`, dropout and `·v`, where `additive` is the padding mask and, in
+//! models with one, the relative-position bias; the products use candle's matmul. It keeps the split
 //! heads and the probabilities for backward, which is written out by hand: as composed ops the
 //! scores alone would pass through ~9 nodes, each 3 memory passes in backward.
 //!
@@ -18,11 +19,14 @@ use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 /// Attention over `qkv`: `[batch·pos, 3·d]` (query, key, value projections without their
-/// `bias`: `[3·d]`), with `additive_mask`: `[batch, pos]` (0 or a large negative per key) and
-/// dropout on the probabilities → `[batch·pos, d]`.
-pub fn attention(qkv: &Tensor, bias: &Tensor, additive_mask: &Tensor, n_heads: usize, dropout: Option<Arc<DropoutMask>>) -> Result<Tensor> {
+/// `bias`: `[3·d]`), with `additive` added to the logits and dropout on the probabilities →
+/// `[batch·pos, d]`. `additive` is `[1 or batch, 1 or n_heads, 1 or pos, pos]` (sequence, head,
+/// query, key), broadcast over the dimensions of size 1. A per-key term (`[·, ·, 1, pos]`) is a
+/// padding mask and gets no gradient; a per-query one (a learned position bias) gets its
+/// gradient, summed over the dimensions it was broadcast along.
+pub fn attention(qkv: &Tensor, bias: &Tensor, additive: &Tensor, n_heads: usize, dropout: Option<Arc<DropoutMask>>) -> Result<Tensor> {
     let op = Attention { n_heads, dropout, saved: OnceLock::new() };
-    qkv.contiguous()?.apply_op3(bias, &additive_mask.contiguous()?, op)
+    qkv.contiguous()?.apply_op3(bias, &additive.contiguous()?, op)
 }
 
 /// Sequences per work unit: enough for a few matmuls of useful size, few enough for the scores
@@ -52,6 +56,50 @@ struct Dims {
     n_heads: usize,
     pos: usize,
     d_head: usize,
+    additive: Additive,
+}
+
+/// Where the additive term of a (sequence, head, query) row of logits starts in the
+/// `[1 or batch, 1 or n_heads, 1 or pos, pos]` input: a stride of 0 along a broadcast dimension.
+#[derive(Clone, Copy)]
+struct Additive {
+    seq_stride: usize,
+    head_stride: usize,
+    query_stride: usize,
+}
+
+impl Additive {
+    fn new(shape: &Shape, batch: usize, n_heads: usize, pos: usize) -> Result<Self> {
+        let (b, h, q, k) = shape.dims4()?;
+        if k != pos || ![1, batch].contains(&b) || ![1, n_heads].contains(&h) || ![1, pos].contains(&q) {
+            bail!("attention: additive term {shape:?} does not broadcast to [{batch}, {n_heads}, {pos}, {pos}]");
+        }
+        let stride = |size: usize, inner: usize| if size == 1 { 0 } else { inner };
+        Ok(Additive { seq_stride: stride(b, h * q * k), head_stride: stride(h, q * k), query_stride: stride(q, k) })
+    }
+
+    /// Whether the term varies by query: a learned bias that backward differentiates.
+    fn per_query(self) -> bool {
+        self.query_stride != 0
+    }
+
+    /// Whether each sequence has its own term (rather than one shared by the batch).
+    fn per_sequence(self) -> bool {
+        self.seq_stride != 0
+    }
+
+    /// Elements of the term per sequence (the whole term when it is shared).
+    fn seq_len(self, n_heads: usize, pos: usize) -> usize {
+        let heads = if self.head_stride == 0 { 1 } else { n_heads };
+        let queries = if self.per_query() { pos } else { 1 };
+        heads * queries * pos
+    }
+
+    /// Offset of the row of sequence `seq`, head `head`, query `query` (any `seq` gives the
+    /// shared term's row).
+    fn row(self, seq: usize, head: usize, query: usize) -> usize {
+        seq * self.seq_stride + head * self.head_stride + query * self.query_stride
+    }
 }
 
 impl Dims {
@@ -65,8 +113,7 @@ impl Dims {
 
     /// For row `r` of a `[seqs·heads, pos, ·]` tensor: its row in `[seqs·pos, ·]` and its head.
     fn token_and_head(self, r: usize) -> (usize, usize) {
-        let (sh, l) = (r / self.pos, r % self.pos);
-        let (s, h) = (sh / self.n_heads, sh % self.n_heads);
+        let (s, h, l) = self.row_indices(r);
         (s * self.pos + l, h)
     }
 
@@ -105,13 +152,21 @@ impl Dims {
         }
     }
 
-    /// Row-wise softmax of `scores + mask` (`mask`: `[seqs, pos]`) → probabilities.
-    fn softmax(self, scores: &[f32], mask: &[f32]) -> Vec<f32> {
+    /// The (sequence, head, query) of row `r` of a chunk's `[seqs·heads·pos, pos]` logits.
+    fn row_indices(self, r: usize) -> (usize, usize, usize) {
+        let (sh, query) = (r / self.pos, r % self.pos);
+        (sh / self.n_heads, sh % self.n_heads, query)
+    }
+
+    /// Row-wise softmax of `scores + additive` for the chunk of sequences starting at
+    /// `first_seq` (`additive`: the whole term, see [`Additive`]) → probabilities.
+    fn softmax(self, scores: &[f32], additive: &[f32], first_seq: usize) -> Vec<f32> {
         let pos = self.pos;
         let mut probs = vec![0f32; scores.len()];
         for (r, (o, s)) in probs.chunks_exact_mut(pos).zip(scores.chunks_exact(pos)).enumerate() {
-            let seq = r / (self.n_heads * pos);
-            o.iter_mut().zip(s).zip(&mask[seq * pos..(seq + 1) * pos]).for_each(|((o, &s), &m)| *o = s + m);
+            let (seq, head, query) = self.row_indices(r);
+            let start = self.additive.row(first_seq + seq, head, query);
+            o.iter_mut().zip(s).zip(&additive[start..start + pos]).for_each(|((o, &s), &m)| *o = s + m);
             let top = max(o);
             o.iter_mut().for_each(|o| *o = exp(*o - top));
             let inv = 1.0 / sum(o);
@@ -122,17 +177,19 @@ impl Dims {
 }
 
 impl Attention {
-    fn dims(&self, qkv_len: usize, mask_shape: &Shape) -> Result<(Dims, usize)> {
-        let (batch, pos) = mask_shape.dims2()?;
-        let d3 = qkv_len / (batch * pos).max(1);
-        if qkv_len != batch * pos * d3 || d3 % (3 * self.n_heads) != 0 {
-            bail!("attention: {qkv_len} projections do not fit a [{batch}·{pos}, 3·d] input with {} heads", self.n_heads);
+    fn dims(&self, qkv_shape: &Shape, additive_shape: &Shape) -> Result<(Dims, usize)> {
+        let (rows, d3) = qkv_shape.dims2()?;
+        let pos = additive_shape.dims4()?.3;
+        if pos == 0 || rows % pos != 0 || d3 % (3 * self.n_heads) != 0 {
+            bail!("attention: projections {qkv_shape:?} do not fit sequences of {pos} tokens with {} heads", self.n_heads);
         }
-        Ok((Dims { n_heads: self.n_heads, pos, d_head: d3 / (3 * self.n_heads) }, batch))
+        let batch = rows / pos;
+        let additive = Additive::new(additive_shape, batch, self.n_heads, pos)?;
+        Ok((Dims { n_heads: self.n_heads, pos, d_head: d3 / (3 * self.n_heads), additive }, batch))
     }
 
-    /// Forward of the sequences `seqs`: `qkv` and `out` are their rows, `mask` their `[seqs, pos]`.
-    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, bias, mask): (&[f32], &[f32], &[f32]), out: &mut [f32]) -> Result<Saved> {
+    /// Forward of the sequences `seqs`: `qkv` and `out` are their rows; `additive` is the whole term.
+    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, bias, additive): (&[f32], &[f32], &[f32]), out: &mut [f32]) -> Result<Saved> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
         let n = seqs.len() * dims.n_heads;
         let mut heads = vec![0f32; 3 * n * pos * dh];
@@ -144,7 +201,7 @@ impl Attention {
         let (q, k, v) = (heads.i(0)?, heads.i(1)?, heads.i(2)?);
         let scores = q.matmul(&k.t()?)?;
         let (s_s, s_l) = scores.storage_and_layout();
-        let probs = dims.softmax(storage_f32(&s_s, s_l)?, mask);
+        let probs = dims.softmax(storage_f32(&s_s, s_l)?, additive, seqs.start);
         let dropped = self.dropout.as_ref().map(|dropout| {
             let mut dropped = vec![0f32; probs.len()];
             dropout.apply(&probs, seqs.start * dims.n_heads * pos * pos, &mut dropped);
@@ -161,8 +218,10 @@ impl Attention {
         Ok(Saved { heads, probs, dropped })
     }
 
-    /// Backward of the sequences `seqs` (`grad`, `dqkv`: their rows); returns ∂/∂bias.
-    fn backward_chunk(&self, dims: Dims, seqs: Range<usize>, saved: &Saved, grad: &[f32], dqkv: &mut [f32]) -> Result<Vec<f32>> {
+    /// Backward of the sequences `seqs` (`grad`, `dqkv`: their rows); returns ∂/∂bias, and adds
+    /// ∂/∂additive to `d_additive` (the chunk's sequences' part of it, or the whole shared term)
+    /// when the term is per query.
+    fn backward_chunk(&self, dims: Dims, seqs: Range<usize>, saved: &Saved, grad: &[f32], dqkv: &mut [f32], d_additive: &mut [f32]) -> Result<Vec<f32>> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
         let n = seqs.len() * dims.n_heads;
         let mut g_heads = vec![0f32; n * pos * dh];
@@ -185,6 +244,12 @@ impl Attention {
                 }
                 let c = dot(o, p);
                 o.iter_mut().zip(p).for_each(|(o, &p)| *o = p * (*o - c));
+                if dims.additive.per_query() {
+                    // `d_additive` starts at this chunk's first sequence.
+                    let (seq, head, query) = dims.row_indices(r);
+                    let start = dims.additive.row(seq, head, query);
+                    d_additive[start..start + pos].iter_mut().zip(o.iter()).for_each(|(d, &g)| *d += g);
+                }
             }
         }
         let ds = Tensor::from_vec(ds, (n, pos, pos), &Device::Cpu)?;
@@ -204,15 +269,14 @@ impl CustomOp3 for Attention {
         "repdef-attention"
     }
 
-    fn cpu_fwd(&self, qkv: &CpuStorage, ql: &Layout, bias: &CpuStorage, bl: &Layout, mask: &CpuStorage, ml: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (qkv, bias, mask) = (cpu_f32(qkv, ql)?, cpu_f32(bias, bl)?, cpu_f32(mask, ml)?);
-        let (dims, batch) = self.dims(qkv.len(), ml.shape())?;
+    fn cpu_fwd(&self, qkv: &CpuStorage, ql: &Layout, bias: &CpuStorage, bl: &Layout, additive: &CpuStorage, al: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (dims, batch) = self.dims(ql.shape(), al.shape())?;
+        let (qkv, bias, additive) = (cpu_f32(qkv, ql)?, cpu_f32(bias, bl)?, cpu_f32(additive, al)?);
         let (d, pos) = (dims.d_model(), dims.pos);
         let mut out = vec![0f32; batch * pos * d];
         let saved = par_row_chunks(batch, SEQS_PER_CHUNK, [(&mut out, pos * d)], |seqs, [o]| {
             let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
-            let mask = &mask[seqs.start * pos..seqs.end * pos];
-            self.forward_chunk(dims, seqs, (qkv, bias, mask), o)
+            self.forward_chunk(dims, seqs, (qkv, bias, additive), o)
         });
         if self.saved.set(saved.into_iter().collect::<Result<_>>()?).is_err() {
             bail!("attention op applied twice");
@@ -220,20 +284,35 @@ impl CustomOp3 for Attention {
         Ok((CpuStorage::F32(out), Shape::from((batch * pos, d))))
     }
 
-    fn bwd(&self, qkv: &Tensor, bias: &Tensor, mask: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, qkv: &Tensor, bias: &Tensor, additive: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else { bail!("attention backward before forward") };
-        let (dims, batch) = self.dims(qkv.elem_count(), mask.shape())?;
+        let (dims, batch) = self.dims(qkv.shape(), additive.shape())?;
         let (d, pos) = (dims.d_model(), dims.pos);
         let grad = grad.contiguous()?;
         let (g_s, g_l) = grad.storage_and_layout();
         let g = storage_f32(&g_s, g_l)?;
         let mut dqkv = vec![0f32; batch * pos * 3 * d];
-        let dbias = par_row_chunks(batch, SEQS_PER_CHUNK, [(&mut dqkv, pos * 3 * d)], |seqs, [o]| {
+        // ∂/∂additive: written per sequence when each has its own term, otherwise summed over
+        // chunk-local copies of the shared term (none for a padding mask).
+        let per_seq = dims.additive.per_query() && dims.additive.per_sequence();
+        let shared_len = if dims.additive.per_query() && !per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
+        let seq_len = if per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
+        let mut d_additive = vec![0f32; batch * seq_len];
+        let partials = par_row_chunks(batch, SEQS_PER_CHUNK, [(&mut dqkv, pos * 3 * d), (&mut d_additive, seq_len)], |seqs, [o, da]| {
             let chunk = seqs.start / SEQS_PER_CHUNK;
-            self.backward_chunk(dims, seqs.clone(), &saved[chunk], &g[seqs.start * pos * d..seqs.end * pos * d], o)
+            let mut shared = vec![0f32; shared_len];
+            let target = if per_seq { da } else { &mut shared[..] };
+            let dbias = self.backward_chunk(dims, seqs.clone(), &saved[chunk], &g[seqs.start * pos * d..seqs.end * pos * d], o, target)?;
+            Ok((dbias, shared))
         });
-        let dbias = sum_partials(dbias.into_iter().collect::<Result<Vec<_>>>()?, 3 * d);
+        let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().collect::<Result<Vec<_>>>()?.into_iter().unzip();
         let device = qkv.device();
-        Ok((Some(Tensor::from_vec(dqkv, qkv.shape(), device)?), Some(Tensor::from_vec(dbias, bias.shape(), device)?), None))
+        let dbias = Tensor::from_vec(sum_partials(dbias, 3 * d), bias.shape(), device)?;
+        let d_additive = match (per_seq, shared_len) {
+            (true, _) => Some(Tensor::from_vec(d_additive, additive.shape(), device)?),
+            (false, 0) => None,
+            (false, n) => Some(Tensor::from_vec(sum_partials(shared, n), additive.shape(), device)?),
+        };
+        Ok((Some(Tensor::from_vec(dqkv, qkv.shape(), device)?), Some(dbias), d_additive))
     }
 }

@@ -9,6 +9,7 @@ use crate::data::tokenizer::SpecialIds;
 use crate::model::head::MlmHead;
 use crate::model::layer::Layer;
 use crate::model::ops::{Activation, AttentionMask, Ctx, LayerNorm, Linear};
+use crate::model::relative_position::RelativePositionBias;
 use crate::model::PretrainingModel;
 use crate::rng::Rng;
 use crate::train::loss::masked_token_loss;
@@ -146,6 +147,28 @@ fn attention_block_matches_composed_with_padding_and_dropout() {
 }
 
 #[test]
+fn attention_with_relative_position_bias_matches_composed_shared_and_per_sequence() {
+    let mut cfg = config("gelu", 0.1);
+    cfg.relative_attention_num_buckets = 8;
+    cfg.relative_attention_max_distance = 6;
+    let (batch, pos) = (3, 11);
+    let contiguous: Vec<u32> = (0..batch * pos).map(|i| (i % pos) as u32).collect();
+    // MAE-LM-like compacted rows: original positions with gaps, differing per sequence.
+    let gapped: Vec<u32> = (0..batch * pos).map(|i| ((i % pos) * (1 + i / pos) + i / pos) as u32).collect();
+    for (positions, padded) in [(contiguous.clone(), false), (contiguous, true), (gapped, true)] {
+        let (varmap, (layer, bias)) =
+            module(|vb| Ok((Layer::load(vb.pp("layer"), &cfg, 1.0)?, RelativePositionBias::load(&vb.pp("encoder"), &cfg)?.unwrap())));
+        let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(!padded || i % pos < pos - 2 * (i / pos))).collect();
+        let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
+        let position_ids = Tensor::from_vec(positions.clone(), (batch, pos), &Device::Cpu).unwrap();
+        assert_matches_composed(&varmap, &x, |x, ctx| {
+            let mask = AttentionMask::new(&Tensor::from_vec(keep.clone(), (batch, pos), &Device::Cpu)?)?;
+            layer.forward(x, &mask.with_position_bias(bias.forward(&position_ids)?)?, ctx)
+        });
+    }
+}
+
+#[test]
 fn mlm_head_matches_composed() {
     let cfg = config("gelu", 0.1);
     let (varmap, (head, embeddings)) = module(|vb| Ok((MlmHead::load(vb.pp("head"), &cfg)?, vb.get((cfg.vocab_size, cfg.hidden_size), "word")?)));
@@ -155,9 +178,11 @@ fn mlm_head_matches_composed() {
 
 #[test]
 fn pretraining_steps_match_composed_for_both_objectives() {
-    for objective in [Objective::Mlm, Objective::MaeLm] {
+    for (objective, buckets) in [(Objective::Mlm, 0), (Objective::MaeLm, 0), (Objective::Mlm, 16), (Objective::MaeLm, 16)] {
         let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-        let cfg = Preset::Tiny.model_config(60, &special, objective, MaskConfig::default());
+        let mut cfg = Preset::Tiny.model_config(60, &special, objective, MaskConfig::default());
+        cfg.relative_attention_num_buckets = buckets;
+        cfg.relative_attention_max_distance = 12;
         let (varmap, model) = module(|vb| PretrainingModel::load(vb, &cfg));
         let masker = Masker { config: MaskConfig::default(), special, vocab_size: 60, drop_picked: objective == Objective::MaeLm };
         let mut rng = Rng::new(5);
