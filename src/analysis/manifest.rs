@@ -1,6 +1,8 @@
 //! `manifest.json`: provenance of an analysis — the spec and its hash, each model's weights
-//! hash, seed, shard, tokens analysed, and software versions.
+//! hash, seed, shard, tokens analysed, software versions — and each repdef-trained model's
+//! pretraining record, so the analysis dir is all that reports and figures need.
 
+use super::training_record::TrainingRecord;
 use crate::data::corpus::fnv1a64;
 use crate::spec::{AnalysisSpec, Plan};
 use anyhow::{Context, Result};
@@ -32,6 +34,10 @@ pub struct ModelRecord {
     pub n_layers: usize,
     pub d_model: usize,
     pub tokens: u64,
+    /// How the model was pretrained, for models trained by repdef (manifests written before
+    /// this field existed have none).
+    #[serde(default)]
+    pub training: Option<TrainingRecord>,
 }
 
 impl Manifest {
@@ -52,6 +58,7 @@ impl Manifest {
                     n_layers: m.config.num_hidden_layers,
                     d_model: m.config.hidden_size,
                     tokens: tokens.get(&m.label).copied().unwrap_or(0),
+                    training: TrainingRecord::read(&m.path)?,
                 })
             })
             .collect::<Result<_>>()?;

@@ -8,6 +8,7 @@ pub mod parquet;
 pub mod store;
 pub mod summary;
 pub mod tables;
+pub mod training_record;
 
 use crate::extract::{extract, Accumulators};
 use crate::fsutil::{read_json, write_json_atomic};

@@ -4,6 +4,7 @@
 use super::document::{Block, Document};
 use super::verdicts::{Downstream, ModelFacts, Verdict, MASK_OUTSIDE_THRESHOLD, PLATEAU_MARGIN_NATS};
 use crate::analysis::manifest::Manifest;
+use crate::analysis::training_record::CorpusRecord;
 use crate::analysis::summary::{models, rank_table};
 use crate::analysis::tables::{RankRow, SubspaceRow};
 
@@ -38,6 +39,7 @@ pub fn build(inputs: &ReportInputs) -> Document {
     ));
     blocks.push(Block::Heading(1, "Set-up".into()));
     blocks.push(setup_table(inputs));
+    blocks.extend(corpus_paragraph(m));
     blocks.push(Block::Paragraph(format!(
         "Data: {} token(s) per model from {:?} ({}-token sequences, seed {}, masking {}% of non-special positions with `[MASK]`; shards {}). \
 A model has left the plateau when its holdout masked-token loss is at least {PLATEAU_MARGIN_NATS} nats below the unigram plateau: the holdout loss of predicting every token from its training-split frequency alone (add-one smoothed), on the same holdout sequences.",
@@ -119,8 +121,45 @@ Groups: `masked/all`, `masked/real` (unpicked ordinary tokens), `masked/mask` (t
     Document { title: format!("repdef report: {}", m.spec.name), blocks }
 }
 
+/// The pretraining corpora of the repdef-trained models, one sentence per distinct corpus.
+fn corpus_paragraph(m: &Manifest) -> Option<Block> {
+    let mut corpora: Vec<(&CorpusRecord, Vec<&str>)> = Vec::new();
+    for record in &m.models {
+        let Some(corpus) = record.training.as_ref().and_then(|t| t.corpus.as_ref()) else { continue };
+        match corpora.iter_mut().find(|(c, _)| *c == corpus) {
+            Some((_, labels)) => labels.push(&record.label),
+            None => corpora.push((corpus, vec![&record.label])),
+        }
+    }
+    let sentences: Vec<String> = corpora
+        .iter()
+        .map(|(c, labels)| {
+            format!(
+                "{} pretrained on {} training tokens ({:.1} M) from {} file(s) ({}), holdout {} tokens of whole documents never trained on.",
+                labels.join(", "),
+                c.train_tokens,
+                c.train_tokens as f64 / 1e6,
+                c.files.len(),
+                list_files(&c.files),
+                c.holdout_tokens
+            )
+        })
+        .collect();
+    (!sentences.is_empty()).then(|| Block::Paragraph(format!("Corpus: {}", sentences.join(" "))))
+}
+
+/// Up to eight file names, then how many more.
+fn list_files(files: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut listed: Vec<String> = files.iter().take(SHOWN).map(|f| format!("`{f}`")).collect();
+    if files.len() > SHOWN {
+        listed.push(format!("and {} more", files.len() - SHOWN));
+    }
+    listed.join(", ")
+}
+
 fn setup_table(inputs: &ReportInputs) -> Block {
-    let header = ["model", "objective", "layers × d_model", "holdout loss", "masked-token accuracy", "unigram plateau", "left plateau"];
+    let header = ["model", "objective", "layers × d_model", "pretraining tokens", "holdout loss", "masked-token accuracy", "unigram plateau", "left plateau"];
     let rows = inputs
         .manifest
         .models
@@ -131,6 +170,7 @@ fn setup_table(inputs: &ReportInputs) -> Block {
                 record.label.clone(),
                 record.objective.clone(),
                 format!("{} × {}", record.n_layers, record.d_model),
+                record.training.as_ref().map_or("—".into(), |t| format!("{:.1} M ({} steps)", t.pretraining_tokens as f64 / 1e6, t.steps)),
                 fmt_opt(facts.and_then(|f| f.holdout_loss), 3),
                 fmt_opt(facts.and_then(|f| f.holdout_accuracy), 3),
                 fmt_opt(facts.and_then(|f| f.plateau_loss), 3),

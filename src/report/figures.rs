@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-pub use super::metrics::{read_metrics, MetricsKind, MetricsPoint};
+pub use crate::train::curve::{MetricsKind, MetricsPoint};
 pub use super::render::FigureSet;
 
 /// Separates a model group from the rest of a label: `MLM#seed1` is in group `MLM`.

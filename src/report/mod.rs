@@ -8,7 +8,6 @@ pub mod document;
 pub mod facts;
 pub mod figures;
 mod glyphs;
-pub mod metrics;
 pub mod palette;
 pub mod plots;
 pub mod render;

@@ -1,17 +1,15 @@
 //! Draws every figure an analysis dir's tables support (`repdef plot`, and the first step of
 //! `repdef report`): rank by layer, MLM vs MAE-LM, spectra, `[MASK]` subspace, and — for models
-//! trained by repdef — the training curves from each run dir's `metrics.csv`.
+//! trained by repdef — the training curves the manifest recorded.
 //!
 //! A figure with nothing to draw (say, a single HF checkpoint has no MAE-LM to compare with) is
 //! skipped with a note; any other failure is an error.
 
-use super::figures::{self, read_metrics, NothingToPlot};
+use super::figures::{self, NothingToPlot};
 use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
 use crate::analysis::tables::{read_csv, RankRow, SpectrumRow, SubspaceRow};
 use crate::analysis::{RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE};
 use crate::fsutil::read_json;
-use super::facts::load_facts;
-use crate::train::state::METRICS_FILE;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,14 +30,9 @@ pub fn draw_all(dir: &Path) -> Result<PlotOutcome> {
     let spectra: Vec<SpectrumRow> = read_csv(&dir.join(SPECTRA_FILE))?;
     let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
     let d_model: BTreeMap<String, usize> = manifest.models.iter().map(|m| (m.label.clone(), m.d_model)).collect();
-    let mut runs = Vec::new();
-    for model in &manifest.models {
-        let metrics = Path::new(&model.path).join(METRICS_FILE);
-        if metrics.exists() {
-            runs.push((model.label.clone(), read_metrics(&metrics)?));
-        }
-    }
-    let plateaus: Vec<f64> = load_facts(&manifest)?.iter().filter_map(|f| f.plateau_loss).collect();
+    let trained = manifest.models.iter().filter_map(|m| Some((m.label.clone(), m.training.as_ref()?)));
+    let runs: Vec<_> = trained.clone().filter(|(_, t)| !t.curve.is_empty()).map(|(label, t)| (label, t.curve.clone())).collect();
+    let plateaus: Vec<f64> = trained.map(|(_, t)| t.plateau_loss).collect();
     // One plateau line only when every run trained on the same data (as in `reproduce`).
     let plateau = plateaus.first().copied().filter(|p| plateaus.iter().all(|q| (q - p).abs() < 1e-9));
 

@@ -1,5 +1,6 @@
 //! Pretraining: the loop and its pieces (schedule, optimiser, loss, evaluation, metrics, state).
 
+pub mod curve;
 pub mod eval;
 pub mod loss;
 pub mod metrics;

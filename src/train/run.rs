@@ -10,11 +10,11 @@ use super::loss::masked_token_loss;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::lr_at;
-use super::state::{read_checkpoint, write_checkpoint, TrainState, METRICS_FILE, TRAIN_CONFIG_FILE, TRAIN_STATE_FILE};
+use super::state::{read_checkpoint, write_checkpoint, TrainState, DATA_META_FILE, METRICS_FILE, TRAIN_CONFIG_FILE, TRAIN_STATE_FILE};
 use crate::checkpoint::{CONFIG_FILE, TOKENIZER_FILE};
 use crate::config::{apply_overrides, ModelConfig, Objective, TrainConfig};
 use crate::data::batches::BatchSampler;
-use crate::data::corpus::read_meta;
+use crate::data::corpus::{read_meta, META_FILE};
 use crate::data::masking::Masker;
 use crate::data::packing::{PackedSequences, Split};
 use crate::fsutil::{read_json, write_json_atomic};
@@ -91,6 +91,7 @@ fn prepare_run_dir(req: &TrainRequest) -> Result<(TrainConfig, ModelConfig)> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::copy(req.data_dir.join(TOKENIZER_FILE), out.join(TOKENIZER_FILE)).context("copying tokenizer.json into the run dir")?;
+    std::fs::copy(req.data_dir.join(META_FILE), out.join(DATA_META_FILE)).context("copying the corpus's meta.json into the run dir")?;
     write_json_atomic(&out.join(CONFIG_FILE), &model)?;
     write_json_atomic(&out.join(TRAIN_CONFIG_FILE), config)?;
     Ok((config.clone(), model))

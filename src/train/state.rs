@@ -20,6 +20,8 @@ use std::path::Path;
 pub const TRAIN_STATE_FILE: &str = "train_state.json";
 pub const TRAIN_CONFIG_FILE: &str = "train_config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
+/// A copy of the prepared corpus's `meta.json`: what the run was trained on.
+pub const DATA_META_FILE: &str = "data_meta.json";
 
 /// Everything besides weights and moments needed to continue a run exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

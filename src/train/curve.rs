@@ -1,11 +1,14 @@
-//! Reading a run's `metrics.csv` (written by `train::metrics`: step, kind, loss, accuracy, lr,
-//! grad_norm, tokens_per_s, elapsed_s) back for the training figure. Columns are found by name,
-//! so extra or reordered columns are fine; only the four plotted ones are required.
+//! A run's training curve: `metrics.csv` (written by `train::metrics`: step, kind, loss,
+//! accuracy, lr, grad_norm, tokens_per_s, elapsed_s) read back, as an analysis records it and the
+//! training figure draws it. Columns are found by name, so extra or reordered columns are fine;
+//! only the four plotted ones are required.
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MetricsKind {
     /// A logged training step (loss on the training batch).
     Train,
@@ -14,7 +17,7 @@ pub enum MetricsKind {
 }
 
 /// One row of `metrics.csv`, the part the figures use.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricsPoint {
     pub step: u64,
     pub kind: MetricsKind,
