@@ -170,6 +170,7 @@ fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Object
 
 pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let budget = &req.budget;
+    crate::outdir::claim(&req.out, crate::analysis::manifest::MANIFEST_FILE)?;
     let data_dir = req.work_dir.join("data");
     if crate::data::corpus::read_meta(&data_dir).is_err() {
         eprintln!("[1/5] preparing {} → {}", req.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), data_dir.display());
