@@ -48,6 +48,9 @@ fn out_a_dir_of_user_files_or_a_model_dir_is_refused_by_every_command() {
     assert_fails_naming(&repdef_in(cwd, &["train", "--objective", "mlm", "--data", "nowhere", "--out", out]), &[out, "no train_config.json"]);
     let bert = fixture("hf-bert-tiny");
     assert_fails_naming(&repdef_in(cwd, &["finetune", "--model", bert.to_str().unwrap(), "--task", "sst2", "--out", out]), &[out, "no summary.json"]);
+    let work = dir.path().join("work");
+    assert_fails_naming(&repdef_in(cwd, &["reproduce", "--out", out, "--work-dir", work.to_str().unwrap()]), &[out, "no manifest.json"]);
+    assert!(!work.exists(), "reproduce started before refusing its report dir");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
     assert_eq!(std::fs::read_dir(&users).unwrap().count(), 1);
 
@@ -98,6 +101,11 @@ fn an_earlier_output_is_replaced_and_merge_never_writes_into_its_inputs() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
     assert!(data.join("meta.json").exists());
+
+    // The analysis replaces its report dir: a work dir inside it would lose its runs.
+    let inside = out.join("work");
+    assert_fails_naming(&repdef_in(dir.path(), &["reproduce", "--out", out.to_str().unwrap(), "--work-dir", inside.to_str().unwrap()]), &["inside the report dir"]);
+    assert!(!inside.exists());
 }
 
 #[test]
