@@ -64,7 +64,8 @@ enum Command {
     Plot {
         dir: PathBuf,
     },
-    /// Exit non-zero when ranks dropped below a baseline table (dimension-utilisation regression).
+    /// Exit 1 when ranks dropped below a baseline table (dimension-utilisation regression), 2 on
+    /// bad input (an empty baseline, or one with no row in common with the current table).
     Check {
         /// An analysis dir or its ranks.csv.
         current: PathBuf,
@@ -330,6 +331,16 @@ fn print_verdicts(verdicts: &[crate::report::verdicts::Verdict]) {
     }
 }
 
+/// The exit status of a failed run: 1 when `check` found a regression, 2 for every other error
+/// (bad usage, unreadable or invalid input, a failed command), as clap's usage errors.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    if error.is::<crate::report::check::Regressed>() {
+        1
+    } else {
+        2
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Prepare(args) => {
@@ -375,8 +386,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect { dir } => crate::inspect::inspect(&dir)?,
         Command::Analyze(args) => {
             let (spec, out) = args.into_spec()?;
-            let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
             let plan = spec.resolve()?;
+            let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&plan.spec.name));
             let results = crate::analysis::analyze(&plan, &out)?;
             print!("{}", crate::analysis::summary::render(&results.ranks));
             println!("wrote {}", out.display());
@@ -411,15 +422,13 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Check { current, baseline, max_drop, rel_tol } => {
-            use crate::report::check::{find_regressions, render, Tolerances};
+            use crate::report::check::{check_files, render, Regressed, Tolerances};
             let current = if current.is_dir() { current.join(crate::analysis::RANKS_FILE) } else { current };
             let tolerances = Tolerances::parse(&max_drop, &rel_tol)?;
-            let baseline_rows: Vec<crate::analysis::tables::RankRow> = crate::analysis::tables::read_csv(&baseline)?;
-            let current_rows: Vec<crate::analysis::tables::RankRow> = crate::analysis::tables::read_csv(&current)?;
-            let regressions = find_regressions(&current_rows, &baseline_rows, &tolerances);
-            print!("{}", render(&regressions, baseline_rows.len()));
+            let (regressions, compared) = check_files(&current, &baseline, &tolerances)?;
+            print!("{}", render(&regressions, compared));
             if !regressions.is_empty() {
-                bail!("dimension utilisation regressed in {} of {} rows against {}", regressions.len(), baseline_rows.len(), baseline.display());
+                return Err(Regressed { rows: regressions.len(), compared, baseline }.into());
             }
         }
         Command::Merge { dirs, out } => {

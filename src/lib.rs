@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod hidden_states;
 pub mod inspect;
 pub mod model;
+pub mod outdir;
 pub mod progress;
 pub mod rank;
 pub mod report;

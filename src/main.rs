@@ -1,4 +1,5 @@
-//! The `repdef` binary: parse arguments, run, print the error chain once, exit non-zero on failure.
+//! The `repdef` binary: parse arguments, run, print the error chain once, exit 1 on a
+//! regression found by `check` and 2 on any other failure.
 
 use clap::Parser;
 
@@ -8,6 +9,6 @@ fn main() {
         // One line: candle errors may carry a multi-line backtrace after their message.
         let chain: Vec<String> = error.chain().map(|e| e.to_string().lines().next().unwrap_or_default().to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
-        std::process::exit(1);
+        std::process::exit(repdef::cli::exit_code(&error));
     }
 }

@@ -11,7 +11,7 @@ use crate::report::verdicts::{Downstream, Verdict};
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
 use crate::train::{train, TrainRequest};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -170,6 +170,11 @@ fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Object
 
 pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let budget = &req.budget;
+    crate::outdir::claim(&req.out, crate::analysis::manifest::MANIFEST_FILE)?;
+    let absolute = |p: &Path| std::env::current_dir().map(|d| d.join(p));
+    if absolute(&req.work_dir)?.starts_with(absolute(&req.out)?) {
+        bail!("--work-dir {} is inside the report dir {}, which the analysis replaces: choose another", req.work_dir.display(), req.out.display());
+    }
     let data_dir = req.work_dir.join("data");
     if crate::data::corpus::read_meta(&data_dir).is_err() {
         eprintln!("[1/5] preparing {} → {}", req.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), data_dir.display());

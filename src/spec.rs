@@ -94,6 +94,12 @@ impl Centring {
     }
 }
 
+impl std::fmt::Display for Centring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_centred() { "centred" } else { "uncentred" })
+    }
+}
+
 /// Where the analysed tokens come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
@@ -142,6 +148,7 @@ impl AnalysisSpec {
     }
 
     pub fn resolve(self) -> Result<Plan> {
+        check_name(&self.name)?;
         ensure!(!self.models.is_empty(), "the spec names no models");
         ensure!(self.data.tokens > 0, "data.tokens must be positive");
         ensure!(self.data.batch_size > 0, "data.batch_size must be positive");
@@ -149,6 +156,7 @@ impl AnalysisSpec {
         let m = &self.measure;
         ensure!(0.0 < m.mask_prob && m.mask_prob < 1.0, "measure.mask_prob must be in (0, 1), got {}", m.mask_prob);
         ensure!(!m.centring.is_empty(), "measure.centring must name uncentred and/or centred");
+        ensure_distinct("measure.centring", &m.centring)?;
         let mut labels: Vec<&str> = self.models.iter().map(|m| m.label.as_str()).collect();
         labels.sort_unstable();
         labels.dedup();
@@ -159,6 +167,7 @@ impl AnalysisSpec {
             .map(|e| e.parse::<Estimator>().with_context(|| format!("measure.estimators: {e:?}")))
             .collect::<Result<Vec<_>>>()?;
         ensure!(!estimators.is_empty(), "measure.estimators is empty");
+        ensure_distinct("measure.estimators", &estimators)?;
         let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
         let data = resolve_data(&self.data.paths)?;
         let shard = parse_shard(self.data.shard.as_deref())?;
@@ -177,11 +186,28 @@ impl AnalysisSpec {
                 ensure!(all_taps.contains(&tap), "model {:?} has no tap {name} ({} layers)", model.label, config.num_hidden_layers);
                 taps.push(tap);
             }
+            ensure_distinct("measure.taps", &taps)?;
             taps
         };
         ensure!(self.data.seq_len <= config.max_position_embeddings, "data.seq_len {} exceeds model {:?}'s {} positions", self.data.seq_len, model.label, config.max_position_embeddings);
         Ok(PlannedModel { label: model.label.clone(), path: model.path.clone(), config, taps })
     }
+}
+
+/// The spec's name becomes the default output dir `reports/<name>`: it must be a plain name,
+/// so that the output never lands outside `reports/` or on `reports/` itself.
+fn check_name(name: &str) -> Result<()> {
+    let plain = matches!(Path::new(name).components().collect::<Vec<_>>()[..], [std::path::Component::Normal(_)]);
+    ensure!(plain && !name.contains(['/', '\\']), "name {name:?}: expected a plain name (no path separators, not empty, `.` or `..`)");
+    Ok(())
+}
+
+/// Rejects a list that names an item twice (every row would be written twice).
+fn ensure_distinct<T: PartialEq + std::fmt::Display>(key: &str, items: &[T]) -> Result<()> {
+    for (i, item) in items.iter().enumerate() {
+        ensure!(!items[..i].contains(item), "{key} lists {item} twice");
+    }
+    Ok(())
 }
 
 fn resolve_data(paths: &[PathBuf]) -> Result<DataSource> {
@@ -242,6 +268,17 @@ seq_len = 32
     }
 
     #[test]
+    fn names_that_are_not_plain_are_rejected() {
+        in_repo(|| {
+            for name in ["", ".", "..", "../victim", "a/b", "/abs", "a\\b"] {
+                let spec = AnalysisSpec { name: name.into(), ..toml::from_str(SPEC).unwrap() };
+                let error = spec.resolve().unwrap_err().to_string();
+                assert!(error.contains("plain name"), "{name:?}: {error}");
+            }
+        });
+    }
+
+    #[test]
     fn unknown_keys_bad_values_and_bad_overrides_are_rejected() {
         in_repo(|| {
             let unknown = format!("{SPEC}\nsurprise = 1\n");
@@ -259,6 +296,15 @@ seq_len = 32
             let mut bad_shard = spec.clone();
             bad_shard.data.shard = Some("3/3".into());
             assert!(bad_shard.resolve().is_err());
+            let mut twice = spec.clone();
+            twice.measure.estimators = vec!["var@0.9".into(), "entropy".into(), "var@0.90".into()];
+            assert!(twice.resolve().unwrap_err().to_string().contains("measure.estimators lists var@0.9 twice"));
+            let mut twice = spec.clone();
+            twice.measure.taps = vec!["hook_full_embed".into(), "hook_full_embed".into()];
+            assert!(twice.resolve().unwrap_err().to_string().contains("measure.taps lists hook_full_embed twice"));
+            let mut twice = spec.clone();
+            twice.measure.centring = vec![Centring::Centred, Centring::Centred];
+            assert!(twice.resolve().unwrap_err().to_string().contains("measure.centring lists centred twice"));
             let overridden = apply_overrides(&spec, &["data.tokens=77".into()]).unwrap();
             assert_eq!(overridden.data.tokens, 77);
         });

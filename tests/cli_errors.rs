@@ -1,37 +1,20 @@
-//! The real binary on bad input: a clear one-line error naming the file, a non-zero exit, and
-//! no output file left behind. Plus the happy path of `hidden-states` and `inspect`.
+//! The real binary on bad input: a clear one-line error naming the file, exit code 2, and no
+//! output file left behind; `check` exits 1 only on a regression, and `report` never turns
+//! missing numbers into "does not hold". Plus the happy path of `hidden-states` and `inspect`.
 
+mod common;
+
+use common::{assert_fails_naming, copy_of_bert, fixture, repdef_in};
 use repdef::checkpoint::{read_safetensors, write_safetensors};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 fn repdef(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repdef")).args(args).output().unwrap()
+    repdef_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
-/// Asserts failure with a single `error:` line on stderr containing every `needle`.
-fn assert_fails_naming(output: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected failure, got success; stderr: {stderr}");
-    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(error_lines.len(), 1, "expected one error line, got: {stderr}");
-    for needle in needles {
-        assert!(error_lines[0].contains(needle), "error {:?} does not mention {needle:?}", error_lines[0]);
-    }
-}
-
-fn bert_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf-bert-tiny")
-}
-
-/// A copy of the tiny HF BERT dir that a test may damage.
-fn copy_of_bert(dir: &Path) -> PathBuf {
-    let copy = dir.join("bert");
-    std::fs::create_dir_all(&copy).unwrap();
-    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(bert_fixture().join(name), copy.join(name)).unwrap();
-    }
-    copy
+fn bert_fixture() -> std::path::PathBuf {
+    fixture("hf-bert-tiny")
 }
 
 fn hidden_states(model: &Path, out: &Path) -> Output {
@@ -116,4 +99,53 @@ fn plot_and_report_name_a_dir_that_is_not_an_analysis() {
         assert_fails_naming(&repdef(&[command, dir.path().to_str().unwrap()]), &["manifest.json"]);
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+}
+
+#[test]
+fn check_refuses_empty_or_foreign_baselines_and_exits_1_only_on_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let current = fixture("baselines/ci_guard_ranks.csv");
+    let table = std::fs::read_to_string(&current).unwrap();
+    let header = table.lines().next().unwrap();
+    let check = |name: &str, baseline: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, baseline).unwrap();
+        repdef(&["check", current.to_str().unwrap(), "--baseline", path.to_str().unwrap()])
+    };
+    assert_fails_naming(&check("empty.csv", ""), &["empty.csv", "no rows"]);
+    assert_fails_naming(&check("header.csv", &format!("{header}\n")), &["header.csv", "no rows"]);
+    assert_fails_naming(&check("foreign.csv", &table.replace("MAE-LM", "X").replace("MLM", "Y")), &["foreign.csv", "no row matches"]);
+    assert_fails_naming(&check("garbage.csv", "\u{1}\u{2}junk\nmore,junk\n"), &["garbage.csv"]);
+    let raised: String = table.lines().map(|l| if l == header { format!("{l}\n") } else { l.replace(",false,", ",false,1").replace(",true,", ",true,1") + "\n" }).collect();
+    let regressed = check("raised.csv", &raised);
+    assert_eq!(regressed.status.code(), Some(1), "{}", String::from_utf8_lossy(&regressed.stderr));
+    assert!(String::from_utf8_lossy(&regressed.stdout).contains("rows regressed"));
+    let itself = check("itself.csv", &table);
+    assert_eq!(itself.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&itself.stdout).contains("none regressed"));
+}
+
+#[test]
+fn report_on_a_damaged_ranks_table_is_an_error_or_not_measured_never_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let analysis = dir.path().join("analysis");
+    let (mlm, maelm, text) = (fixture("repdef-tiny-mlm"), fixture("repdef-tiny-maelm"), fixture("corpus/wikitext2_test.txt"));
+    let (mlm, maelm) = (format!("MLM={}", mlm.display()), format!("MAE-LM={}", maelm.display()));
+    let made = repdef(&["analyze", "--model", &mlm, "--model", &maelm, "--data", text.to_str().unwrap(), "--tokens", "512", "--seq-len", "32", "--out", analysis.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ranks = analysis.join("ranks.csv");
+    let table = std::fs::read_to_string(&ranks).unwrap();
+    let report = || repdef(&["report", analysis.to_str().unwrap()]);
+
+    std::fs::write(&ranks, format!("{}\n", table.lines().next().unwrap())).unwrap();
+    assert_fails_naming(&report(), &["ranks.csv", "no rows"]);
+    std::fs::write(&ranks, b"\x00\xffnot,a\ntable\n").unwrap();
+    assert_fails_naming(&report(), &["ranks.csv"]);
+    // Cut at a row boundary: the first rows only, no claim has all its numbers.
+    let cut: String = table.lines().take(20).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&ranks, cut).unwrap();
+    let output = report();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains("does not hold") && stdout.matches("not measured").count() == 4, "{stdout}");
 }

@@ -48,7 +48,7 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     let raised = dir.path().join("raised.csv");
     write_raised_baseline(&baseline, &raised, 5.0);
     let regressed = repdef(&["check", out.to_str().unwrap(), "--baseline", raised.to_str().unwrap(), "--max-drop", "2"]);
-    assert!(!regressed.status.success());
+    assert_eq!(regressed.status.code(), Some(1), "a regression exits 1");
     assert!(stdout(&regressed).contains("rows regressed"), "{}", stdout(&regressed));
     let tolerated = repdef(&["check", out.to_str().unwrap(), "--baseline", raised.to_str().unwrap(), "--max-drop", "6"]);
     assert!(tolerated.status.success());

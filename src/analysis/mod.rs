@@ -1,7 +1,8 @@
 //! `repdef analyze` and `repdef merge`: from a plan (or shards' accumulators) to the output dir:
 //! `manifest.json`, `ranks.csv`, `spectra.csv`, `subspace.csv`, `accumulators.safetensors`.
 //! The dir is assembled under a temporary name and renamed into place, so an interrupted or
-//! failed analysis never leaves a valid-looking partial result.
+//! failed analysis never leaves a valid-looking partial result; it replaces only an earlier
+//! analysis dir (one with a `manifest.json`), checked before the work (`crate::outdir`).
 
 pub mod manifest;
 pub mod parquet;
@@ -12,6 +13,7 @@ pub mod training_record;
 
 use crate::extract::{extract, Accumulators};
 use crate::fsutil::{read_json, write_json_atomic};
+use crate::outdir::{claim, write_staged};
 use crate::spec::Plan;
 use anyhow::{bail, ensure, Context, Result};
 use manifest::{Manifest, MANIFEST_FILE};
@@ -27,6 +29,7 @@ pub const SPECTRA_PARQUET_FILE: &str = "spectra.parquet";
 
 /// Runs the plan and writes its output dir; returns the computed tables.
 pub fn analyze(plan: &Plan, out: &Path) -> Result<Results> {
+    claim(out, MANIFEST_FILE)?;
     let (accumulators, tokens) = extract(plan)?;
     let manifest = Manifest::new(plan, &tokens)?;
     let results = compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?;
@@ -47,6 +50,10 @@ fn in_model_order(mut results: Results, manifest: &Manifest) -> Results {
 /// Adds the accumulators of analysis dirs made from the same spec on different shards.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
     ensure!(!dirs.is_empty(), "nothing to merge");
+    claim(out, MANIFEST_FILE)?;
+    for dir in dirs {
+        ensure!(!same_dir(dir, out), "{}: merged into itself; choose another --out", dir.display());
+    }
     let mut merged: Option<(Manifest, Accumulators)> = None;
     for dir in dirs {
         let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
@@ -98,21 +105,19 @@ fn check_compatible(first: &Manifest, other: &Manifest, dir: &Path) -> Result<()
     Ok(())
 }
 
+/// Whether both paths name the same existing directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 fn write_output_dir(out: &Path, manifest: &Manifest, accumulators: &Accumulators, results: &Results) -> Result<()> {
-    let staging = crate::fsutil::temp_path(out);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("removing stale {}", staging.display()))?;
-    }
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    write_csv(&staging.join(RANKS_FILE), &results.ranks)?;
-    write_csv(&staging.join(SPECTRA_FILE), &results.spectra)?;
-    write_csv(&staging.join(SUBSPACE_FILE), &results.subspace)?;
-    parquet::write_ranks(&staging.join(RANKS_PARQUET_FILE), &results.ranks)?;
-    parquet::write_spectra(&staging.join(SPECTRA_PARQUET_FILE), &results.spectra)?;
-    write_accumulators(&staging.join(ACCUMULATORS_FILE), accumulators)?;
-    write_json_atomic(&staging.join(MANIFEST_FILE), manifest)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
-    }
-    std::fs::rename(&staging, out).with_context(|| format!("moving results into {}", out.display()))
+    write_staged(out, MANIFEST_FILE, |staging| {
+        write_csv(&staging.join(RANKS_FILE), &results.ranks)?;
+        write_csv(&staging.join(SPECTRA_FILE), &results.spectra)?;
+        write_csv(&staging.join(SUBSPACE_FILE), &results.subspace)?;
+        parquet::write_ranks(&staging.join(RANKS_PARQUET_FILE), &results.ranks)?;
+        parquet::write_spectra(&staging.join(SPECTRA_PARQUET_FILE), &results.spectra)?;
+        write_accumulators(&staging.join(ACCUMULATORS_FILE), accumulators)?;
+        write_json_atomic(&staging.join(MANIFEST_FILE), manifest)
+    })
 }

@@ -7,6 +7,9 @@
 //!   followed by one `[SEP]` id as document separator;
 //! - `meta.json` ([`CorpusMeta`]): provenance and counts, written last, so a directory without it
 //!   is an unfinished `prepare`.
+//!
+//! The directory is built under a temporary name and renamed into place; it replaces only an
+//! earlier prepared directory (one with a `meta.json`), checked before any work (`crate::outdir`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -91,6 +94,7 @@ pub struct CorpusMeta {
 /// Builds a prepared corpus directory from `opts` and returns what it wrote to `meta.json`.
 pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
     ensure!(!opts.inputs.is_empty(), "no input text files given");
+    crate::outdir::claim(&opts.out, META_FILE)?;
     let (inputs, docs) = read_inputs(&opts.inputs)?;
     let reused = match &opts.tokenizer {
         Some(path) => Some((load_tokenizer(path)?, describe_file(path)?)),
@@ -308,23 +312,17 @@ fn write_outputs(
     holdout_ids: &[u32],
     meta: &CorpusMeta,
 ) -> Result<()> {
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    // Each file is written atomically, but a crash between two of them would leave an old
-    // meta.json beside new files, looking valid: drop it first, write the new one last.
-    let meta_path = out.join(META_FILE);
-    if meta_path.exists() {
-        fs::remove_file(&meta_path)
-            .with_context(|| format!("removing old {}", meta_path.display()))?;
-    }
     let tok_json = tok
         .to_string(true)
         .map_err(|e| anyhow!(e))
         .context("serialising the tokenizer")?;
-    write_atomic(&out.join(TOKENIZER_FILE), tok_json.as_bytes())?;
-    write_atomic(&out.join(TRAIN_FILE), &ids_to_bytes(train_ids))?;
-    write_atomic(&out.join(HOLDOUT_FILE), &ids_to_bytes(holdout_ids))?;
     let meta_json = serde_json::to_string_pretty(meta).context("serialising meta.json")?;
-    write_atomic(&meta_path, meta_json.as_bytes())
+    crate::outdir::write_staged(out, META_FILE, |staging| {
+        write_atomic(&staging.join(TOKENIZER_FILE), tok_json.as_bytes())?;
+        write_atomic(&staging.join(TRAIN_FILE), &ids_to_bytes(train_ids))?;
+        write_atomic(&staging.join(HOLDOUT_FILE), &ids_to_bytes(holdout_ids))?;
+        write_atomic(&staging.join(META_FILE), meta_json.as_bytes())
+    })
 }
 
 fn ids_to_bytes(ids: &[u32]) -> Vec<u8> {

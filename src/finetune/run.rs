@@ -99,6 +99,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
     let cfg = &req.config;
     cfg.validate()?;
     ensure!(!req.seeds.is_empty(), "no seeds to fine-tune with");
+    crate::outdir::claim(&req.out, super::results::SUMMARY_FILE)?;
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let start = Instant::now();
     let device = Device::Cpu;

@@ -1,11 +1,13 @@
 //! `repdef check`: did dimension utilisation regress? Compares a ranks table with a baseline
 //! row by row (model, condition, group, layer, estimator, centring); a row regresses when its
-//! value dropped by more than the tolerance, or disappeared. Increases never fail.
+//! value dropped by more than the tolerance, or disappeared. Increases never fail. A baseline
+//! with no rows, or none in common with the current table, is refused: it would pass anything.
 
-use crate::analysis::tables::RankRow;
-use anyhow::{bail, Context, Result};
+use crate::analysis::tables::{read_csv, RankRow};
+use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 /// How much a value may drop: absolute (`max_drop`) or relative (`rel_tol`, a fraction of the
 /// baseline); both may be given per estimator (`"var@0.9=2"`) or for all (`"2"`).
@@ -79,6 +81,37 @@ pub fn find_regressions(current: &[RankRow], baseline: &[RankRow], tolerances: &
         })
         .collect()
 }
+
+/// Reads both tables and compares them; returns the regressions and the number of rows compared.
+pub fn check_files(current: &Path, baseline: &Path, tolerances: &Tolerances) -> Result<(Vec<Regression>, usize)> {
+    let baseline_rows: Vec<RankRow> = read_csv(baseline)?;
+    let current_rows: Vec<RankRow> = read_csv(current)?;
+    ensure!(!baseline_rows.is_empty(), "{}: the baseline has no rows, so it would pass any table", baseline.display());
+    let now: std::collections::BTreeSet<RowKey> = current_rows.iter().map(key).collect();
+    ensure!(
+        baseline_rows.iter().any(|r| now.contains(&key(r))),
+        "{}: no row matches {} (other models, groups or estimators): wrong baseline?",
+        baseline.display(),
+        current.display()
+    );
+    Ok((find_regressions(&current_rows, &baseline_rows, tolerances), baseline_rows.len()))
+}
+
+/// The error `check` fails with when rows regressed: the only failure that exits with 1.
+#[derive(Debug)]
+pub struct Regressed {
+    pub rows: usize,
+    pub compared: usize,
+    pub baseline: PathBuf,
+}
+
+impl std::fmt::Display for Regressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dimension utilisation regressed in {} of {} rows against {}", self.rows, self.compared, self.baseline.display())
+    }
+}
+
+impl std::error::Error for Regressed {}
 
 pub fn render(regressions: &[Regression], compared: usize) -> String {
     let mut text = String::new();

@@ -17,7 +17,7 @@ use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
 use crate::analysis::tables::{read_csv, RankRow, SubspaceRow};
 use crate::analysis::{RANKS_FILE, SUBSPACE_FILE};
 use crate::fsutil::{read_json, write_atomic};
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::path::Path;
 use verdicts::{decide_claims, Downstream, Verdict};
 
@@ -49,7 +49,9 @@ pub fn plot_and_report(dir: &Path) -> Result<Vec<Verdict>> {
 /// any); returns the verdicts.
 pub fn write_report(dir: &Path) -> Result<Vec<Verdict>> {
     let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
-    let ranks: Vec<RankRow> = read_csv(&dir.join(RANKS_FILE))?;
+    let ranks_path = dir.join(RANKS_FILE);
+    let ranks: Vec<RankRow> = read_csv(&ranks_path)?;
+    ensure!(!ranks.is_empty(), "{}: no rows; the analysis dir is damaged (rerun `repdef analyze`)", ranks_path.display());
     let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
     let facts = facts::load_facts(&manifest)?;
     let downstream_path = dir.join(DOWNSTREAM_FILE);

@@ -1,6 +1,8 @@
 //! The paper's claims (DESIGN §1, "Claims a reproduction checks"), each decided by a stated rule
 //! from the numbers: holds, does not hold, or inconclusive (a model that never left the unigram
 //! plateau cannot show the effect, so a verdict on it would be meaningless). Never written in.
+//! A claim whose numbers are not all in the tables (a spec without uncentred var@0.9, a
+//! truncated `ranks.csv`) is "not measured", never "does not hold".
 
 use crate::analysis::tables::{RankRow, SubspaceRow};
 use crate::config::Objective;
@@ -103,11 +105,14 @@ fn view(objective: Objective, ranks: &[RankRow], subspace: &[SubspaceRow], model
         outside.entry(row.layer).or_default().push(row.mask_energy_outside_real);
     }
     let trained = members.iter().map(|m| m.left_plateau()).collect::<Option<Vec<bool>>>().map(|all| all.iter().all(|&b| b));
+    // A cell is known only when every seed has it: a median over the seeds that happen to be
+    // left in a truncated table would pass for a result.
+    let complete = |values: Vec<f64>| if values.len() == members.len() { median(&values) } else { None };
     Some(ObjectiveView {
         n_layers: first.n_layers,
         trained,
-        rank: rank_values.into_iter().filter_map(|(k, v)| Some((k, median(&v)?))).collect(),
-        mask_outside: outside.into_iter().filter_map(|(k, v)| Some((k, median(&v)?))).collect(),
+        rank: rank_values.into_iter().filter_map(|(k, v)| Some((k, complete(v)?))).collect(),
+        mask_outside: outside.into_iter().filter_map(|(k, v)| Some((k, complete(v)?))).collect(),
     })
 }
 
@@ -121,13 +126,36 @@ impl ObjectiveView {
         ((self.n_layers / 2 + 1)..=self.n_layers).collect()
     }
 
-    /// Mean over block outputs of rank(masked/all) − rank(clean/all).
-    fn mask_gap(&self) -> Option<f64> {
-        let gaps: Vec<f64> = (1..=self.n_layers)
-            .filter_map(|l| Some(self.get(Condition::Masked, Group::All, l)? - self.get(Condition::Clean, Group::All, l)?))
-            .collect();
-        (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64)
+    /// Every block output (HF hidden-state indices 1..=n_layers).
+    fn block_outputs(&self) -> Vec<usize> {
+        (1..=self.n_layers).collect()
     }
+
+    /// The var@0.9 rank of `condition/group` at each of `layers`, or a note naming the first
+    /// missing one (`model` names this view in it).
+    fn ranks_at(&self, model: &str, condition: Condition, group: Group, layers: &[usize]) -> Result<Vec<f64>, String> {
+        layers
+            .iter()
+            .map(|&l| self.get(condition, group, l).ok_or_else(|| missing(model, &format!("{}/{} uncentred var@0.9", condition.name(), group.name()), l)))
+            .collect()
+    }
+
+    /// The share of `[MASK]` energy outside the real subspace at each of `layers`, or a note.
+    fn mask_outside_at(&self, model: &str, layers: &[usize]) -> Result<Vec<f64>, String> {
+        layers.iter().map(|l| self.mask_outside.get(l).copied().ok_or_else(|| missing(model, "[MASK] energy outside the real subspace", *l))).collect()
+    }
+
+    /// Mean over block outputs of rank(masked/all) − rank(clean/all).
+    fn mask_gap(&self, model: &str) -> Result<f64, String> {
+        let layers = self.block_outputs();
+        let masked = self.ranks_at(model, Condition::Masked, Group::All, &layers)?;
+        let clean = self.ranks_at(model, Condition::Clean, Group::All, &layers)?;
+        Ok(masked.iter().zip(&clean).map(|(m, c)| m - c).sum::<f64>() / layers.len() as f64)
+    }
+}
+
+fn missing(model: &str, what: &str, layer: usize) -> String {
+    format!("not in the tables: {model} {what} at layer {layer}")
 }
 
 fn untrained_note(models: &[(&str, &ObjectiveView)]) -> Option<String> {
@@ -146,25 +174,22 @@ fn claim_mask_dimensions(mlm: Option<&ObjectiveView>) -> Verdict {
     );
     let Some(mlm) = mlm else { return verdict(claim, rule, Outcome::NotMeasured, "no MLM model in this analysis".into()) };
     let upper = mlm.upper_layers();
-    let higher: Vec<String> = upper
-        .iter()
-        .filter_map(|&l| {
-            let (m, c) = (mlm.get(Condition::Masked, Group::All, l)?, mlm.get(Condition::Clean, Group::All, l)?);
-            Some(format!("layer {l}: {m:.0} vs {c:.0}"))
-        })
-        .collect();
-    let n_higher = upper
-        .iter()
-        .filter(|&&l| matches!((mlm.get(Condition::Masked, Group::All, l), mlm.get(Condition::Clean, Group::All, l)), (Some(m), Some(c)) if m > c))
-        .count();
-    let outside = median(&upper.iter().filter_map(|l| mlm.mask_outside.get(l).copied()).collect::<Vec<_>>());
+    let inputs = mlm.ranks_at("MLM", Condition::Masked, Group::All, &upper).and_then(|masked| {
+        Ok((masked, mlm.ranks_at("MLM", Condition::Clean, Group::All, &upper)?, mlm.mask_outside_at("MLM", &upper)?))
+    });
+    let (masked, clean, outside) = match inputs {
+        Ok(inputs) => inputs,
+        Err(note) => return verdict(claim, rule, Outcome::NotMeasured, note),
+    };
+    let higher: Vec<String> = upper.iter().zip(masked.iter().zip(&clean)).map(|(l, (m, c))| format!("layer {l}: {m:.0} vs {c:.0}")).collect();
+    let n_higher = masked.iter().zip(&clean).filter(|(m, c)| m > c).count();
+    let outside = median(&outside).expect("every upper layer has a finite share");
     let mut evidence = format!(
-        "masked/all vs clean/all: {}; {n_higher} of {} upper layers higher; median [MASK] energy outside: {}",
+        "masked/all vs clean/all: {}; {n_higher} of {} upper layers higher; median [MASK] energy outside: {outside:.3}",
         higher.join(", "),
-        upper.len(),
-        outside.map_or("n/a".into(), |o| format!("{o:.3}"))
+        upper.len()
     );
-    let holds = n_higher * 2 > upper.len() && outside.is_some_and(|o| o > MASK_OUTSIDE_THRESHOLD);
+    let holds = n_higher * 2 > upper.len() && outside > MASK_OUTSIDE_THRESHOLD;
     decide(claim, rule, holds, &mut evidence, &[("MLM", mlm)])
 }
 
@@ -174,16 +199,19 @@ fn claim_real_dimensions(mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView
     let (Some(mlm), Some(mae)) = (mlm, mae) else {
         return verdict(claim, rule, Outcome::NotMeasured, "needs both an MLM and an MAE-LM model".into());
     };
-    let layers: Vec<(usize, f64, f64)> = (1..=mlm.n_layers.min(mae.n_layers))
-        .filter_map(|l| Some((l, mae.get(Condition::Clean, Group::Real, l)?, mlm.get(Condition::Clean, Group::Real, l)?)))
-        .collect();
-    let n_higher = layers.iter().filter(|(_, a, b)| a > b).count();
+    let layers: Vec<usize> = (1..=mlm.n_layers.min(mae.n_layers)).collect();
+    let inputs = mae.ranks_at("MAE-LM", Condition::Clean, Group::Real, &layers).and_then(|a| Ok((a, mlm.ranks_at("MLM", Condition::Clean, Group::Real, &layers)?)));
+    let (mae_real, mlm_real) = match inputs {
+        Ok(inputs) => inputs,
+        Err(note) => return verdict(claim, rule, Outcome::NotMeasured, note),
+    };
+    let n_higher = mae_real.iter().zip(&mlm_real).filter(|(a, b)| a > b).count();
     let mut evidence = format!(
         "MAE-LM vs MLM clean/real: {}; higher at {n_higher} of {}",
-        layers.iter().map(|(l, a, b)| format!("layer {l}: {a:.0} vs {b:.0}")).collect::<Vec<_>>().join(", "),
+        layers.iter().zip(mae_real.iter().zip(&mlm_real)).map(|(l, (a, b))| format!("layer {l}: {a:.0} vs {b:.0}")).collect::<Vec<_>>().join(", "),
         layers.len()
     );
-    let holds = !layers.is_empty() && n_higher * 2 > layers.len();
+    let holds = n_higher * 2 > layers.len();
     decide(claim, rule, holds, &mut evidence, &[("MLM", mlm), ("MAE-LM", mae)])
 }
 
@@ -193,8 +221,9 @@ fn claim_gap_closed(mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView>) ->
     let (Some(mlm), Some(mae)) = (mlm, mae) else {
         return verdict(claim, rule, Outcome::NotMeasured, "needs both an MLM and an MAE-LM model".into());
     };
-    let (Some(gap_mlm), Some(gap_mae)) = (mlm.mask_gap(), mae.mask_gap()) else {
-        return verdict(claim, rule, Outcome::NotMeasured, "masked/all or clean/all missing".into());
+    let (gap_mlm, gap_mae) = match mlm.mask_gap("MLM").and_then(|a| Ok((a, mae.mask_gap("MAE-LM")?))) {
+        Ok(gaps) => gaps,
+        Err(note) => return verdict(claim, rule, Outcome::NotMeasured, note),
     };
     let mut evidence = format!("mean gap: MLM {gap_mlm:+.1}, MAE-LM {gap_mae:+.1}");
     let holds = gap_mae.abs() < gap_mlm.abs();
@@ -320,6 +349,32 @@ mod tests {
         // Loss 6.4 is not 0.5 nats below the unigram plateau 6.5.
         let got = outcomes(&table(0.0, 0.0), 0.02, 6.4);
         assert_eq!(got[..3], [Outcome::Inconclusive, Outcome::Inconclusive, Outcome::Inconclusive]);
+    }
+
+    #[test]
+    fn missing_numbers_are_not_measured_never_does_not_hold() {
+        let not_measured = [Outcome::NotMeasured; 3];
+        assert_eq!(outcomes(&[], 0.4, 4.0)[..3], not_measured, "an empty table");
+        let other_estimator: Vec<RankRow> = table(20.0, 15.0).into_iter().map(|r| RankRow { estimator: "entropy".into(), ..r }).collect();
+        assert_eq!(outcomes(&other_estimator, 0.4, 4.0)[..3], not_measured, "no var@0.9");
+        let centred: Vec<RankRow> = table(20.0, 15.0).into_iter().map(|r| RankRow { centred: true, ..r }).collect();
+        assert_eq!(outcomes(&centred, 0.4, 4.0)[..3], not_measured, "only centred spectra");
+        // A table cut after layer 3: the last layer is missing for MAE-LM's rows.
+        let mut cut = table(0.0, -10.0);
+        cut.truncate(cut.len() - 3);
+        let verdicts = decide_claims(&cut, &(1..=4).map(|l| outside("MLM", l, 0.02)).collect::<Vec<_>>(), &[facts("MLM", Objective::Mlm, 4.0), facts("MAE-LM", Objective::MaeLm, 4.0)], None);
+        assert_eq!(verdicts[0].outcome, Outcome::DoesNotHold, "MLM's rows are complete");
+        assert_eq!(verdicts[1].outcome, Outcome::NotMeasured);
+        assert!(verdicts[1].evidence.contains("MAE-LM clean/real uncentred var@0.9 at layer 4"), "{}", verdicts[1].evidence);
+        assert_eq!(verdicts[2].outcome, Outcome::NotMeasured);
+    }
+
+    #[test]
+    fn a_seed_missing_from_the_table_leaves_the_claim_not_measured() {
+        let ranks = table(20.0, 15.0);
+        let models = [facts("MLM", Objective::Mlm, 4.0), facts("MAE-LM", Objective::MaeLm, 4.0), facts("MAE-LM#seed1", Objective::MaeLm, 4.0)];
+        let subspace: Vec<SubspaceRow> = (1..=4).map(|l| outside("MLM", l, 0.4)).collect();
+        assert_eq!(decide_claims(&ranks, &subspace, &models, None)[1].outcome, Outcome::NotMeasured);
     }
 
     #[test]

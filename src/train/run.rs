@@ -73,6 +73,8 @@ fn prepare_run_dir(req: &TrainRequest) -> Result<(TrainConfig, ModelConfig)> {
     if out.join(TRAIN_STATE_FILE).exists() {
         bail!("{}: already holds a training run (use --resume to continue it, or another --out)", out.display());
     }
+    // A run dir whose first checkpoint was never written carries only configs: start it afresh.
+    crate::outdir::claim(out, TRAIN_CONFIG_FILE)?;
     let config = &req.config;
     config.validate()?;
     let meta = read_meta(&req.data_dir)?;

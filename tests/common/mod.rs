@@ -1,4 +1,5 @@
-//! Shared set-up for integration tests: a small prepared corpus and a tiny training request.
+//! Shared set-up for integration tests: a small prepared corpus, a tiny training request, and
+//! running the real binary.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -6,10 +7,42 @@ use repdef::config::{Objective, Preset, TrainConfig};
 use repdef::data::corpus::{prepare, PrepareOptions};
 use repdef::train::TrainRequest;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
+}
+
+/// Runs the real binary with `args` in the working directory `cwd`.
+pub fn repdef_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repdef")).current_dir(cwd).args(args).output().unwrap()
+}
+
+/// Asserts failure with exit code 2 (usage or input error) and a single `error:` line on stderr
+/// containing every `needle`.
+pub fn assert_fails_naming(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "expected exit code 2; stderr: {stderr}");
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "expected one error line, got: {stderr}");
+    for needle in needles {
+        assert!(error_lines[0].contains(needle), "error {:?} does not mention {needle:?}", error_lines[0]);
+    }
+}
+
+/// A copy of the tiny HF BERT dir in `dir/bert` that a test may damage.
+pub fn copy_of_bert(dir: &Path) -> PathBuf {
+    let copy = dir.join("bert");
+    std::fs::create_dir_all(&copy).unwrap();
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("hf-bert-tiny").join(name), copy.join(name)).unwrap();
+    }
+    copy
+}
 
 /// The first ~8 WikiText articles, prepared with a 400-token vocabulary, in `dir/data`.
 pub fn small_corpus(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus/wikitext2_valid.txt");
+    let source = fixture("corpus/wikitext2_valid.txt");
     let text: String = std::fs::read_to_string(source).unwrap().lines().take(500).map(|l| format!("{l}\n")).collect();
     let input = dir.join("small.txt");
     std::fs::write(&input, text).unwrap();
