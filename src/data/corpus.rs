@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::documents::{split_by_rule, DocumentRule};
-use super::interleave::{interleave_pieces, HOLDOUT_PIECE_TOKENS};
+use super::interleave::{interleave_holdout, HOLDOUT_PIECE_TOKENS};
 use super::sources::{apply_holdout, tail_count, CorpusFile, HoldoutRule};
 use super::textfile::{describe_file, read_text_file};
 use super::tokenizer::{load_tokenizer, train_wordpiece, SpecialIds, SPECIAL_TOKENS};
@@ -159,7 +159,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
     let sep = special_ids.sep;
 
     let mut train_ids = Vec::new();
-    let mut holdout_docs = Vec::new();
+    // Held-out documents' ids grouped by source, sources in order of first appearance.
+    let mut holdout_docs: Vec<(String, Vec<Vec<u32>>)> = Vec::new();
     let mut inputs = Vec::with_capacity(files.len());
     for ((spec, file), docs) in opts.files.iter().zip(stored).zip(&files) {
         let before = train_ids.len();
@@ -172,7 +173,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
             let mut ids = Vec::new();
             encode_into(&tok, doc, &mut ids)?;
             n_holdout += ids.len() as u64;
-            holdout_docs.push(ids);
+            match holdout_docs.iter_mut().find(|(s, _)| *s == spec.source) {
+                Some((_, docs)) => docs.push(ids),
+                None => holdout_docs.push((spec.source.clone(), vec![ids])),
+            }
         }
         inputs.push(CorpusInput {
             file,
@@ -186,10 +190,12 @@ pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
         });
     }
     drop(files);
+    let holdout_docs: Vec<Vec<Vec<u32>>> = holdout_docs.into_iter().map(|(_, docs)| docs).collect();
+    let n_holdout_docs = holdout_docs.iter().map(Vec::len).sum();
     let holdout_ids = if opts.per_file_holdout() {
-        interleave_pieces(&holdout_docs, HOLDOUT_PIECE_TOKENS, sep)
+        interleave_holdout(&holdout_docs, HOLDOUT_PIECE_TOKENS, sep)
     } else {
-        holdout_docs.iter().flat_map(|d| d.iter().copied().chain([sep])).collect()
+        holdout_docs.iter().flatten().flat_map(|d| d.iter().copied().chain([sep])).collect()
     };
     let meta = CorpusMeta {
         format_version: FORMAT_VERSION,
@@ -198,7 +204,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
         holdout_frac: (!opts.per_file_holdout()).then_some(opts.holdout_frac),
         holdout_piece_tokens: opts.per_file_holdout().then_some(HOLDOUT_PIECE_TOKENS),
         n_documents_train: n_train_docs,
-        n_documents_holdout: holdout_docs.len(),
+        n_documents_holdout: n_holdout_docs,
         inputs,
         tokenizer_source,
         n_tokens_train: train_ids.len() as u64,
