@@ -47,7 +47,8 @@ enum Command {
         /// Where prepared data and run dirs go (default: runs/reproduce-<budget>).
         #[arg(long)]
         work_dir: Option<PathBuf>,
-        /// Corpus text files (default: the bundled WikiText-2 valid + test).
+        /// Corpus text files (plain or .gz), the last 10% of their documents held out (default:
+        /// the bundled corpus of fixtures/corpus/bundle.toml; WikiText-2 for the tiny budget).
         #[arg(long, num_args = 1..)]
         corpus: Vec<PathBuf>,
         /// Pretrain this many seeds (0, 1, …) of each objective instead of the budget's one;
@@ -88,16 +89,26 @@ enum Command {
 
 #[derive(Args)]
 struct PrepareArgs {
-    /// Text files (UTF-8); WikiText ` = Title = ` lines or blank lines separate documents.
-    #[arg(long = "input", required = true, num_args = 1..)]
+    /// Text files (UTF-8, or gzip-compressed if named `*.gz`); WikiText ` = Title = ` lines or
+    /// blank lines separate documents.
+    #[arg(long = "input", required_unless_present = "bundle", num_args = 1..)]
     inputs: Vec<PathBuf>,
+    /// Text files held out whole: never seen by tokenizer or model training. The holdout is then
+    /// interleaved from all held-out documents, and --holdout-frac is not used.
+    #[arg(long = "holdout-input", num_args = 1..)]
+    holdout_inputs: Vec<PathBuf>,
+    /// A corpus manifest listing files with their document and holdout rules (the bundled
+    /// corpus: fixtures/corpus/bundle.toml); --input/--holdout-input files are added to it.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 8192)]
     vocab_size: usize,
     #[arg(long)]
     lowercase: bool,
-    /// Fraction of documents (the last ones) held out from training, for evaluation and analysis.
+    /// When no file is held out (by --holdout-input or the manifest): the fraction of documents,
+    /// the last ones, held out from training for evaluation and analysis.
     #[arg(long, default_value_t = 0.1)]
     holdout_frac: f64,
     /// Use this HF tokenizer.json instead of training one.
@@ -345,7 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Prepare(args) => {
             let options = PrepareOptions {
-                inputs: args.inputs,
+                files: crate::data::sources::command_line_files(args.bundle.as_deref(), args.inputs, args.holdout_inputs)?,
                 out: args.out,
                 vocab_size: args.vocab_size,
                 lowercase: args.lowercase,
@@ -362,6 +373,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 meta.n_tokens_train,
                 meta.n_tokens_holdout
             );
+            for c in crate::data::corpus::source_counts(&meta) {
+                println!("  {}: {} / {} tokens", c.source, c.n_tokens_train, c.n_tokens_holdout);
+            }
         }
         Command::Train(args) => {
             let outcome = crate::train::train(&args.into_request()?)?;
@@ -400,7 +414,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let request = crate::reproduce::ReproduceRequest {
                 out: out.unwrap_or_else(|| PathBuf::from("reports").join(budget.name)),
                 work_dir: work_dir.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", budget.name))),
-                corpus: if corpus.is_empty() { crate::reproduce::bundled_corpus() } else { corpus },
+                corpus: if corpus.is_empty() { crate::reproduce::bundled_corpus(&budget)? } else { crate::reproduce::corpus_of_files(corpus) },
                 budget,
             };
             let verdicts = crate::reproduce::reproduce(&request)?;

@@ -6,6 +6,7 @@
 use crate::analysis::analyze;
 use crate::config::{Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
+use crate::data::sources::{read_bundle, CorpusFile, HoldoutRule, BUNDLE_MANIFEST};
 use crate::finetune::{finetune, FinetuneConfig, FinetuneRequest, FinetuneSummary, Task, SUMMARY_FILE};
 use crate::report::verdicts::{Downstream, Verdict};
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
@@ -35,6 +36,8 @@ pub struct Budget {
     /// `key=value` model-config overrides of the preset.
     pub model_overrides: &'static [&'static str],
     pub vocab_size: usize,
+    /// The corpus used when `--corpus` is not given.
+    pub corpus: BundledCorpus,
     pub steps: u64,
     pub batch_size: usize,
     pub seq_len: usize,
@@ -46,6 +49,16 @@ pub struct Budget {
     pub analysis_tokens: u64,
     /// SST-2 fine-tuning of each objective's first-seed encoder (claim 4).
     pub finetune: FinetuneBudget,
+}
+
+/// Which bundled corpus a budget pretrains on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundledCorpus {
+    /// WikiText-2 valid + test (0.5 M tokens, holdout = the last 10% of articles): prepares in
+    /// seconds, for the pipeline check; far too small for the science (DESIGN §1, "Scale matters").
+    WikiText,
+    /// Everything in `fixtures/corpus/bundle.toml` (~21 M tokens) with its fixed holdout.
+    Full,
 }
 
 /// How much fine-tuning a budget does; the rest of [`FinetuneConfig`] keeps its defaults.
@@ -64,6 +77,7 @@ impl BudgetName {
                 preset: Preset::Tiny,
                 model_overrides: &[],
                 vocab_size: 2000,
+                corpus: BundledCorpus::WikiText,
                 steps: 4,
                 batch_size: 4,
                 seq_len: 32,
@@ -79,6 +93,7 @@ impl BudgetName {
                 preset: Preset::Mini,
                 model_overrides: &["hidden_size=128", "intermediate_size=512", "num_attention_heads=2"],
                 vocab_size: 8192,
+                corpus: BundledCorpus::Full,
                 steps: 600,
                 batch_size: 32,
                 seq_len: 128,
@@ -112,17 +127,53 @@ impl BudgetName {
 
 pub struct ReproduceRequest {
     pub budget: Budget,
-    /// Text files of the corpus (default: the bundled WikiText-2 valid + test).
-    pub corpus: Vec<PathBuf>,
+    /// Files of the corpus (default: [`bundled_corpus`]).
+    pub corpus: Vec<CorpusFile>,
     /// Where prepared data and run dirs go.
     pub work_dir: PathBuf,
     /// The report dir.
     pub out: PathBuf,
 }
 
-/// The bundled corpus, relative to the working directory (the repository root).
-pub fn bundled_corpus() -> Vec<PathBuf> {
-    ["fixtures/corpus/wikitext2_valid.txt", "fixtures/corpus/wikitext2_test.txt"].map(PathBuf::from).to_vec()
+/// The budget's bundled corpus, relative to the working directory (the repository root).
+pub fn bundled_corpus(budget: &Budget) -> Result<Vec<CorpusFile>> {
+    match budget.corpus {
+        BundledCorpus::WikiText => Ok(["fixtures/corpus/wikitext2_valid.txt", "fixtures/corpus/wikitext2_test.txt"]
+            .map(|p| CorpusFile::plain(PathBuf::from(p), HoldoutRule::None))
+            .to_vec()),
+        BundledCorpus::Full => read_bundle(Path::new(BUNDLE_MANIFEST)),
+    }
+}
+
+/// Text files given with `--corpus`: documents found in the text, the last 10% held out.
+pub fn corpus_of_files(paths: Vec<PathBuf>) -> Vec<CorpusFile> {
+    paths.into_iter().map(|p| CorpusFile::plain(p, HoldoutRule::None)).collect()
+}
+
+/// Prepares the corpus into `data_dir` unless that holds it already; refuses a dir prepared from
+/// other files, whose runs would silently be reused.
+fn prepare_data(req: &ReproduceRequest, data_dir: &Path) -> Result<()> {
+    let wanted: Vec<&Path> = req.corpus.iter().map(|f| f.path.as_path()).collect();
+    match crate::data::corpus::read_meta(data_dir) {
+        Ok(meta) if meta.inputs.iter().map(|i| i.file.path.as_path()).eq(wanted.iter().copied()) => {
+            eprintln!("[1/5] using prepared data in {}", data_dir.display());
+            Ok(())
+        }
+        Ok(_) => bail!(
+            "{} was prepared from other corpus files than this reproduction's ({} files); give another --work-dir",
+            data_dir.display(),
+            wanted.len()
+        ),
+        Err(_) => {
+            let mut sources: Vec<&str> = req.corpus.iter().map(|f| f.source.as_str()).collect();
+            sources.dedup();
+            eprintln!("[1/5] preparing {} files ({}) → {}", wanted.len(), sources.join(", "), data_dir.display());
+            let options = PrepareOptions { vocab_size: req.budget.vocab_size, ..PrepareOptions::of_files(req.corpus.clone(), data_dir.to_path_buf()) };
+            let meta = prepare(&options)?;
+            eprintln!("[1/5] {} training / {} holdout tokens, vocabulary {}", meta.n_tokens_train, meta.n_tokens_holdout, meta.vocab_size);
+            Ok(())
+        }
+    }
 }
 
 fn label(objective: Objective, seed: u64, n_seeds: usize) -> String {
@@ -176,12 +227,7 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
         bail!("--work-dir {} is inside the report dir {}, which the analysis replaces: choose another", req.work_dir.display(), req.out.display());
     }
     let data_dir = req.work_dir.join("data");
-    if crate::data::corpus::read_meta(&data_dir).is_err() {
-        eprintln!("[1/5] preparing {} → {}", req.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), data_dir.display());
-        prepare(&PrepareOptions { vocab_size: budget.vocab_size, ..PrepareOptions::new(req.corpus.clone(), data_dir.clone()) })?;
-    } else {
-        eprintln!("[1/5] using prepared data in {}", data_dir.display());
-    }
+    prepare_data(req, &data_dir)?;
     let mut models = Vec::new();
     for &seed in &budget.seeds {
         for objective in [Objective::Mlm, Objective::MaeLm] {

@@ -62,7 +62,7 @@ impl TrainingRecord {
 impl CorpusRecord {
     fn from_meta(meta: &CorpusMeta) -> Self {
         CorpusRecord {
-            files: meta.inputs.iter().map(|f| f.path.display().to_string()).collect(),
+            files: meta.inputs.iter().map(|f| f.file.path.display().to_string()).collect(),
             train_tokens: meta.n_tokens_train,
             holdout_tokens: meta.n_tokens_holdout,
         }

@@ -14,15 +14,23 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::documents::{split_by_rule, DocumentRule};
+use super::interleave::{interleave_holdout, HOLDOUT_PIECE_TOKENS};
+use super::sources::{apply_holdout, tail_count, CorpusFile, HoldoutRule};
+use super::textfile::{describe_file, read_text_file};
 use super::tokenizer::{load_tokenizer, train_wordpiece, SpecialIds, SPECIAL_TOKENS};
 use crate::fsutil::write_atomic;
 
-/// Bumped whenever the files of a prepared directory change meaning.
-pub const FORMAT_VERSION: u32 = 1;
+pub use super::documents::split_documents;
+pub use super::textfile::InputFile;
+
+/// Bumped whenever the files of a prepared directory change meaning. 2: per-file holdout rules,
+/// the holdout stream interleaved in pieces (see `interleave.rs`), per-file counts in `inputs`.
+pub const FORMAT_VERSION: u32 = 2;
 pub const DEFAULT_VOCAB_SIZE: usize = 8192;
 pub const DEFAULT_HOLDOUT_FRAC: f64 = 0.1;
 
@@ -34,22 +42,28 @@ pub const HOLDOUT_FILE: &str = "holdout.bin";
 /// What `repdef prepare` was asked to do.
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
-    pub inputs: Vec<PathBuf>,
+    pub files: Vec<CorpusFile>,
     pub out: PathBuf,
     /// Requested vocabulary size, special tokens included (ignored with `tokenizer`).
     pub vocab_size: usize,
     /// Lowercase and strip accents before training (ignored with `tokenizer`).
     pub lowercase: bool,
-    /// Fraction of documents, taken from the end, held out from training.
+    /// When no file has a holdout rule of its own: the fraction of all documents, taken from
+    /// the end, held out from training (a contiguous tail, not interleaved). Ignored otherwise.
     pub holdout_frac: f64,
     /// Reuse this HF `tokenizer.json` instead of training one.
     pub tokenizer: Option<PathBuf>,
 }
 
 impl PrepareOptions {
+    /// Plain text files (documents by [`DocumentRule::Auto`]) with the tail holdout.
     pub fn new(inputs: Vec<PathBuf>, out: PathBuf) -> Self {
+        Self::of_files(inputs.into_iter().map(|p| CorpusFile::plain(p, HoldoutRule::None)).collect(), out)
+    }
+
+    pub fn of_files(files: Vec<CorpusFile>, out: PathBuf) -> Self {
         Self {
-            inputs,
+            files,
             out,
             vocab_size: DEFAULT_VOCAB_SIZE,
             lowercase: false,
@@ -57,15 +71,27 @@ impl PrepareOptions {
             tokenizer: None,
         }
     }
+
+    /// Whether the holdout comes from per-file rules (interleaved) rather than the global tail.
+    fn per_file_holdout(&self) -> bool {
+        self.files.iter().any(|f| f.holdout != HoldoutRule::None)
+    }
 }
 
-/// One file that went into the corpus, identified well enough to notice it changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputFile {
-    pub path: PathBuf,
-    /// [`fnv1a64`] of the file's bytes, 16 hex digits.
-    pub fnv1a64: String,
-    pub bytes: u64,
+/// One input of a prepared corpus: the file as stored, how it was split, and what it gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorpusInput {
+    #[serde(flatten)]
+    pub file: InputFile,
+    pub source: String,
+    pub documents: DocumentRule,
+    pub holdout: HoldoutRule,
+    pub n_documents_train: usize,
+    pub n_documents_holdout: usize,
+    /// The file's ids in `train.bin`, its document separators included.
+    pub n_tokens_train: u64,
+    /// The file's ids in `holdout.bin`, separators not included (they depend on interleaving).
+    pub n_tokens_holdout: u64,
 }
 
 /// `meta.json` of a prepared corpus directory.
@@ -78,24 +104,36 @@ pub struct CorpusMeta {
     /// Whether the trained tokenizer lowercases; false when `tokenizer_source` is set (the
     /// reused tokenizer's own normaliser decides).
     pub lowercase: bool,
-    pub holdout_frac: f64,
-    pub inputs: Vec<InputFile>,
+    /// The global tail fraction, when no file had its own holdout rule.
+    pub holdout_frac: Option<f64>,
+    /// Ids per interleaved holdout piece, when the holdout was interleaved (per-file rules).
+    pub holdout_piece_tokens: Option<usize>,
+    pub inputs: Vec<CorpusInput>,
     /// The `tokenizer.json` that was reused, if the tokenizer was not trained here.
     pub tokenizer_source: Option<InputFile>,
     pub n_documents_train: usize,
     pub n_documents_holdout: usize,
     /// Ids in `train.bin`, document separators included.
     pub n_tokens_train: u64,
-    /// Ids in `holdout.bin`, document separators included.
+    /// Ids in `holdout.bin`, separators included.
     pub n_tokens_holdout: u64,
     pub special_ids: SpecialIds,
 }
 
+/// One file's documents, split into training and held-out ones.
+#[derive(Debug)]
+struct FileDocs {
+    train: Vec<String>,
+    holdout: Vec<String>,
+}
+
 /// Builds a prepared corpus directory from `opts` and returns what it wrote to `meta.json`.
+///
+/// Memory: the decompressed text of all files once (as documents), plus the id streams; files
+/// are decompressed while read and tokenized in bounded batches of lines.
 pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
-    ensure!(!opts.inputs.is_empty(), "no input text files given");
+    ensure!(!opts.files.is_empty(), "no input text files given");
     crate::outdir::claim(&opts.out, META_FILE)?;
-    let (inputs, docs) = read_inputs(&opts.inputs)?;
     let reused = match &opts.tokenizer {
         Some(path) => Some((load_tokenizer(path)?, describe_file(path)?)),
         None => None,
@@ -107,30 +145,103 @@ pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
         }
         None => SPECIAL_TOKENS[1].to_string(),
     };
-    let docs = replace_unknown_marker(docs, &unk_token);
-    let (train, holdout) = split_holdout(&docs, opts.holdout_frac)?;
+    let (stored, mut files) = read_files(&opts.files, &unk_token)?;
+    if !opts.per_file_holdout() {
+        tail_holdout(&mut files, opts.holdout_frac)?;
+    }
+    let n_train_docs: usize = files.iter().map(|f| f.train.len()).sum();
+    ensure!(n_train_docs > 0, "every document is held out: nothing is left to train on");
+    ensure!(files.iter().any(|f| !f.holdout.is_empty()), "no document is held out: nothing to evaluate on");
     let (tok, tokenizer_source) = match reused {
         Some((tok, source)) => (tok, Some(source)),
-        None => (train_wordpiece(train, opts.vocab_size, opts.lowercase)?, None),
+        None => {
+            let lines = files.iter().flat_map(|f| &f.train).flat_map(|d| d.lines());
+            (train_wordpiece(lines, opts.vocab_size, opts.lowercase)?, None)
+        }
     };
     let special_ids = SpecialIds::from_tokenizer(&tok)?;
-    let train_ids = encode_documents(&tok, train, special_ids.sep)?;
-    let holdout_ids = encode_documents(&tok, holdout, special_ids.sep)?;
+    let sep = special_ids.sep;
+
+    let mut train_ids = Vec::new();
+    // Held-out documents' ids grouped by source, sources in order of first appearance.
+    let mut holdout_docs: Vec<(String, Vec<Vec<u32>>)> = Vec::new();
+    let mut inputs = Vec::with_capacity(files.len());
+    for ((spec, file), docs) in opts.files.iter().zip(stored).zip(&files) {
+        let before = train_ids.len();
+        for doc in &docs.train {
+            encode_into(&tok, doc, &mut train_ids)?;
+            train_ids.push(sep);
+        }
+        let mut n_holdout = 0;
+        for doc in &docs.holdout {
+            let mut ids = Vec::new();
+            encode_into(&tok, doc, &mut ids)?;
+            n_holdout += ids.len() as u64;
+            match holdout_docs.iter_mut().find(|(s, _)| *s == spec.source) {
+                Some((_, docs)) => docs.push(ids),
+                None => holdout_docs.push((spec.source.clone(), vec![ids])),
+            }
+        }
+        inputs.push(CorpusInput {
+            file,
+            source: spec.source.clone(),
+            documents: spec.documents,
+            holdout: spec.holdout,
+            n_documents_train: docs.train.len(),
+            n_documents_holdout: docs.holdout.len(),
+            n_tokens_train: (train_ids.len() - before) as u64,
+            n_tokens_holdout: n_holdout,
+        });
+    }
+    drop(files);
+    let holdout_docs: Vec<Vec<Vec<u32>>> = holdout_docs.into_iter().map(|(_, docs)| docs).collect();
+    let n_holdout_docs = holdout_docs.iter().map(Vec::len).sum();
+    let holdout_ids = if opts.per_file_holdout() {
+        interleave_holdout(&holdout_docs, HOLDOUT_PIECE_TOKENS, sep)
+    } else {
+        holdout_docs.iter().flatten().flat_map(|d| d.iter().copied().chain([sep])).collect()
+    };
     let meta = CorpusMeta {
         format_version: FORMAT_VERSION,
         vocab_size: tok.get_vocab_size(true),
         lowercase: opts.lowercase && tokenizer_source.is_none(),
-        holdout_frac: opts.holdout_frac,
+        holdout_frac: (!opts.per_file_holdout()).then_some(opts.holdout_frac),
+        holdout_piece_tokens: opts.per_file_holdout().then_some(HOLDOUT_PIECE_TOKENS),
+        n_documents_train: n_train_docs,
+        n_documents_holdout: n_holdout_docs,
         inputs,
         tokenizer_source,
-        n_documents_train: train.len(),
-        n_documents_holdout: holdout.len(),
         n_tokens_train: train_ids.len() as u64,
         n_tokens_holdout: holdout_ids.len() as u64,
         special_ids,
     };
     write_outputs(&opts.out, &tok, &train_ids, &holdout_ids, &meta)?;
     Ok(meta)
+}
+
+/// Ids of one source (a label of [`CorpusInput`]) in the two splits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCounts {
+    pub source: String,
+    pub n_tokens_train: u64,
+    pub n_tokens_holdout: u64,
+}
+
+/// Token counts per source, in the order sources first appear among the inputs.
+pub fn source_counts(meta: &CorpusMeta) -> Vec<SourceCounts> {
+    let mut counts: Vec<SourceCounts> = Vec::new();
+    for input in &meta.inputs {
+        let i = match counts.iter().position(|c| c.source == input.source) {
+            Some(i) => i,
+            None => {
+                counts.push(SourceCounts { source: input.source.clone(), n_tokens_train: 0, n_tokens_holdout: 0 });
+                counts.len() - 1
+            }
+        };
+        counts[i].n_tokens_train += input.n_tokens_train;
+        counts[i].n_tokens_holdout += input.n_tokens_holdout;
+    }
+    counts
 }
 
 /// Reads `meta.json` of a prepared directory and checks it is a format this build reads.
@@ -142,15 +253,21 @@ pub fn read_meta(dir: &Path) -> Result<CorpusMeta> {
             path.display()
         )
     })?;
-    let meta: CorpusMeta =
+    // The version first: an older meta.json lacks newer fields, and "missing field" would not
+    // say that re-running `prepare` is the fix.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let version: Version =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     ensure!(
-        meta.format_version == FORMAT_VERSION,
+        version.format_version == FORMAT_VERSION,
         "{}: corpus format version {}, this repdef reads version {FORMAT_VERSION}; re-run `repdef prepare`",
         path.display(),
-        meta.format_version
+        version.format_version
     );
-    Ok(meta)
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Reads a `.bin` token-id file (little-endian `u32`s).
@@ -171,11 +288,36 @@ pub fn read_ids(path: &Path) -> Result<Vec<u32>> {
 /// 64-bit FNV-1a of `bytes`. A fingerprint to notice that an input file changed, NOT a
 /// cryptographic hash (no sha crate is a dependency, and provenance needs no more).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h = Fnv1a64::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// [`fnv1a64`] fed in pieces, for files hashed while they are read.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a64(u64);
+
+impl Fnv1a64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes
-        .iter()
-        .fold(OFFSET_BASIS, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+
+    pub fn new() -> Self {
+        Self(Self::OFFSET_BASIS)
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(Self::PRIME));
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// WikiText marks out-of-vocabulary words as `<unk>`. A subword tokenizer would split that marker
@@ -185,124 +327,64 @@ fn replace_unknown_marker(docs: Vec<String>, unk_token: &str) -> Vec<String> {
     docs.into_iter().map(|d| if d.contains("<unk>") { d.replace("<unk>", unk_token) } else { d }).collect()
 }
 
-/// Reads every input, in order, into documents; documents never cross file boundaries.
-fn read_inputs(paths: &[PathBuf]) -> Result<(Vec<InputFile>, Vec<String>)> {
-    let mut inputs = Vec::with_capacity(paths.len());
-    let mut docs = Vec::new();
-    for path in paths {
-        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let text = as_text(path, &bytes)?;
-        docs.extend(split_documents(text));
-        inputs.push(input_file(path, &bytes));
+/// Reads every input, in order, into documents (never crossing file boundaries) and applies
+/// each file's own holdout rule; also returns each file as stored.
+fn read_files(files: &[CorpusFile], unk_token: &str) -> Result<(Vec<InputFile>, Vec<FileDocs>)> {
+    let mut stored = Vec::with_capacity(files.len());
+    let mut split = Vec::with_capacity(files.len());
+    for f in files {
+        let (described, text) = read_text_file(&f.path)?;
+        let docs = replace_unknown_marker(split_by_rule(&text, f.documents), unk_token);
+        drop(text);
+        let (train, holdout) = apply_holdout(&f.path, docs, f.holdout)?;
+        stored.push(described);
+        split.push(FileDocs { train, holdout });
     }
-    Ok((inputs, docs))
+    Ok((stored, split))
 }
 
-fn describe_file(path: &Path) -> Result<InputFile> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(input_file(path, &bytes))
-}
-
-fn input_file(path: &Path, bytes: &[u8]) -> InputFile {
-    InputFile {
-        path: path.to_path_buf(),
-        fnv1a64: format!("{:016x}", fnv1a64(bytes)),
-        bytes: bytes.len() as u64,
+/// The global tail holdout over all files' documents in order, when no file has a rule of its
+/// own: the last `holdout_frac` of them ([`tail_count`]).
+fn tail_holdout(files: &mut [FileDocs], holdout_frac: f64) -> Result<()> {
+    let n: usize = files.iter().map(|f| f.train.len()).sum();
+    let mut keep = n - tail_count(n, holdout_frac, "document")?;
+    for f in files {
+        let kept = keep.min(f.train.len());
+        f.holdout = f.train.split_off(kept);
+        keep -= kept;
     }
+    Ok(())
 }
 
-/// The file's text, or an error that says which file and where it stops being UTF-8.
-fn as_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        anyhow!(
-            "{}: not valid UTF-8 (first bad byte at offset {})",
-            path.display(),
-            e.valid_up_to()
-        )
-    })?;
-    ensure!(
-        !text.trim().is_empty(),
-        "{}: no text (the file is empty or only whitespace)",
-        path.display()
-    );
-    Ok(text)
-}
+/// Text per tokenizer batch call: large enough for the batch call to spread over cores, small
+/// enough that the tokenizer's per-token intermediate values (strings, offsets) stay tens of MB.
+const ENCODE_BATCH_BYTES: usize = 1 << 20;
 
-/// Splits one file's text into documents: WikiText articles when the file has top-level
-/// ` = Title = ` headings (each heading starts an article), otherwise blank-line paragraphs.
-pub fn split_documents(text: &str) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let groups: Vec<&[&str]> = if lines.iter().any(|l| is_article_heading(l)) {
-        split_before_headings(&lines)
-    } else {
-        lines.split(|l| l.trim().is_empty()).collect()
-    };
-    groups
-        .into_iter()
-        .map(|g| g.join("\n").trim().to_string())
-        .filter(|d| !d.is_empty())
-        .collect()
-}
-
-/// ` = Title = ` with exactly one `=` on each side; ` = = Section = = ` is not an article start.
-fn is_article_heading(line: &str) -> bool {
-    let t = line.trim();
-    let Some(inner) = t.strip_prefix("= ").and_then(|r| r.strip_suffix(" =")) else {
-        return false;
-    };
-    let inner = inner.trim();
-    !inner.is_empty() && !inner.starts_with('=') && !inner.ends_with('=')
-}
-
-/// Groups of lines each starting at a heading; text before the first heading is its own group.
-fn split_before_headings<'a>(lines: &'a [&'a str]) -> Vec<&'a [&'a str]> {
-    let mut starts: Vec<usize> = (0..lines.len())
-        .filter(|&i| is_article_heading(lines[i]))
-        .collect();
-    if starts.first() != Some(&0) {
-        starts.insert(0, 0);
+/// Appends `doc`'s ids to `ids`, tokenizing it line by line in bounded batches. Encoding lines
+/// separately gives the ids of the whole text: WordPiece's pre-tokenizer splits on whitespace,
+/// so no token spans a line break.
+fn encode_into(tok: &Tokenizer, doc: &str, ids: &mut Vec<u32>) -> Result<()> {
+    let mut batch: Vec<&str> = Vec::new();
+    let mut bytes = 0;
+    let lines = doc.lines().filter(|l| !l.trim().is_empty());
+    for line in lines.map(Some).chain([None]) {
+        if let Some(line) = line {
+            batch.push(line);
+            bytes += line.len();
+        }
+        if bytes >= ENCODE_BATCH_BYTES || (line.is_none() && !batch.is_empty()) {
+            // The batch call encodes lines in parallel; padding is off, so lengths are untouched.
+            let encodings = tok
+                .encode_batch_fast(std::mem::take(&mut batch), false)
+                .map_err(|e| anyhow!(e))
+                .context("tokenizing the corpus")?;
+            for enc in &encodings {
+                ids.extend_from_slice(enc.get_ids());
+            }
+            bytes = 0;
+        }
     }
-    let ends = starts.iter().skip(1).copied().chain([lines.len()]);
-    starts
-        .iter()
-        .zip(ends)
-        .map(|(&a, b)| &lines[a..b])
-        .collect()
-}
-
-/// Train = the leading documents, holdout = the last `holdout_frac` of them (rounded, at least
-/// one). A contiguous tail rather than a random sample: no RNG, and the held-out text is a
-/// stretch that neither the tokenizer nor the model ever trains on.
-pub fn split_holdout(docs: &[String], holdout_frac: f64) -> Result<(&[String], &[String])> {
-    ensure!(
-        holdout_frac > 0.0 && holdout_frac < 1.0,
-        "holdout fraction must be strictly between 0 and 1, got {holdout_frac}"
-    );
-    let n = docs.len();
-    let n_holdout = ((n as f64 * holdout_frac).round() as usize).max(1);
-    if n_holdout >= n {
-        bail!(
-            "{n} document(s) cannot be split into training and holdout text with holdout \
-             fraction {holdout_frac}: give more text or a smaller holdout fraction"
-        );
-    }
-    Ok(docs.split_at(n - n_holdout))
-}
-
-/// One id stream: each document's ids followed by `sep`.
-fn encode_documents(tok: &Tokenizer, docs: &[String], sep: u32) -> Result<Vec<u32>> {
-    let inputs: Vec<&str> = docs.iter().map(String::as_str).collect();
-    // The batch call encodes documents in parallel; padding is off, so lengths are untouched.
-    let encodings = tok
-        .encode_batch_fast(inputs, false)
-        .map_err(|e| anyhow!(e))
-        .context("tokenizing the corpus")?;
-    let mut ids = Vec::with_capacity(encodings.iter().map(|e| e.len() + 1).sum());
-    for enc in &encodings {
-        ids.extend_from_slice(enc.get_ids());
-        ids.push(sep);
-    }
-    Ok(ids)
+    Ok(())
 }
 
 fn write_outputs(
@@ -338,6 +420,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::data::sources::command_line_files;
     use crate::data::tokenizer::tests::small_tokenizer;
 
     fn err_text(r: Result<impl std::fmt::Debug>) -> String {
@@ -372,63 +455,60 @@ mod tests {
     fn bad_inputs_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let bad = write(dir.path(), "x.txt", b"hello \xff world");
-        let err = err_text(read_inputs(&[bad]));
+        let err = err_text(read_files(&[CorpusFile::plain(bad, HoldoutRule::None)], "[UNK]"));
         assert!(
             err.contains("x.txt: not valid UTF-8 (first bad byte at offset 6)"),
             "{err}"
         );
 
         let empty = write(dir.path(), "empty.txt", b" \n\t\n");
-        let err = err_text(read_inputs(&[empty]));
+        let err = err_text(read_files(&[CorpusFile::plain(empty, HoldoutRule::None)], "[UNK]"));
         assert!(
             err.contains("empty.txt") && err.contains("only whitespace"),
             "{err}"
         );
 
         let missing = dir.path().join("missing.txt");
-        let err = err_text(read_inputs(&[missing]));
+        let err = err_text(read_files(&[CorpusFile::plain(missing, HoldoutRule::None)], "[UNK]"));
         assert!(err.contains("missing.txt"), "{err}");
 
         let opts = PrepareOptions::new(vec![], dir.path().join("out"));
         assert!(err_text(prepare(&opts)).contains("no input"));
     }
 
-    #[test]
-    fn wikitext_splits_on_top_level_headings_only() {
-        let text = " \n = First = \n \n Intro .\n \n = = Section = = \n \n More .\n = Second = \n Body .\n";
-        let docs = split_documents(text);
-        assert_eq!(docs.len(), 2);
-        assert!(
-            docs[0].starts_with("= First =") && docs[0].contains("= = Section = ="),
-            "{docs:?}"
-        );
-        assert_eq!(docs[1], "= Second = \n Body .");
+    fn docs(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("doc {i}")).collect()
     }
 
     #[test]
-    fn plain_text_splits_on_blank_lines() {
-        let docs = split_documents("one\ntwo\n\n\nthree\n   \nfour = five =\n");
-        assert_eq!(docs, ["one\ntwo", "three", "four = five ="]);
-    }
+    fn holdout_is_the_deterministic_tail_across_files() {
+        let mut files = vec![
+            FileDocs { train: docs(0..20), holdout: vec![] },
+            FileDocs { train: docs(20..25), holdout: vec![] },
+        ];
+        tail_holdout(&mut files, 0.1).unwrap(); // round(2.5) = 3, all from the second file
+        assert_eq!((files[0].train.clone(), files[0].holdout.clone()), (docs(0..20), vec![]));
+        assert_eq!((files[1].train.clone(), files[1].holdout.clone()), (docs(20..22), docs(22..25)));
 
-    #[test]
-    fn holdout_is_the_deterministic_tail() {
-        let docs: Vec<String> = (0..25).map(|i| format!("doc {i}")).collect();
-        let (train, holdout) = split_holdout(&docs, 0.1).unwrap();
-        assert_eq!(holdout, &docs[22..]); // round(2.5) = 3
-        assert_eq!(train, &docs[..22]);
-        assert_eq!(split_holdout(&docs, 0.1).unwrap(), (train, holdout));
-        assert!(train.iter().all(|d| !holdout.contains(d)));
+        let mut files = vec![
+            FileDocs { train: docs(0..8), holdout: vec![] },
+            FileDocs { train: docs(8..10), holdout: vec![] },
+        ];
+        tail_holdout(&mut files, 0.3).unwrap(); // 3 of 10 reach back into the first file
+        assert_eq!((files[0].train.clone(), files[0].holdout.clone()), (docs(0..7), docs(7..8)));
+        assert_eq!((files[1].train.clone(), files[1].holdout.clone()), (vec![], docs(8..10)));
     }
 
     #[test]
     fn holdout_needs_two_documents_and_a_sane_fraction() {
-        let one = vec!["only".to_string()];
-        assert!(err_text(split_holdout(&one, 0.1)).contains("1 document(s)"));
-        let two = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(split_holdout(&two, 0.01).unwrap().1, &two[1..]);
-        assert!(err_text(split_holdout(&two, 1.0)).contains("between 0 and 1"));
-        assert!(err_text(split_holdout(&two, 0.0)).contains("between 0 and 1"));
+        let one = || vec![FileDocs { train: docs(0..1), holdout: vec![] }];
+        assert!(err_text(tail_holdout(&mut one(), 0.1)).contains("1 document(s)"));
+        let mut two = vec![FileDocs { train: docs(0..2), holdout: vec![] }];
+        tail_holdout(&mut two, 0.01).unwrap();
+        assert_eq!(two[0].holdout, docs(1..2));
+        let two = || vec![FileDocs { train: docs(0..2), holdout: vec![] }];
+        assert!(err_text(tail_holdout(&mut two(), 1.0)).contains("between 0 and 1"));
+        assert!(err_text(tail_holdout(&mut two(), 0.0)).contains("between 0 and 1"));
     }
 
     #[test]
@@ -456,7 +536,8 @@ mod tests {
                 mask: 4
             }
         );
-        assert_eq!(meta.inputs[0].bytes, fs::metadata(&input).unwrap().len());
+        assert_eq!(meta.inputs[0].file.bytes, fs::metadata(&input).unwrap().len());
+        assert_eq!((meta.holdout_frac, meta.holdout_piece_tokens), (Some(0.2), None));
         let mut names: Vec<String> = fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -508,7 +589,8 @@ mod tests {
             format_version: FORMAT_VERSION + 1,
             vocab_size: 10,
             lowercase: false,
-            holdout_frac: 0.1,
+            holdout_frac: Some(0.1),
+            holdout_piece_tokens: None,
             inputs: vec![],
             tokenizer_source: None,
             n_documents_train: 1,
@@ -529,5 +611,91 @@ mod tests {
         )
         .unwrap();
         assert!(err_text(read_meta(dir.path())).contains("re-run `repdef prepare`"));
+    }
+
+    fn wikitext_lines(file: &str, lines: std::ops::Range<usize>) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus").join(file);
+        let text = fs::read_to_string(path).unwrap();
+        text.lines().skip(lines.start).take(lines.len()).map(|l| format!("{l}\n")).collect()
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn reusing_small_tokenizer(dir: &Path, files: Vec<CorpusFile>, out: &str) -> PrepareOptions {
+        let tok_path = dir.join("given.json");
+        small_tokenizer().save(&tok_path, false).unwrap();
+        PrepareOptions { tokenizer: Some(tok_path), ..PrepareOptions::of_files(files, dir.join(out)) }
+    }
+
+    #[test]
+    fn gzip_input_prepares_exactly_like_the_plain_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = wikitext_lines("wikitext2_valid.txt", 0..700);
+        let plain = write(dir.path(), "a.txt", text.as_bytes());
+        let gz = write(dir.path(), "a.txt.gz", &gzip(&text));
+        let a = prepare(&reusing_small_tokenizer(dir.path(), vec![CorpusFile::plain(plain, HoldoutRule::None)], "plain")).unwrap();
+        let b = prepare(&reusing_small_tokenizer(dir.path(), vec![CorpusFile::plain(gz, HoldoutRule::None)], "gz")).unwrap();
+        assert_eq!((a.n_documents_train, a.n_documents_holdout), (b.n_documents_train, b.n_documents_holdout));
+        for file in [TRAIN_FILE, HOLDOUT_FILE] {
+            let (x, y) = (read_ids(&dir.path().join("plain").join(file)).unwrap(), read_ids(&dir.path().join("gz").join(file)).unwrap());
+            assert!(!x.is_empty() && x == y, "{file} differs");
+        }
+    }
+
+    /// Whether `needle` occurs in `haystack` as a contiguous run.
+    fn occurs(haystack: &[u32], needle: &[u32]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn holdout_files_never_train_and_every_holdout_file_is_in_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = write(dir.path(), "train.txt", wikitext_lines("wikitext2_valid.txt", 0..700).as_bytes());
+        let held_a = write(dir.path(), "held_a.txt.gz", &gzip(&wikitext_lines("wikitext2_valid.txt", 1400..2600)));
+        let held_b = write(dir.path(), "held_b.txt", wikitext_lines("wikitext2_test.txt", 0..300).as_bytes());
+        let files = command_line_files(None, vec![train], vec![held_a.clone(), held_b.clone()]).unwrap();
+        let opts = reusing_small_tokenizer(dir.path(), files, "out");
+        let meta = prepare(&opts).unwrap();
+        assert_eq!(meta.holdout_frac, None);
+        assert_eq!(meta.holdout_piece_tokens, Some(HOLDOUT_PIECE_TOKENS));
+        let counts: Vec<(usize, usize)> = meta.inputs.iter().map(|i| (i.n_documents_train, i.n_documents_holdout)).collect();
+        assert_eq!(counts[0].1, 0);
+        assert!(counts[1..].iter().all(|&(t, h)| t == 0 && h > 0), "{counts:?}");
+        assert_eq!(meta.inputs[1].holdout, HoldoutRule::Whole);
+
+        let train_ids = read_ids(&opts.out.join(TRAIN_FILE)).unwrap();
+        let holdout_ids = read_ids(&opts.out.join(HOLDOUT_FILE)).unwrap();
+        assert_eq!(train_ids.len() as u64, meta.inputs[0].n_tokens_train);
+        let held_total: u64 = meta.inputs.iter().map(|i| i.n_tokens_holdout).sum();
+        let seps = holdout_ids.iter().filter(|&&t| t == meta.special_ids.sep).count() as u64;
+        assert_eq!(holdout_ids.len() as u64, held_total + seps);
+
+        let tok = small_tokenizer();
+        let held: Vec<Vec<Vec<u32>>> = [held_a, held_b]
+            .iter()
+            .map(|p| {
+                let text = read_text_file(p).unwrap().1;
+                split_documents(&text).iter().map(|d| { let mut ids = vec![]; encode_into(tok, d, &mut ids).unwrap(); ids }).collect()
+            })
+            .collect();
+        // No 32-id stretch (shorter ones recur by chance: "economy, defense, and") of any held-out document is in the training stream.
+        for docs in &held {
+            for doc in docs {
+                for start in (0..doc.len().saturating_sub(32)).step_by(97) {
+                    assert!(!occurs(&train_ids, &doc[start..start + 32]), "held-out ids at {start} found in train.bin: {:?}", tok.decode(&doc[start..start + 32], false));
+                }
+            }
+        }
+        // The first quarter of the holdout stream already has pieces of both held-out files.
+        let prefix = &holdout_ids[..holdout_ids.len() / 4];
+        let pieces: Vec<&[u32]> = prefix.split(|&t| t == meta.special_ids.sep).filter(|p| p.len() >= 12).collect();
+        for (k, docs) in held.iter().enumerate() {
+            assert!(pieces.iter().any(|p| docs.iter().any(|d| occurs(d, &p[..12]))), "held-out file {k} missing from the prefix");
+        }
     }
 }

@@ -2,6 +2,10 @@
 
 pub mod batches;
 pub mod corpus;
+pub mod documents;
+pub mod interleave;
 pub mod masking;
 pub mod packing;
+pub mod sources;
+pub mod textfile;
 pub mod tokenizer;

@@ -68,11 +68,16 @@ fn tk_err(e: tokenizers::Error) -> anyhow::Error {
     anyhow!(e)
 }
 
-/// Trains a BERT-style WordPiece tokenizer on `texts` (one string per document).
+/// Trains a BERT-style WordPiece tokenizer on `texts` (documents, or their lines: the
+/// pre-tokenizer splits on whitespace, so the word counts are the same).
 ///
 /// `vocab_size` includes the five special tokens; a small corpus may yield fewer.
 /// `lowercase` also strips accents, as in BERT's uncased models.
-pub fn train_wordpiece(texts: &[String], vocab_size: usize, lowercase: bool) -> Result<Tokenizer> {
+pub fn train_wordpiece<'a>(
+    texts: impl Iterator<Item = &'a str> + Send,
+    vocab_size: usize,
+    lowercase: bool,
+) -> Result<Tokenizer> {
     if vocab_size <= SPECIAL_TOKENS.len() {
         bail!("vocab size {vocab_size} leaves no room beside the 5 special tokens");
     }
@@ -101,7 +106,7 @@ pub fn train_wordpiece(texts: &[String], vocab_size: usize, lowercase: bool) -> 
     .map_err(tk_err)?;
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
     tok.with_decoder(Some(WordPieceDecoder::default()));
-    tok.train(&mut trainer, texts.iter())
+    tok.train(&mut trainer, texts)
         .map_err(tk_err)
         .context("training the WordPiece tokenizer")?;
 
@@ -167,7 +172,7 @@ pub(crate) mod tests {
     /// One small tokenizer shared by the tests: training takes a noticeable fraction of a second.
     pub(crate) fn small_tokenizer() -> &'static Tokenizer {
         static TOK: OnceLock<Tokenizer> = OnceLock::new();
-        TOK.get_or_init(|| train_wordpiece(&sample_texts(), 500, true).expect("training succeeds"))
+        TOK.get_or_init(|| train_wordpiece(sample_texts().iter().map(String::as_str), 500, true).expect("training succeeds"))
     }
 
     #[test]
