@@ -30,8 +30,7 @@ pub fn is_gzip(path: &Path) -> bool {
 /// Reads a whole file as text (decompressing `.gz`) and describes the file as stored. Errors are
 /// one line naming the file: not found, corrupt or truncated gzip, not UTF-8, no text.
 pub fn read_text_file(path: &Path) -> Result<(InputFile, String)> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut counted = Fingerprinting { inner: BufReader::new(file), hash: Fnv1a64::new(), bytes: 0 };
+    let mut counted = Fingerprinting::open(path)?;
     let mut bytes = Vec::new();
     if is_gzip(path) {
         // Multi-member so that concatenated gzip files (`cat a.gz b.gz`) read whole, as `zcat` does.
@@ -42,17 +41,13 @@ pub fn read_text_file(path: &Path) -> Result<(InputFile, String)> {
         counted.read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
     }
     // Whatever the decoder left unread (trailing garbage) still belongs to the fingerprint.
-    io::copy(&mut counted, &mut io::sink()).with_context(|| format!("reading {}", path.display()))?;
-    let described = InputFile { path: path.to_path_buf(), fnv1a64: format!("{:016x}", counted.hash.finish()), bytes: counted.bytes };
+    let described = counted.finish(path)?;
     Ok((described, into_text(path, bytes)?))
 }
 
 /// Describes a file as stored without keeping its bytes.
 pub fn describe_file(path: &Path) -> Result<InputFile> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut counted = Fingerprinting { inner: BufReader::new(file), hash: Fnv1a64::new(), bytes: 0 };
-    io::copy(&mut counted, &mut io::sink()).with_context(|| format!("reading {}", path.display()))?;
-    Ok(InputFile { path: path.to_path_buf(), fnv1a64: format!("{:016x}", counted.hash.finish()), bytes: counted.bytes })
+    Fingerprinting::open(path)?.finish(path)
 }
 
 /// The text (the buffer is reused, not copied), or an error that says which file and where it
@@ -72,6 +67,19 @@ struct Fingerprinting<R> {
     inner: R,
     hash: Fnv1a64,
     bytes: u64,
+}
+
+impl Fingerprinting<BufReader<File>> {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self { inner: BufReader::new(file), hash: Fnv1a64::new(), bytes: 0 })
+    }
+
+    /// Reads the rest of the file and describes it.
+    fn finish(mut self, path: &Path) -> Result<InputFile> {
+        io::copy(&mut self, &mut io::sink()).with_context(|| format!("reading {}", path.display()))?;
+        Ok(InputFile { path: path.to_path_buf(), fnv1a64: format!("{:016x}", self.hash.finish()), bytes: self.bytes })
+    }
 }
 
 impl<R: Read> Read for Fingerprinting<R> {
