@@ -107,7 +107,9 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
     let safetensors_path = dir.join(WEIGHTS_FILE);
     let pytorch_path = dir.join(PYTORCH_WEIGHTS_FILE);
     let (raw, source) = if safetensors_path.exists() {
-        (read_safetensors(&safetensors_path, device)?.tensors, safetensors_path)
+        let file = read_safetensors(&safetensors_path, device)?;
+        check_committed_step(dir, &file, &safetensors_path)?;
+        (file.tensors, safetensors_path)
     } else if pytorch_path.exists() {
         let pairs = candle_core::pickle::read_all(&pytorch_path)
             .with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
@@ -120,6 +122,27 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
         .map(|(name, t)| Ok((canonical_name(&name), t.to_dtype(DType::F32)?)))
         .collect::<Result<_>>()?;
     Ok((tensors, source))
+}
+
+/// Refuses a run dir's weights that are not those of its committed checkpoint (a kill between
+/// the commit of `train_state.json` and the publication of the weights).
+fn check_committed_step(dir: &Path, file: &TensorFile, path: &Path) -> Result<()> {
+    let (Some(weights_step), Ok(state)) = (
+        file.metadata.get(STEP_METADATA_KEY),
+        crate::fsutil::read_json::<serde_json::Value>(&dir.join(crate::train::state::TRAIN_STATE_FILE)),
+    ) else {
+        return Ok(());
+    };
+    let state_step = state["step"].to_string();
+    if *weights_step != state_step {
+        bail!(
+            "{}: weights of step {weights_step}, but {} is at step {state_step} (a checkpoint was interrupted; `repdef train --resume --out {}` repairs the run)",
+            path.display(),
+            crate::train::state::TRAIN_STATE_FILE,
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// A hint for a failed load: which top-level names the file actually has.
