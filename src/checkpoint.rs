@@ -9,7 +9,8 @@ use crate::model::{Encoder, PretrainingModel};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -45,13 +46,33 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
 }
 
 /// Writes named tensors atomically, with `format: pt` metadata so `transformers` accepts the file.
+/// The bytes depend only on the tensors and metadata: tensors are laid out by descending element
+/// size, then name, and the header is written with sorted keys (the `safetensors` crate writes
+/// `__metadata__` in hash-map order, so identical trainings hashed differently).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>, extra_metadata: &[(&str, String)]) -> Result<()> {
-    let mut metadata: HashMap<String, String> = extra_metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut metadata: BTreeMap<String, String> = extra_metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     metadata.insert("format".into(), "pt".into());
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    sorted.sort_by_key(|(name, t)| (std::cmp::Reverse(t.dtype().size_in_bytes()), *name));
+    let mut header = BTreeMap::from([("__metadata__".to_string(), serde_json::to_value(&metadata)?)]);
+    let mut offset = 0;
+    for (name, tensor) in &sorted {
+        let end = offset + tensor.elem_count() * tensor.dtype().size_in_bytes();
+        let dtype = safetensors::View::dtype(*tensor);
+        header.insert(name.to_string(), serde_json::json!({ "dtype": dtype, "shape": tensor.dims(), "data_offsets": [offset, end] }));
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&header)?;
+    // The data starts 8-byte aligned, as the safetensors crate writes it.
+    header.resize(header.len().next_multiple_of(8), b' ');
     write_atomic_with(path, |tmp| {
-        safetensors::serialize_to_file(sorted, Some(metadata), tmp).map_err(|e| anyhow::anyhow!("{e}"))
+        let mut file = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        file.write_all(&(header.len() as u64).to_le_bytes())?;
+        file.write_all(&header)?;
+        for (_, tensor) in &sorted {
+            file.write_all(&safetensors::View::data(*tensor))?;
+        }
+        Ok(file.flush()?)
     })
 }
 
@@ -187,6 +208,35 @@ pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<Pretraining
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_tensors_give_identical_bytes_with_a_sorted_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensor = |values: &[f32]| Tensor::new(values, &Device::Cpu).unwrap();
+        let write = |name: &str, order: &[&str]| {
+            let tensors: HashMap<String, Tensor> =
+                order.iter().map(|n| (n.to_string(), tensor(&[1.0, n.len() as f32]))).collect();
+            let metadata: Vec<(&str, String)> = order.iter().map(|n| (*n, format!("v{n}"))).collect();
+            let path = dir.path().join(name);
+            write_safetensors(&path, &tensors, &metadata).unwrap();
+            std::fs::read(path).unwrap()
+        };
+        let names = ["b", "a", "dd", "ccc", "e"];
+        let first = write("first", &names);
+        let reversed: Vec<&str> = names.iter().rev().copied().collect();
+        for i in 0..8 {
+            assert_eq!(write(&format!("again-{i}"), &reversed), first, "write {i} differs");
+        }
+        let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
+        assert!(
+            header.starts_with(r#"{"__metadata__":{"a":"va","b":"vb","ccc":"vccc","dd":"vdd","e":"ve","format":"pt"},"a":{"#),
+            "{header}"
+        );
+        let file = read_safetensors(&dir.path().join("first"), &Device::Cpu).unwrap();
+        assert_eq!(file.tensors["ccc"].to_vec1::<f32>().unwrap(), [1.0, 3.0]);
+        assert_eq!(file.metadata["dd"], "vdd");
+    }
 
     #[test]
     fn foreign_names_map_to_canonical_ones() {

@@ -119,6 +119,8 @@ fn interrupted_and_resumed_run_equals_a_straight_run() {
         assert_eq!(train(&second_half).unwrap().steps, 6);
 
         assert_same_weights(&straight, &resumed, &format!("{objective:?}"));
+        let bytes = |dir: &Path| std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+        assert!(bytes(&straight) == bytes(&resumed), "{objective:?}: the same weights were written as different bytes");
         let metrics = |dir: &std::path::Path| -> Vec<String> {
             // Drop the timing columns, which legitimately differ.
             std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
