@@ -8,9 +8,12 @@ use crate::fsutil::write_atomic_with;
 use crate::model::{Encoder, PretrainingModel};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Shape;
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -140,9 +143,90 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
     };
     let tensors = raw
         .into_iter()
-        .map(|(name, t)| Ok((canonical_name(&name), t.to_dtype(DType::F32)?)))
+        .map(|(name, t)| Ok((canonical_name(&name), checked_weight(&name, t, &source)?)))
         .collect::<Result<_>>()?;
     Ok((tensors, source))
+}
+
+/// A weight as f32, refusing integer or boolean tensors (which a cast would silently turn into
+/// numbers) and NaN/Inf values (which would flow into every output).
+fn checked_weight(name: &str, tensor: Tensor, source: &Path) -> Result<Tensor> {
+    if !tensor.dtype().is_float() {
+        bail!("{}: tensor {name} is stored as {:?}; model weights must be floating point", source.display(), tensor.dtype());
+    }
+    let tensor = tensor.to_dtype(DType::F32)?;
+    // x − x is 0 for every finite x and NaN for NaN and ±Inf; the sum keeps a NaN.
+    if !(&tensor - &tensor)?.sum_all()?.to_scalar::<f32>()?.is_finite() {
+        bail!("{}: tensor {name} holds NaN or Inf values (a diverged run or a corrupt file)", source.display());
+    }
+    Ok(tensor)
+}
+
+/// A `VarBuilder` backend over a weights file that records which tensors the model took.
+struct RecordingBackend {
+    tensors: HashMap<String, Tensor>,
+    used: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl RecordingBackend {
+    fn record(&self, name: &str) {
+        self.used.lock().expect("lock poisoned").insert(name.to_string());
+    }
+}
+
+impl SimpleBackend for RecordingBackend {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.record(name);
+        SimpleBackend::get(&self.tensors, s, name, h, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.record(name);
+        self.tensors.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_tensor(name)
+    }
+}
+
+/// Tensors a model never reads and that may be in a checkpoint: HF's pooler and its buffers.
+fn is_known_extra(name: &str) -> bool {
+    name.starts_with("bert.pooler.") || name.ends_with(".position_ids") || name.ends_with(".token_type_ids")
+}
+
+/// Builds `what` from a weights file's tensors with `build`, then refuses the file when tensors
+/// under `scopes` went unused: config.json then describes a smaller model than the weights
+/// (fewer layers, no relative-position buckets), and the analysis would silently measure it.
+fn build_strict<T>(
+    tensors: HashMap<String, Tensor>,
+    source: &Path,
+    config: &ModelConfig,
+    scopes: &[&str],
+    what: &str,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let hint = load_hint(&tensors, config);
+    let names: BTreeSet<String> = tensors.keys().cloned().collect();
+    let used = Arc::new(Mutex::new(BTreeSet::new()));
+    let backend = RecordingBackend { tensors, used: used.clone() };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+    let model = build(vb).with_context(|| format!("{}: cannot build the {what} ({hint})", source.display()))?;
+    let used = used.lock().expect("lock poisoned");
+    let unused: Vec<&String> = names
+        .iter()
+        .filter(|n| scopes.iter().any(|s| n.starts_with(s)) && !used.contains(*n) && !is_known_extra(n))
+        .collect();
+    if let Some(first) = unused.first() {
+        bail!(
+            "{}: {} tensor(s) not used by the {what} that config.json describes ({} layers), e.g. {first}: config.json does not match the weights",
+            source.display(),
+            unused.len(),
+            config.num_hidden_layers
+        );
+    }
+    Ok(model)
 }
 
 /// Refuses a run dir's weights that are not those of its committed checkpoint (a kill between
@@ -189,10 +273,8 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<LoadedEncoder> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
-    let hint = load_hint(&tensors, &config);
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let encoder = Encoder::load(vb.pp("bert"), &config)
-        .with_context(|| format!("{}: cannot build the encoder ({hint})", weights_path.display()))?;
+    let encoder = build_strict(tensors, &weights_path, &config, &["bert."], "encoder", device, |vb| Encoder::load(vb.pp("bert"), &config))?;
+    check_vocabulary(&tokenizer, &config, dir)?;
     Ok(LoadedEncoder { config, encoder, tokenizer, weights_path })
 }
 
@@ -200,9 +282,21 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<LoadedEncoder> {
 pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<PretrainingModel> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
-    let hint = load_hint(&tensors, &config);
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    PretrainingModel::load(vb, &config).with_context(|| format!("{}: cannot build the model ({hint})", weights_path.display()))
+    build_strict(tensors, &weights_path, &config, &["bert.", "decoder."], "model", device, |vb| PretrainingModel::load(vb, &config))
+}
+
+/// Refuses a tokenizer whose ids reach past the embedding table.
+fn check_vocabulary(tokenizer: &Tokenizer, config: &ModelConfig, dir: &Path) -> Result<()> {
+    if let Some(max_id) = tokenizer.get_vocab(true).into_values().max() {
+        if max_id as usize >= config.vocab_size {
+            bail!(
+                "{}: token ids go up to {max_id}, but the model has {} embedding rows (config.json vocab_size): the tokenizer does not belong to this model",
+                dir.join(TOKENIZER_FILE).display(),
+                config.vocab_size
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
