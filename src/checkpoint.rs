@@ -155,8 +155,8 @@ fn checked_weight(name: &str, tensor: Tensor, source: &Path) -> Result<Tensor> {
         bail!("{}: tensor {name} is stored as {:?}; model weights must be floating point", source.display(), tensor.dtype());
     }
     let tensor = tensor.to_dtype(DType::F32)?;
-    // x − x is 0 for every finite x and NaN for NaN and ±Inf; the sum keeps a NaN.
-    if !(&tensor - &tensor)?.sum_all()?.to_scalar::<f32>()?.is_finite() {
+    // 0·x is 0 for every finite x and NaN for NaN and ±Inf; the sum keeps a NaN.
+    if !(&tensor * 0.0)?.sum_all()?.to_scalar::<f32>()?.is_finite() {
         bail!("{}: tensor {name} holds NaN or Inf values (a diverged run or a corrupt file)", source.display());
     }
     Ok(tensor)
