@@ -148,7 +148,8 @@ fn a_checkpoint_killed_at_any_instant_leaves_a_run_that_resumes_exactly() {
     }
     let step4 = snap4.join("checkpoints/step-4");
     // (what the kill left, builds it, whether the root weights may be loaded before a resume)
-    let partial_states: Vec<(&str, Box<dyn Fn(&Path)>, bool)> = vec![
+    type Build<'a> = Box<dyn Fn(&Path) + 'a>;
+    let partial_states: Vec<(&str, Build, bool)> = vec![
         ("step 4's weights written, nothing else", Box::new(|d| {
             copy_dir(&snap2, d);
             std::fs::create_dir_all(d.join("checkpoints/step-4")).unwrap();
