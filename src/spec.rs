@@ -161,17 +161,24 @@ impl AnalysisSpec {
         labels.sort_unstable();
         labels.dedup();
         ensure!(labels.len() == self.models.len(), "model labels must be distinct");
-        let estimators = m
+        let estimators = self.estimators()?;
+        let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
+        let data = resolve_data(&self.data.paths)?;
+        let shard = parse_shard(self.data.shard.as_deref())?;
+        Ok(Plan { spec: self, models, data, estimators, shard })
+    }
+
+    /// The spec's estimators, parsed (all `merge` needs besides the accumulators).
+    pub fn estimators(&self) -> Result<Vec<Estimator>> {
+        let estimators = self
+            .measure
             .estimators
             .iter()
             .map(|e| e.parse::<Estimator>().with_context(|| format!("measure.estimators: {e:?}")))
             .collect::<Result<Vec<_>>>()?;
         ensure!(!estimators.is_empty(), "measure.estimators is empty");
         ensure_distinct("measure.estimators", &estimators)?;
-        let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
-        let data = resolve_data(&self.data.paths)?;
-        let shard = parse_shard(self.data.shard.as_deref())?;
-        Ok(Plan { spec: self, models, data, estimators, shard })
+        Ok(estimators)
     }
 
     fn resolve_model(&self, model: &ModelSpec) -> Result<PlannedModel> {
@@ -225,7 +232,8 @@ fn resolve_data(paths: &[PathBuf]) -> Result<DataSource> {
     Ok(DataSource::TextFiles(paths.to_vec()))
 }
 
-fn parse_shard(shard: Option<&str>) -> Result<(usize, usize)> {
+/// `"i/n"` → (i, n); no shard is `0/1`.
+pub fn parse_shard(shard: Option<&str>) -> Result<(usize, usize)> {
     let Some(text) = shard else { return Ok((0, 1)) };
     let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
     match parsed {
