@@ -183,7 +183,8 @@ struct AnalyzeArgs {
     seq_len: Option<usize>,
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Analyse shard `i/n` of the sequences (merge shards with `repdef merge`).
+    /// Analyse shard `i/n` of the sequences (merge shards with `repdef merge`); `auto` takes it
+    /// from a Slurm array job, `auto/N` from a Kubernetes Indexed Job of N completions.
     #[arg(long)]
     shard: Option<String>,
     /// Override any spec key: `--set measure.mask_prob=0.2`.
@@ -227,7 +228,8 @@ impl AnalyzeArgs {
         spec.data.tokens = self.tokens.unwrap_or(spec.data.tokens);
         spec.data.seq_len = self.seq_len.unwrap_or(spec.data.seq_len);
         spec.data.batch_size = self.batch_size.unwrap_or(spec.data.batch_size);
-        spec.data.shard = self.shard.or(spec.data.shard);
+        let shard = self.shard.or(spec.data.shard);
+        spec.data.shard = shard.map(|s| crate::spec::shard_from_scheduler(&s, |name| std::env::var(name).ok())).transpose()?;
         let spec = crate::config::apply_overrides(&spec, &self.overrides)?;
         Ok((spec, self.out))
     }
