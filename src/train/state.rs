@@ -60,7 +60,7 @@ impl TrainState {
 }
 
 /// The step directory of the checkpoint written at `step`.
-pub fn step_dir(run: &Path, step: u64) -> PathBuf {
+fn step_dir(run: &Path, step: u64) -> PathBuf {
     run.join(CHECKPOINTS_DIR).join(format!("step-{step}"))
 }
 
