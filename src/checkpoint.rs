@@ -8,8 +8,12 @@ use crate::fsutil::write_atomic_with;
 use crate::model::{Encoder, PretrainingModel};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use std::collections::{BTreeSet, HashMap};
+use candle_core::Shape;
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -45,13 +49,33 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
 }
 
 /// Writes named tensors atomically, with `format: pt` metadata so `transformers` accepts the file.
+/// The bytes depend only on the tensors and metadata: tensors are laid out by descending element
+/// size, then name, and the header is written with sorted keys (the `safetensors` crate writes
+/// `__metadata__` in hash-map order, so identical trainings hashed differently).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>, extra_metadata: &[(&str, String)]) -> Result<()> {
-    let mut metadata: HashMap<String, String> = extra_metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut metadata: BTreeMap<String, String> = extra_metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     metadata.insert("format".into(), "pt".into());
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    sorted.sort_by_key(|(name, t)| (std::cmp::Reverse(t.dtype().size_in_bytes()), *name));
+    let mut header = BTreeMap::from([("__metadata__".to_string(), serde_json::to_value(&metadata)?)]);
+    let mut offset = 0;
+    for (name, tensor) in &sorted {
+        let end = offset + tensor.elem_count() * tensor.dtype().size_in_bytes();
+        let dtype = safetensors::View::dtype(*tensor);
+        header.insert(name.to_string(), serde_json::json!({ "dtype": dtype, "shape": tensor.dims(), "data_offsets": [offset, end] }));
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&header)?;
+    // The data starts 8-byte aligned, as the safetensors crate writes it.
+    header.resize(header.len().next_multiple_of(8), b' ');
     write_atomic_with(path, |tmp| {
-        safetensors::serialize_to_file(sorted, Some(metadata), tmp).map_err(|e| anyhow::anyhow!("{e}"))
+        let mut file = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        file.write_all(&(header.len() as u64).to_le_bytes())?;
+        file.write_all(&header)?;
+        for (_, tensor) in &sorted {
+            file.write_all(&safetensors::View::data(*tensor))?;
+        }
+        Ok(file.flush()?)
     })
 }
 
@@ -107,7 +131,9 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
     let safetensors_path = dir.join(WEIGHTS_FILE);
     let pytorch_path = dir.join(PYTORCH_WEIGHTS_FILE);
     let (raw, source) = if safetensors_path.exists() {
-        (read_safetensors(&safetensors_path, device)?.tensors, safetensors_path)
+        let file = read_safetensors(&safetensors_path, device)?;
+        check_committed_step(dir, &file, &safetensors_path)?;
+        (file.tensors, safetensors_path)
     } else if pytorch_path.exists() {
         let pairs = candle_core::pickle::read_all(&pytorch_path)
             .with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
@@ -117,9 +143,111 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
     };
     let tensors = raw
         .into_iter()
-        .map(|(name, t)| Ok((canonical_name(&name), t.to_dtype(DType::F32)?)))
+        .map(|(name, t)| Ok((canonical_name(&name), checked_weight(&name, t, &source)?)))
         .collect::<Result<_>>()?;
     Ok((tensors, source))
+}
+
+/// A weight as f32, refusing integer or boolean tensors (which a cast would silently turn into
+/// numbers) and NaN/Inf values (which would flow into every output).
+fn checked_weight(name: &str, tensor: Tensor, source: &Path) -> Result<Tensor> {
+    if !tensor.dtype().is_float() {
+        bail!("{}: tensor {name} is stored as {:?}; model weights must be floating point", source.display(), tensor.dtype());
+    }
+    let tensor = tensor.to_dtype(DType::F32)?;
+    // 0·x is 0 for every finite x and NaN for NaN and ±Inf; the sum keeps a NaN.
+    if !(&tensor * 0.0)?.sum_all()?.to_scalar::<f32>()?.is_finite() {
+        bail!("{}: tensor {name} holds NaN or Inf values (a diverged run or a corrupt file)", source.display());
+    }
+    Ok(tensor)
+}
+
+/// A `VarBuilder` backend over a weights file that records which tensors the model took.
+struct RecordingBackend {
+    tensors: HashMap<String, Tensor>,
+    used: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl RecordingBackend {
+    fn record(&self, name: &str) {
+        self.used.lock().expect("lock poisoned").insert(name.to_string());
+    }
+}
+
+impl SimpleBackend for RecordingBackend {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.record(name);
+        SimpleBackend::get(&self.tensors, s, name, h, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.record(name);
+        self.tensors.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_tensor(name)
+    }
+}
+
+/// Tensors a model never reads and that may be in a checkpoint: HF's pooler and its buffers.
+fn is_known_extra(name: &str) -> bool {
+    name.starts_with("bert.pooler.") || name.ends_with(".position_ids") || name.ends_with(".token_type_ids")
+}
+
+/// Builds `what` from a weights file's tensors with `build`, then refuses the file when tensors
+/// under `scopes` went unused: config.json then describes a smaller model than the weights
+/// (fewer layers, no relative-position buckets), and the analysis would silently measure it.
+fn build_strict<T>(
+    tensors: HashMap<String, Tensor>,
+    source: &Path,
+    config: &ModelConfig,
+    scopes: &[&str],
+    what: &str,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let hint = load_hint(&tensors, config);
+    let names: BTreeSet<String> = tensors.keys().cloned().collect();
+    let used = Arc::new(Mutex::new(BTreeSet::new()));
+    let backend = RecordingBackend { tensors, used: used.clone() };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+    let model = build(vb).with_context(|| format!("{}: cannot build the {what} ({hint})", source.display()))?;
+    let used = used.lock().expect("lock poisoned");
+    let unused: Vec<&String> = names
+        .iter()
+        .filter(|n| scopes.iter().any(|s| n.starts_with(s)) && !used.contains(*n) && !is_known_extra(n))
+        .collect();
+    if let Some(first) = unused.first() {
+        bail!(
+            "{}: {} tensor(s) not used by the {what} that config.json describes ({} layers), e.g. {first}: config.json does not match the weights",
+            source.display(),
+            unused.len(),
+            config.num_hidden_layers
+        );
+    }
+    Ok(model)
+}
+
+/// Refuses a run dir's weights that are not those of its committed checkpoint (a kill between
+/// the commit of `train_state.json` and the publication of the weights).
+fn check_committed_step(dir: &Path, file: &TensorFile, path: &Path) -> Result<()> {
+    let (Some(weights_step), Ok(state)) = (
+        file.metadata.get(STEP_METADATA_KEY),
+        crate::fsutil::read_json::<serde_json::Value>(&dir.join(crate::train::state::TRAIN_STATE_FILE)),
+    ) else {
+        return Ok(());
+    };
+    let state_step = state["step"].to_string();
+    if *weights_step != state_step {
+        bail!(
+            "{}: weights of step {weights_step}, but {} is at step {state_step} (a checkpoint was interrupted; `repdef train --resume --out {}` repairs the run)",
+            path.display(),
+            crate::train::state::TRAIN_STATE_FILE,
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// A hint for a failed load: which top-level names the file actually has.
@@ -145,10 +273,8 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<LoadedEncoder> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
-    let hint = load_hint(&tensors, &config);
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let encoder = Encoder::load(vb.pp("bert"), &config)
-        .with_context(|| format!("{}: cannot build the encoder ({hint})", weights_path.display()))?;
+    let encoder = build_strict(tensors, &weights_path, &config, &["bert."], "encoder", device, |vb| Encoder::load(vb.pp("bert"), &config))?;
+    check_vocabulary(&tokenizer, &config, dir)?;
     Ok(LoadedEncoder { config, encoder, tokenizer, weights_path })
 }
 
@@ -156,14 +282,55 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<LoadedEncoder> {
 pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<PretrainingModel> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
-    let hint = load_hint(&tensors, &config);
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    PretrainingModel::load(vb, &config).with_context(|| format!("{}: cannot build the model ({hint})", weights_path.display()))
+    build_strict(tensors, &weights_path, &config, &["bert.", "decoder."], "model", device, |vb| PretrainingModel::load(vb, &config))
+}
+
+/// Refuses a tokenizer whose ids reach past the embedding table.
+fn check_vocabulary(tokenizer: &Tokenizer, config: &ModelConfig, dir: &Path) -> Result<()> {
+    if let Some(max_id) = tokenizer.get_vocab(true).into_values().max() {
+        if max_id as usize >= config.vocab_size {
+            bail!(
+                "{}: token ids go up to {max_id}, but the model has {} embedding rows (config.json vocab_size): the tokenizer does not belong to this model",
+                dir.join(TOKENIZER_FILE).display(),
+                config.vocab_size
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_tensors_give_identical_bytes_with_a_sorted_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensor = |values: &[f32]| Tensor::new(values, &Device::Cpu).unwrap();
+        let write = |name: &str, order: &[&str]| {
+            let tensors: HashMap<String, Tensor> =
+                order.iter().map(|n| (n.to_string(), tensor(&[1.0, n.len() as f32]))).collect();
+            let metadata: Vec<(&str, String)> = order.iter().map(|n| (*n, format!("v{n}"))).collect();
+            let path = dir.path().join(name);
+            write_safetensors(&path, &tensors, &metadata).unwrap();
+            std::fs::read(path).unwrap()
+        };
+        let names = ["b", "a", "dd", "ccc", "e"];
+        let first = write("first", &names);
+        let reversed: Vec<&str> = names.iter().rev().copied().collect();
+        for i in 0..8 {
+            assert_eq!(write(&format!("again-{i}"), &reversed), first, "write {i} differs");
+        }
+        let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
+        assert!(
+            header.starts_with(r#"{"__metadata__":{"a":"va","b":"vb","ccc":"vccc","dd":"vdd","e":"ve","format":"pt"},"a":{"#),
+            "{header}"
+        );
+        let file = read_safetensors(&dir.path().join("first"), &Device::Cpu).unwrap();
+        assert_eq!(file.tensors["ccc"].to_vec1::<f32>().unwrap(), [1.0, 3.0]);
+        assert_eq!(file.metadata["dd"], "vdd");
+    }
 
     #[test]
     fn foreign_names_map_to_canonical_ones() {

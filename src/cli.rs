@@ -126,8 +126,10 @@ struct TrainArgs {
     /// Run dir to create (or to continue with --resume).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value = "mini")]
-    preset: Preset,
+    /// Model size and default settings [default: mini].
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Optimiser steps (default: the preset's). With --resume: the run's new total length.
     #[arg(long)]
     steps: Option<u64>,
     #[arg(long)]
@@ -150,7 +152,9 @@ struct TrainArgs {
     /// `--set model.hidden_dropout_prob=0` (model config keys start with `model.`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Continue the run in --out from its last checkpoint (its saved settings are used).
+    /// Continue the run in --out from its last checkpoint, on the same --data, with its saved
+    /// settings: other settings flags are refused unless they equal the saved ones, except
+    /// --steps, which extends (or shortens) the run.
     #[arg(long)]
     resume: bool,
     /// Write a checkpoint and stop after this step (continue later with --resume).
@@ -190,7 +194,8 @@ struct AnalyzeArgs {
     seq_len: Option<usize>,
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Analyse shard `i/n` of the sequences (merge shards with `repdef merge`).
+    /// Analyse shard `i/n` of the sequences (merge shards with `repdef merge`); `auto` takes it
+    /// from a Slurm array job, `auto/N` from a Kubernetes Indexed Job of N completions.
     #[arg(long)]
     shard: Option<String>,
     /// Override any spec key: `--set measure.mask_prob=0.2`.
@@ -234,7 +239,8 @@ impl AnalyzeArgs {
         spec.data.tokens = self.tokens.unwrap_or(spec.data.tokens);
         spec.data.seq_len = self.seq_len.unwrap_or(spec.data.seq_len);
         spec.data.batch_size = self.batch_size.unwrap_or(spec.data.batch_size);
-        spec.data.shard = self.shard.or(spec.data.shard);
+        let shard = self.shard.or(spec.data.shard);
+        spec.data.shard = shard.map(|s| crate::spec::shard_from_scheduler(&s, |name| std::env::var(name).ok())).transpose()?;
         let spec = crate::config::apply_overrides(&spec, &self.overrides)?;
         Ok((spec, self.out))
     }
@@ -309,12 +315,16 @@ enum BenchCommand {
 
 impl TrainArgs {
     fn into_request(self) -> Result<crate::train::TrainRequest> {
-        let objective = match (self.objective, self.resume) {
-            (Some(o), _) => o,
-            (None, true) => Objective::Mlm, // replaced by the run's saved config
-            (None, false) => bail!("--objective is required (mlm or mae-lm)"),
+        // A resumed run starts from its saved settings; `train` refuses flags that change them.
+        let mut config = if self.resume {
+            crate::train::saved_config(&self.out)?
+        } else {
+            let objective = self.objective.context("--objective is required (mlm or mae-lm)")?;
+            TrainConfig::defaults(objective, self.preset.unwrap_or(Preset::Mini), self.steps)
         };
-        let mut config = TrainConfig::defaults(objective, self.preset, self.steps);
+        config.objective = self.objective.unwrap_or(config.objective);
+        config.preset = self.preset.unwrap_or(config.preset);
+        config.steps = self.steps.unwrap_or(config.steps);
         config.batch_size = self.batch_size.unwrap_or(config.batch_size);
         config.seq_len = self.seq_len.unwrap_or(config.seq_len);
         config.lr = self.lr.unwrap_or(config.lr);

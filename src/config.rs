@@ -349,6 +349,30 @@ impl TrainConfig {
     }
 }
 
+/// The dotted keys (as `--set` names them) whose values differ between two configurations.
+pub fn changed_settings<T: Serialize>(before: &T, after: &T) -> Result<Vec<String>> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                let null = serde_json::Value::Null;
+                for key in keys {
+                    let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    walk(&name, a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => {
+                let values = format!("{a} → {b}");
+                out.push(if values.len() <= 40 { format!("{prefix} ({values})") } else { prefix.to_string() });
+            }
+            _ => {}
+        }
+    }
+    let mut changed = Vec::new();
+    walk("", &serde_json::to_value(before)?, &serde_json::to_value(after)?, &mut changed);
+    Ok(changed)
+}
+
 /// Applies `key=value` overrides to any serialisable config: the key must exist (dotted paths
 /// reach nested groups) and the value must parse as the existing field's type.
 pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, overrides: &[String]) -> Result<T> {

@@ -161,17 +161,24 @@ impl AnalysisSpec {
         labels.sort_unstable();
         labels.dedup();
         ensure!(labels.len() == self.models.len(), "model labels must be distinct");
-        let estimators = m
+        let estimators = self.estimators()?;
+        let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
+        let data = resolve_data(&self.data.paths)?;
+        let shard = parse_shard(self.data.shard.as_deref())?;
+        Ok(Plan { spec: self, models, data, estimators, shard })
+    }
+
+    /// The spec's estimators, parsed (all `merge` needs besides the accumulators).
+    pub fn estimators(&self) -> Result<Vec<Estimator>> {
+        let estimators = self
+            .measure
             .estimators
             .iter()
             .map(|e| e.parse::<Estimator>().with_context(|| format!("measure.estimators: {e:?}")))
             .collect::<Result<Vec<_>>>()?;
         ensure!(!estimators.is_empty(), "measure.estimators is empty");
         ensure_distinct("measure.estimators", &estimators)?;
-        let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
-        let data = resolve_data(&self.data.paths)?;
-        let shard = parse_shard(self.data.shard.as_deref())?;
-        Ok(Plan { spec: self, models, data, estimators, shard })
+        Ok(estimators)
     }
 
     fn resolve_model(&self, model: &ModelSpec) -> Result<PlannedModel> {
@@ -225,7 +232,35 @@ fn resolve_data(paths: &[PathBuf]) -> Result<DataSource> {
     Ok(DataSource::TextFiles(paths.to_vec()))
 }
 
-fn parse_shard(shard: Option<&str>) -> Result<(usize, usize)> {
+/// Resolves `auto` and `auto/N` to this job's `"i/n"` from the scheduler running it (`env` looks
+/// up environment variables); any other text is returned as is. Slurm array jobs give the index
+/// (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`) and the count (`SLURM_ARRAY_TASK_COUNT`); a
+/// Kubernetes Indexed Job gives the index (`JOB_COMPLETION_INDEX`) but not its `completions`,
+/// which `auto/N` supplies.
+pub fn shard_from_scheduler(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let Some(given_count) = text.strip_prefix("auto") else { return Ok(text.to_string()) };
+    let number = |name: &str| -> Result<Option<usize>> {
+        env(name).map(|v| v.trim().parse().with_context(|| format!("--shard {text}: {name}={v:?} is not a number"))).transpose()
+    };
+    let given_count = match given_count.strip_prefix('/') {
+        Some(n) => Some(n.parse::<usize>().with_context(|| format!("--shard {text}: expected auto or auto/N"))?),
+        None if given_count.is_empty() => None,
+        None => bail!("--shard {text}: expected auto or auto/N"),
+    };
+    let (index, count) = if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+        (id - number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0).min(id), given_count.or(number("SLURM_ARRAY_TASK_COUNT")?))
+    } else if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+        (index, given_count)
+    } else {
+        bail!("--shard {text}: neither SLURM_ARRAY_TASK_ID (a Slurm array job) nor JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) is set");
+    };
+    let count = count.with_context(|| format!("--shard {text}: the scheduler does not say how many shards there are; give --shard auto/N"))?;
+    ensure!(index < count, "--shard {text}: this job's index {index} is not below the shard count {count}");
+    Ok(format!("{index}/{count}"))
+}
+
+/// `"i/n"` → (i, n); no shard is `0/1`.
+pub fn parse_shard(shard: Option<&str>) -> Result<(usize, usize)> {
     let Some(text) = shard else { return Ok((0, 1)) };
     let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
     match parsed {
@@ -237,6 +272,21 @@ fn parse_shard(shard: Option<&str>) -> Result<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_shards_come_from_slurm_arrays_and_kubernetes_indexed_jobs() {
+        let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let slurm = env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "4"), ("SLURM_ARRAY_TASK_COUNT", "3")]);
+        assert_eq!(shard_from_scheduler("auto", &slurm).unwrap(), "1/3");
+        assert_eq!(shard_from_scheduler("2/7", &slurm).unwrap(), "2/7");
+        let kubernetes = env(&[("JOB_COMPLETION_INDEX", "2")]);
+        assert_eq!(shard_from_scheduler("auto/4", &kubernetes).unwrap(), "2/4");
+        let error = |text, vars| shard_from_scheduler(text, env(vars)).unwrap_err().to_string();
+        assert!(error("auto", &[("JOB_COMPLETION_INDEX", "2")]).contains("auto/N"));
+        assert!(error("auto/2", &[("JOB_COMPLETION_INDEX", "2")]).contains("index 2 is not below"));
+        assert!(error("auto", &[]).contains("SLURM_ARRAY_TASK_ID"));
+        assert!(error("automatic", &[]).contains("expected auto or auto/N"));
+    }
 
     const SPEC: &str = r#"
 name = "t"

@@ -32,7 +32,15 @@ fn merged_shards_equal_one_pass() {
     let shards: Vec<PathBuf> = (0..2)
         .map(|i| {
             let out = dir.path().join(format!("shard{i}"));
-            analyze(&spec(1024, Some(&format!("{i}/2"))).resolve().unwrap(), &out).unwrap();
+            analyze(&spec(2048, Some(&format!("{i}/2"))).resolve().unwrap(), &out).unwrap();
+            // Shards merge anywhere: point both manifests at models and data that are not here.
+            let manifest_path = out.join("manifest.json");
+            let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+            for model in manifest["spec"]["models"].as_array_mut().unwrap() {
+                model["path"] = serde_json::json!("/nowhere/model");
+            }
+            manifest["spec"]["data"]["paths"] = serde_json::json!(["/nowhere/data.txt"]);
+            std::fs::write(&manifest_path, manifest.to_string()).unwrap();
             out
         })
         .collect();
@@ -45,11 +53,25 @@ fn merged_shards_equal_one_pass() {
     for (key, acc) in &a {
         let other = &b[key];
         assert_eq!(acc.n_tokens(), other.n_tokens(), "{key:?}");
+        // The same rows summed in another order: equal up to f64 rounding.
         let scale = acc.gram().iter().fold(0f64, |m, x| m.max(x.abs()));
         let diff = (acc.gram() - other.gram()).iter().fold(0f64, |m, x| m.max(x.abs()));
         assert!(diff <= 1e-12 * scale, "{key:?}: Gram differs by {diff:e}");
     }
-    assert!(merge(&[shards[0].clone(), shards[0].clone()], &dir.path().join("twice")).is_err(), "a shard merged twice is refused");
+    let refusal = |dirs: &[PathBuf], name: &str| format!("{:#}", merge(dirs, &dir.path().join(name)).unwrap_err());
+    assert!(refusal(&[shards[0].clone(), shards[0].clone()], "twice").contains("already merged"));
+    assert!(refusal(&shards[..1], "incomplete").contains("1/2 missing"));
+    // Shard 1 of a split into 3 next to shard 0 of a split into 2.
+    let mixed = dir.path().join("shard1-of-3");
+    std::fs::create_dir(&mixed).unwrap();
+    for entry in std::fs::read_dir(&shards[1]).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), mixed.join(entry.file_name())).unwrap();
+    }
+    let manifest = std::fs::read_to_string(mixed.join("manifest.json")).unwrap().replace("1/2", "1/3");
+    std::fs::write(mixed.join("manifest.json"), manifest).unwrap();
+    let mixed = refusal(&[shards[0].clone(), mixed], "mixed");
+    assert!(mixed.contains("mix a split into 2 with one into 3"), "{mixed}");
 }
 
 #[test]

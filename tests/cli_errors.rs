@@ -63,6 +63,62 @@ fn missing_tensor_and_wrong_shape_are_named() {
     assert!(!out.exists());
 }
 
+/// A copy of the tiny HF BERT dir in `dir/NAME` whose weights `edit` changed.
+fn edited_bert(dir: &Path, name: &str, edit: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>)) -> std::path::PathBuf {
+    let model = copy_of_bert(&dir.join(name));
+    let weights = model.join("model.safetensors");
+    let mut file = read_safetensors(&weights, &candle_core::Device::Cpu).unwrap();
+    edit(&mut file.tensors);
+    write_safetensors(&weights, &file.tensors, &[]).unwrap();
+    model
+}
+
+#[test]
+fn loading_is_strict_about_unused_tensors_dtypes_non_finite_weights_and_the_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hs.safetensors");
+    const BIAS: &str = "bert.encoder.layer.0.output.dense.bias";
+
+    let one_layer = copy_of_bert(&dir.path().join("one-layer"));
+    let config = std::fs::read_to_string(one_layer.join("config.json")).unwrap().replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+    std::fs::write(one_layer.join("config.json"), config).unwrap();
+    assert_fails_naming(&hidden_states(&one_layer, &out), &["model.safetensors", "bert.encoder.layer.1.", "config.json", "1 layers"]);
+
+    let relpos = dir.path().join("relpos");
+    std::fs::create_dir(&relpos).unwrap();
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("repdef-tiny-relpos").join(name), relpos.join(name)).unwrap();
+    }
+    let config = std::fs::read_to_string(relpos.join("config.json")).unwrap();
+    std::fs::write(relpos.join("config.json"), config.replace("\"relative_attention_num_buckets\": 32", "\"relative_attention_num_buckets\": 0")).unwrap();
+    assert_fails_naming(&hidden_states(&relpos, &out), &["bert.encoder.relative_attention_bias.weight", "config.json"]);
+
+    let integer = edited_bert(dir.path(), "integer", |t| {
+        let bias = t[BIAS].to_dtype(candle_core::DType::I64).unwrap();
+        t.insert(BIAS.into(), bias);
+    });
+    assert_fails_naming(&hidden_states(&integer, &out), &[BIAS, "I64", "floating point"]);
+    let nan = edited_bert(dir.path(), "nan", |t| {
+        let bias = (&t[BIAS] * f64::NAN).unwrap();
+        t.insert(BIAS.into(), bias);
+    });
+    assert_fails_naming(&hidden_states(&nan, &out), &[BIAS, "NaN"]);
+    assert_fails_naming(&repdef(&["inspect", nan.to_str().unwrap()]), &[BIAS, "NaN"]);
+    assert!(!out.exists());
+
+    let with_pooler = edited_bert(dir.path(), "pooler", |t| {
+        t.insert("bert.pooler.dense.weight".into(), candle_core::Tensor::zeros((32, 32), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap());
+    });
+    assert!(hidden_states(&with_pooler, &out).status.success(), "a pooler is a known extra");
+
+    // A 400-row repdef model with the 1000-token tokenizer of the HF fixture.
+    let foreign_tokenizer = copy_of_bert(&dir.path().join("vocab"));
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("repdef-tiny-mlm").join(name), foreign_tokenizer.join(name)).unwrap();
+    }
+    assert_fails_naming(&hidden_states(&foreign_tokenizer, &out), &["tokenizer.json", "400 embedding rows"]);
+}
+
 #[test]
 fn missing_model_dir_and_tokenizer_are_named() {
     let dir = tempfile::tempdir().unwrap();

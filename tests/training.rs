@@ -6,6 +6,7 @@ mod common;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use common::{small_corpus, tiny_request};
+use std::path::Path;
 use repdef::checkpoint::{load_pretraining_model, read_safetensors, WEIGHTS_FILE};
 use repdef::config::{MaskConfig, Objective, Preset};
 use repdef::data::corpus::read_meta;
@@ -77,6 +78,30 @@ fn checkpoint_reloads_to_the_same_model() {
     }
 }
 
+/// Asserts that two run dirs' `model.safetensors` hold exactly the same tensors.
+fn assert_same_weights(a: &Path, b: &Path, what: &str) {
+    let a = read_safetensors(&a.join(WEIGHTS_FILE), &Device::Cpu).unwrap().tensors;
+    let b = read_safetensors(&b.join(WEIGHTS_FILE), &Device::Cpu).unwrap().tensors;
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let diff = (ta - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0, "{what}: {name} differs after resume");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn interrupted_and_resumed_run_equals_a_straight_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,18 +118,72 @@ fn interrupted_and_resumed_run_equals_a_straight_run() {
         second_half.resume = true;
         assert_eq!(train(&second_half).unwrap().steps, 6);
 
-        let a = read_safetensors(&straight.join(WEIGHTS_FILE), &Device::Cpu).unwrap().tensors;
-        let b = read_safetensors(&resumed.join(WEIGHTS_FILE), &Device::Cpu).unwrap().tensors;
-        assert_eq!(a.len(), b.len());
-        for (name, ta) in &a {
-            let diff = (ta - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert_eq!(diff, 0.0, "{objective:?}: {name} differs after resume");
-        }
+        assert_same_weights(&straight, &resumed, &format!("{objective:?}"));
+        let bytes = |dir: &Path| std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+        assert!(bytes(&straight) == bytes(&resumed), "{objective:?}: the same weights were written as different bytes");
         let metrics = |dir: &std::path::Path| -> Vec<String> {
             // Drop the timing columns, which legitimately differ.
             std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
         };
         assert_eq!(metrics(&straight), metrics(&resumed), "{objective:?}: metrics.csv differs");
+    }
+}
+
+/// Every state a kill can leave while a checkpoint is written, built from snapshots of a real
+/// run stopped at steps 2 and 4, resumes to the weights of the uninterrupted run.
+#[test]
+fn a_checkpoint_killed_at_any_instant_leaves_a_run_that_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let straight = dir.path().join("straight");
+    train(&tiny_request(&data, &straight, Objective::Mlm, 6)).unwrap();
+    let run = dir.path().join("run");
+    let (snap2, snap4) = (dir.path().join("snap2"), dir.path().join("snap4"));
+    for (stop, snapshot) in [(2, &snap2), (4, &snap4)] {
+        let mut request = tiny_request(&data, &run, Objective::Mlm, 6);
+        request.stop_at = Some(stop);
+        request.resume = stop > 2;
+        train(&request).unwrap();
+        copy_dir(&run, snapshot);
+    }
+    let step4 = snap4.join("checkpoints/step-4");
+    // (what the kill left, builds it, whether the root weights may be loaded before a resume)
+    type Build<'a> = Box<dyn Fn(&Path) + 'a>;
+    let partial_states: Vec<(&str, Build, bool)> = vec![
+        ("step 4's weights written, nothing else", Box::new(|d| {
+            copy_dir(&snap2, d);
+            std::fs::create_dir_all(d.join("checkpoints/step-4")).unwrap();
+            std::fs::copy(step4.join(WEIGHTS_FILE), d.join("checkpoints/step-4").join(WEIGHTS_FILE)).unwrap();
+            std::fs::write(d.join("checkpoints/step-4/optimizer.safetensors.tmp"), b"half").unwrap();
+        }), true),
+        ("step 4 written, not committed", Box::new(|d| {
+            copy_dir(&snap2, d);
+            copy_dir(&step4, &d.join("checkpoints/step-4"));
+        }), true),
+        ("step 4 committed, root weights and step 2 not yet replaced", Box::new(|d| {
+            copy_dir(&snap4, d);
+            copy_dir(&snap2.join("checkpoints/step-2"), &d.join("checkpoints/step-2"));
+            std::fs::copy(snap2.join(WEIGHTS_FILE), d.join(WEIGHTS_FILE)).unwrap();
+            std::fs::write(d.join("model.safetensors.tmp"), b"half").unwrap();
+        }), false),
+        ("made before step directories (one set in the run dir)", Box::new(|d| {
+            copy_dir(&snap4, d);
+            std::fs::rename(d.join("checkpoints/step-4/optimizer.safetensors"), d.join("optimizer.safetensors")).unwrap();
+            std::fs::remove_dir_all(d.join("checkpoints")).unwrap();
+        }), true),
+    ];
+    for (i, (what, make, loadable)) in partial_states.iter().enumerate() {
+        let killed = dir.path().join(format!("killed-{i}"));
+        make(&killed);
+        let loaded = load_pretraining_model(&killed, &Device::Cpu);
+        assert_eq!(loaded.is_ok(), *loadable, "{what}: {:?}", loaded.err());
+        let mut resume = tiny_request(&data, &killed, Objective::Mlm, 6);
+        resume.resume = true;
+        assert_eq!(train(&resume).unwrap_or_else(|e| panic!("{what}: {e:#}")).steps, 6, "{what}");
+        assert_same_weights(&straight, &killed, what);
+        let left: Vec<_> = std::fs::read_dir(killed.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["step-6"], "{what}: superseded checkpoints remain");
+        assert!(!killed.join("optimizer.safetensors").exists(), "{what}");
     }
 }
 

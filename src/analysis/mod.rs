@@ -79,8 +79,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
         });
     }
     let (manifest, accumulators) = merged.expect("at least one dir");
-    let plan = manifest.spec.clone().resolve().context("re-resolving the merged spec")?;
-    let results = in_model_order(compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?, &manifest);
+    check_complete(&manifest.shards)?;
+    // Only the accumulators and the spec's measures: the models and data need not be here.
+    let spec = &manifest.spec;
+    let results = in_model_order(compute(&accumulators, &spec.estimators()?, &spec.measure.centring)?, &manifest);
     write_output_dir(out, &manifest, &accumulators, &results)?;
     Ok(results)
 }
@@ -101,6 +103,21 @@ fn check_compatible(first: &Manifest, other: &Manifest, dir: &Path) -> Result<()
     }
     for shard in &other.shards {
         ensure!(!first.shards.contains(shard), "{}: shard {shard} is already merged", dir.display());
+    }
+    Ok(())
+}
+
+/// The merged shards must be one split `i/n` with every index once: a missing shard would
+/// analyse part of the token budget, a mixed split would count sequences twice.
+fn check_complete(shards: &[String]) -> Result<()> {
+    let parsed = shards.iter().map(|s| crate::spec::parse_shard(Some(s))).collect::<Result<Vec<_>>>()?;
+    let count = parsed[0].1;
+    if let Some((_, other)) = parsed.iter().find(|(_, n)| *n != count) {
+        bail!("shards {} mix a split into {count} with one into {other}: merge the shards of one split", shards.join(", "));
+    }
+    let missing: Vec<String> = (0..count).filter(|i| !parsed.iter().any(|(j, _)| j == i)).map(|i| format!("{i}/{count}")).collect();
+    if !missing.is_empty() {
+        bail!("shards {} are incomplete: {} missing", shards.join(", "), missing.join(", "));
     }
     Ok(())
 }

@@ -42,10 +42,12 @@ pub fn load_sequences(source: &DataSource, tokenizer: &Tokenizer, seq_len: usize
     }
 }
 
-/// Indices of the sequences this shard analyses: every `count`-th from `index`, until `tokens`.
+/// Indices of the sequences this shard analyses: the unsharded analysis takes the first
+/// ⌈tokens / seq_len⌉ sequences, and shard `index` of `count` every `count`-th of those from
+/// `index`, so the shards of one split partition exactly the unsharded selection.
 pub fn shard_selection(n_sequences: usize, seq_len: usize, tokens: u64, (index, count): (usize, usize)) -> Vec<usize> {
     let wanted = tokens.div_ceil(seq_len as u64) as usize;
-    (index..n_sequences).step_by(count).take(wanted).collect()
+    (index..n_sequences.min(wanted)).step_by(count).collect()
 }
 
 #[cfg(test)]
@@ -53,12 +55,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shards_partition_the_sequences() {
-        let all = shard_selection(10, 4, 40, (0, 1));
-        assert_eq!(all, (0..10).collect::<Vec<_>>());
-        let mut union: Vec<usize> = (0..3).flat_map(|i| shard_selection(10, 4, 40, (i, 3))).collect();
-        union.sort_unstable();
-        assert_eq!(union, all);
-        assert_eq!(shard_selection(10, 4, 9, (0, 1)).len(), 3);
+    fn shards_partition_the_unsharded_selection() {
+        for n_sequences in 0..12 {
+            for tokens in 1..60 {
+                let all = shard_selection(n_sequences, 4, tokens, (0, 1));
+                assert_eq!(all, (0..n_sequences.min(tokens.div_ceil(4) as usize)).collect::<Vec<_>>());
+                for count in 1..5 {
+                    let mut union: Vec<usize> = (0..count).flat_map(|i| shard_selection(n_sequences, 4, tokens, (i, count))).collect();
+                    union.sort_unstable();
+                    assert_eq!(union, all, "{n_sequences} sequences, {tokens} tokens, {count} shards");
+                }
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::data::batches::BatchSampler;
 use crate::data::corpus::{read_meta, META_FILE};
 use crate::data::masking::Masker;
 use crate::data::packing::{PackedSequences, Split};
-use crate::fsutil::{read_json, write_json_atomic};
+use crate::fsutil::write_json_atomic;
 use crate::model::{init, Ctx, PretrainingModel};
 use crate::progress::Progress;
 use crate::rng::Rng;
@@ -37,7 +37,8 @@ pub struct TrainRequest {
     /// `--set model.KEY=VALUE` overrides of the preset's model config (keys without `model.`).
     pub model_overrides: Vec<String>,
     pub decoder_layers: Option<usize>,
-    /// Continue the run in `out` from its last checkpoint, with its saved configuration.
+    /// Continue the run in `out` from its last checkpoint, on the same data dir. `config` must
+    /// equal the saved configuration except for `steps` (see [`super::resume`]).
     pub resume: bool,
     /// Checkpoint and stop after this step, as if interrupted (for time-sliced or preemptible jobs).
     pub stop_at: Option<u64>,
@@ -65,10 +66,7 @@ fn install_interrupt_handler() {
 fn prepare_run_dir(req: &TrainRequest) -> Result<(TrainConfig, ModelConfig)> {
     let out = &req.out;
     if req.resume {
-        if !out.join(TRAIN_STATE_FILE).exists() {
-            bail!("{}: no {TRAIN_STATE_FILE} to resume from (start without --resume)", out.display());
-        }
-        return Ok((read_json(&out.join(TRAIN_CONFIG_FILE))?, ModelConfig::load(&out.join(CONFIG_FILE))?));
+        return super::resume::resumed_settings(req);
     }
     if out.join(TRAIN_STATE_FILE).exists() {
         bail!("{}: already holds a training run (use --resume to continue it, or another --out)", out.display());
@@ -121,6 +119,15 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
     let plateau_loss = unigram_plateau_loss(&train_seqs, &holdout, config.eval_sequences, &masker);
     let mut state = if req.resume {
         let mut state = read_checkpoint(out, &varmap, &mut optimizer, &device)?;
+        if state.sampler.offset > train_seqs.len() {
+            bail!(
+                "{}: the run had read {} training sequences of its epoch, more than the {} of {}: --data is not the run's data dir",
+                out.join(TRAIN_STATE_FILE).display(),
+                state.sampler.offset,
+                train_seqs.len(),
+                req.data_dir.display()
+            );
+        }
         if state.plateau_loss != plateau_loss {
             // Runs made before the plateau was measured on the holdout split carry the training
             // split's unigram entropy; weights and moments are untouched, so only the state is
