@@ -1,8 +1,16 @@
 //! Progress reporting for long jobs: an indicatif bar on a terminal, plain log lines otherwise
-//! (indicatif prints nothing when stderr is not a terminal, e.g. in CI or a pipe).
+//! (indicatif prints nothing when stderr is not a terminal, e.g. in CI or a pipe). Bars of jobs
+//! that run at the same time (`reproduce` trains its runs concurrently) stack on one terminal.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+/// Every bar of the process, so that concurrent ones share the terminal.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -14,7 +22,7 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Progress { bar: None };
         }
-        let bar = ProgressBar::new(total).with_position(position);
+        let bar = bars().add(ProgressBar::new(total).with_position(position));
         let template = format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} (eta {{eta}}) {{msg}}");
         bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
         Progress { bar: Some(bar) }
@@ -34,7 +42,7 @@ impl Progress {
     /// A permanent log line (above the bar on a terminal, on stderr otherwise).
     pub fn log(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            Some(_) => bars().suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
     }

@@ -229,6 +229,7 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let data_dir = req.work_dir.join("data");
     prepare_data(req, &data_dir)?;
     let mut models = Vec::new();
+    let mut pending = Vec::new();
     for &seed in &budget.seeds {
         for objective in [Objective::Mlm, Objective::MaeLm] {
             let out = run_dir(&req.work_dir, objective, seed);
@@ -236,12 +237,13 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
                 None => eprintln!("[2/5] {} is already trained", out.display()),
                 Some(request) => {
                     eprintln!("[2/5] training {objective} seed {seed} ({} steps) → {}", budget.steps, out.display());
-                    train(&request).with_context(|| format!("training {}", out.display()))?;
+                    pending.push(request);
                 }
             }
             models.push(ModelSpec { label: label(objective, seed, budget.seeds.len()), path: out });
         }
     }
+    train_concurrently(&pending)?;
     eprintln!("[3/5] analysing {} models on {} holdout tokens each", models.len(), budget.analysis_tokens);
     let spec = AnalysisSpec {
         name: budget.name.to_string(),
@@ -256,6 +258,20 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     crate::fsutil::write_json_atomic(&req.out.join(crate::report::DOWNSTREAM_FILE), &downstream)?;
     eprintln!("[5/5] drawing the figures and writing the report");
     crate::report::plot_and_report(&req.out)
+}
+
+/// Trains the runs at the same time: a small model cannot keep two cores busy on its own, so
+/// runs side by side (sharing candle's thread pool) finish sooner than one after another. Each
+/// run's numbers do not depend on what else runs (kernels and matmuls split work by size, not
+/// by timing).
+fn train_concurrently(requests: &[TrainRequest]) -> Result<()> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = requests.iter().map(|request| scope.spawn(move || train(request).map(|_| ()))).collect();
+        requests.iter().zip(handles).try_for_each(|(request, handle)| {
+            let outcome = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            outcome.with_context(|| format!("training {}", request.out.display()))
+        })
+    })
 }
 
 /// Fine-tunes each objective's first-seed run on SST-2 into `work/finetune-<run name>` (skipping

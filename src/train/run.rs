@@ -142,6 +142,8 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
     let mut sampler = BatchSampler::new(train_seqs.len(), config.batch_size, config.seed, state.sampler);
     let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), req.resume.then_some(state.step))?;
     let progress = Progress::new(config.steps, state.step, "steps");
+    // Names the run in log lines, which interleave when runs train side by side.
+    let run_name = out.file_name().map_or_else(|| out.display().to_string(), |n| n.to_string_lossy().into_owned());
     progress.log(&format!(
         "{} {} {}×{} (d_mlp {}), {} train / {} holdout sequences of {} tokens, {} → {}",
         if req.resume { format!("resuming at step {}:", state.step) } else { "training".into() },
@@ -200,7 +202,7 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
             })?;
             if !progress.is_terminal() {
                 progress.log(&format!(
-                    "step {:>6}/{} loss {loss:.4} acc {accuracy:.3} lr {lr:.2e} |g| {grad_norm:.2} {tokens_per_s:.0} tok/s",
+                    "{run_name} step {:>6}/{} loss {loss:.4} acc {accuracy:.3} lr {lr:.2e} |g| {grad_norm:.2} {tokens_per_s:.0} tok/s",
                     state.step, config.steps
                 ));
             }
@@ -219,7 +221,7 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
                 elapsed_s: state.elapsed_s,
             })?;
             progress.log(&format!(
-                "step {:>6}: holdout loss {:.4}, masked-token accuracy {:.3} ({} predictions)",
+                "{run_name} step {:>6}: holdout loss {:.4}, masked-token accuracy {:.3} ({} predictions)",
                 state.step, result.loss, result.accuracy, result.n_predictions
             ));
             state.last_eval = Some(result);
