@@ -3,33 +3,20 @@
 //! equal those of HuggingFace `BertForMaskedLM` + `torch.optim.AdamW`
 //! (fixtures/golden/make_grad_golden.py wrote the golden file).
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use repdef::checkpoint::{assign_varmap, read_model_weights, read_safetensors, TensorFile, CONFIG_FILE};
-use repdef::config::ModelConfig;
+mod common;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use repdef::checkpoint::read_safetensors;
 use repdef::data::masking::{MaskedBatch, TokenClass};
 use repdef::model::{Ctx, PretrainingModel};
 use repdef::rng::Rng;
 use repdef::train::loss::masked_token_loss;
 use repdef::train::optimizer::{AdamW, AdamWConfig};
 use std::collections::HashMap;
-use std::path::Path;
 
-fn fixture(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The checkpoint in a fresh VarMap, dropout off.
 fn load_model() -> (VarMap, PretrainingModel) {
-    let dir = fixture("fixtures/repdef-tiny-mlm");
-    let mut config = ModelConfig::load(&dir.join(CONFIG_FILE)).unwrap();
-    config.hidden_dropout_prob = 0.0;
-    config.attention_probs_dropout_prob = 0.0;
-    let varmap = VarMap::new();
-    let model = PretrainingModel::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &config).unwrap();
-    let (tensors, source) = read_model_weights(&dir, &Device::Cpu).unwrap();
-    assign_varmap(&varmap, &TensorFile { tensors, metadata: HashMap::new() }, &source).unwrap();
-    (varmap, model)
+    common::trainable_model(&common::fixture("repdef-tiny-mlm"))
 }
 
 /// The golden batch: `labels` is -100 where nothing is predicted.
@@ -55,7 +42,7 @@ fn max_abs(t: &Tensor) -> f32 {
 
 #[test]
 fn mlm_loss_gradients_and_adamw_steps_match_pytorch() {
-    let golden = read_safetensors(&fixture("fixtures/golden/repdef_tiny_mlm_grads.safetensors"), &Device::Cpu).unwrap().tensors;
+    let golden = read_safetensors(&common::fixture("golden/repdef_tiny_mlm_grads.safetensors"), &Device::Cpu).unwrap().tensors;
     let batch = golden_batch(&golden);
     let (varmap, model) = load_model();
     let mut rng = Rng::new(0);

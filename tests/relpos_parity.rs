@@ -4,23 +4,19 @@
 //! MAE-LM-style compacted rows that keep their original positions, and the MLM loss and every
 //! gradient (the table's included) through the fused training kernels.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use repdef::checkpoint::{assign_varmap, load_pretraining_model, read_model_weights, read_safetensors, TensorFile, CONFIG_FILE};
-use repdef::config::ModelConfig;
+use common::fixture;
+use repdef::checkpoint::{load_pretraining_model, read_safetensors};
 use repdef::data::masking::{MaskedBatch, TokenClass};
 use repdef::model::relative_position::bucket;
-use repdef::model::{Ctx, EncoderInput, PretrainingModel, Tap, TapCache};
+use repdef::model::{Ctx, EncoderInput, Tap, TapCache};
 use repdef::rng::Rng;
 use repdef::train::loss::masked_token_loss;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 const HINT: &str = "HINT: regenerate with `python3 fixtures/golden/make_relpos_golden.py` if the fixture is stale";
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
-}
 
 fn golden() -> HashMap<String, Tensor> {
     read_safetensors(&fixture("golden/repdef_tiny_relpos_golden.safetensors"), &Device::Cpu).unwrap().tensors
@@ -77,14 +73,7 @@ fn hidden_states_match_pytorch_for_compacted_rows_with_original_positions() {
 #[test]
 fn mlm_loss_and_every_gradient_match_pytorch_through_the_training_kernels() {
     let golden = golden();
-    let dir = fixture("repdef-tiny-relpos");
-    let mut config = ModelConfig::load(&dir.join(CONFIG_FILE)).unwrap();
-    config.hidden_dropout_prob = 0.0;
-    config.attention_probs_dropout_prob = 0.0;
-    let varmap = VarMap::new();
-    let model = PretrainingModel::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &config).unwrap();
-    let (tensors, source) = read_model_weights(&dir, &Device::Cpu).unwrap();
-    assign_varmap(&varmap, &TensorFile { tensors, metadata: HashMap::new() }, &source).unwrap();
+    let (varmap, model) = common::trainable_model(&fixture("repdef-tiny-relpos"));
 
     let (batch, pos) = golden["masked"].dims2().unwrap();
     let input_ids = ints(&golden["masked"]);

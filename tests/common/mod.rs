@@ -3,7 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use repdef::config::{Objective, Preset, TrainConfig};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use repdef::checkpoint::{assign_varmap, read_model_weights, TensorFile, CONFIG_FILE};
+use repdef::config::{ModelConfig, Objective, Preset, TrainConfig};
+use repdef::model::PretrainingModel;
+use std::collections::HashMap;
 use repdef::data::corpus::{prepare, PrepareOptions};
 use repdef::train::TrainRequest;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,19 @@ use std::process::{Command, Output};
 
 pub fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
+}
+
+/// The checkpoint in `dir` as a trainable model in a fresh VarMap, dropout off (for comparing
+/// losses and gradients with a reference).
+pub fn trainable_model(dir: &Path) -> (VarMap, PretrainingModel) {
+    let mut config = ModelConfig::load(&dir.join(CONFIG_FILE)).unwrap();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    let varmap = VarMap::new();
+    let model = PretrainingModel::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &config).unwrap();
+    let (tensors, source) = read_model_weights(dir, &Device::Cpu).unwrap();
+    assign_varmap(&varmap, &TensorFile { tensors, metadata: HashMap::new() }, &source).unwrap();
+    (varmap, model)
 }
 
 /// Runs the real binary with `args` in the working directory `cwd`.
