@@ -1,6 +1,7 @@
 //! `repdef reproduce` end to end on the tiny budget, re-running it (everything is reused), and
 //! `repdef check` guarding its ranks: passes against itself, fails against a raised baseline;
-//! then `--seeds 2` adds a second pretraining seed to the same work dir.
+//! then `--seeds 2` adds a second pretraining seed to the same work dir; finally the report dir
+//! alone re-renders the same report.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -62,6 +63,14 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     for label in ["MLM#seed0", "MLM#seed1", "MAE-LM#seed0", "MAE-LM#seed1"] {
         assert!(ranks.contains(label), "no {label} rows in {ranks}");
     }
+
+    // The report dir is all a report needs: without the run dirs it re-renders the same report,
+    // training facts and curves included (as a committed report does on a fresh clone).
+    std::fs::remove_dir_all(&work).unwrap();
+    let rerendered = repdef(&["report", out.to_str().unwrap()]);
+    assert!(rerendered.status.success(), "{}", String::from_utf8_lossy(&rerendered.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), report, "re-rendered without run dirs");
+    assert!(report.contains("pretraining tokens") && report.contains("Corpus:"), "{report}");
 }
 
 /// The baseline with every value raised by `delta` (as if ranks had been higher before).

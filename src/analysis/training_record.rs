@@ -28,8 +28,16 @@ pub struct TrainingRecord {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CorpusRecord {
-    /// Input files, as given to `prepare`.
-    pub files: Vec<String>,
+    /// Per source, in input order (the run's `data_meta.json` lists every file).
+    pub sources: Vec<SourceRecord>,
+    pub train_tokens: u64,
+    pub holdout_tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    pub files: usize,
     pub train_tokens: u64,
     pub holdout_tokens: u64,
 }
@@ -61,8 +69,22 @@ impl TrainingRecord {
 
 impl CorpusRecord {
     fn from_meta(meta: &CorpusMeta) -> Self {
+        let mut sources: Vec<SourceRecord> = Vec::new();
+        for input in &meta.inputs {
+            let index = match sources.iter().position(|s| s.name == input.source) {
+                Some(i) => i,
+                None => {
+                    sources.push(SourceRecord { name: input.source.clone(), files: 0, train_tokens: 0, holdout_tokens: 0 });
+                    sources.len() - 1
+                }
+            };
+            let source = &mut sources[index];
+            source.files += 1;
+            source.train_tokens += input.n_tokens_train;
+            source.holdout_tokens += input.n_tokens_holdout;
+        }
         CorpusRecord {
-            files: meta.inputs.iter().map(|f| f.file.path.display().to_string()).collect(),
+            sources,
             train_tokens: meta.n_tokens_train,
             holdout_tokens: meta.n_tokens_holdout,
         }

@@ -134,28 +134,21 @@ fn corpus_paragraph(m: &Manifest) -> Option<Block> {
     let sentences: Vec<String> = corpora
         .iter()
         .map(|(c, labels)| {
+            let sources: Vec<String> = c
+                .sources
+                .iter()
+                .map(|s| format!("{} ({} file(s), {:.2} M / {:.2} M)", s.name, s.files, s.train_tokens as f64 / 1e6, s.holdout_tokens as f64 / 1e6))
+                .collect();
             format!(
-                "{} pretrained on {} training tokens ({:.1} M) from {} file(s) ({}), holdout {} tokens of whole documents never trained on.",
+                "{} pretrained on {:.1} M training tokens; the holdout is {:.2} M tokens of whole documents never trained on. By source (training / holdout tokens): {}.",
                 labels.join(", "),
-                c.train_tokens,
                 c.train_tokens as f64 / 1e6,
-                c.files.len(),
-                list_files(&c.files),
-                c.holdout_tokens
+                c.holdout_tokens as f64 / 1e6,
+                sources.join(", ")
             )
         })
         .collect();
     (!sentences.is_empty()).then(|| Block::Paragraph(format!("Corpus: {}", sentences.join(" "))))
-}
-
-/// Up to eight file names, then how many more.
-fn list_files(files: &[String]) -> String {
-    const SHOWN: usize = 8;
-    let mut listed: Vec<String> = files.iter().take(SHOWN).map(|f| format!("`{f}`")).collect();
-    if files.len() > SHOWN {
-        listed.push(format!("and {} more", files.len() - SHOWN));
-    }
-    listed.join(", ")
 }
 
 fn setup_table(inputs: &ReportInputs) -> Block {
