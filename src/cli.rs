@@ -424,8 +424,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let request = crate::reproduce::ReproduceRequest {
                 out: out.unwrap_or_else(|| PathBuf::from("reports").join(budget.name)),
                 work_dir: work_dir.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", budget.name))),
-                tokenizer: if corpus.is_empty() { crate::reproduce::bundled_tokenizer(&budget) } else { None },
-                corpus: if corpus.is_empty() { crate::reproduce::bundled_corpus(&budget)? } else { crate::reproduce::corpus_of_files(corpus) },
+                corpus: if corpus.is_empty() { crate::reproduce::CorpusChoice::Bundled } else { crate::reproduce::CorpusChoice::Files(corpus) },
                 budget,
             };
             let verdicts = crate::reproduce::reproduce(&request)?;

@@ -127,21 +127,37 @@ impl BudgetName {
 
 pub struct ReproduceRequest {
     pub budget: Budget,
-    /// Files of the corpus (default: [`bundled_corpus`]).
-    pub corpus: Vec<CorpusFile>,
-    /// Tokenize with this `tokenizer.json` instead of training one (default: [`bundled_tokenizer`]).
-    pub tokenizer: Option<PathBuf>,
+    pub corpus: CorpusChoice,
     /// Where prepared data and run dirs go.
     pub work_dir: PathBuf,
     /// The report dir.
     pub out: PathBuf,
 }
 
+/// What to pretrain on; resolved only after the output dirs are checked.
+pub enum CorpusChoice {
+    /// The budget's bundled corpus ([`bundled_corpus`]) and its shipped tokenizer, if any.
+    Bundled,
+    /// Text files given with `--corpus`: documents found in the text, the last 10% held out, a
+    /// tokenizer trained on them.
+    Files(Vec<PathBuf>),
+}
+
+impl CorpusChoice {
+    /// The corpus files and the tokenizer to prepare them with (`None`: train one).
+    fn resolve(&self, budget: &Budget) -> Result<(Vec<CorpusFile>, Option<PathBuf>)> {
+        Ok(match self {
+            CorpusChoice::Bundled => (bundled_corpus(budget)?, (budget.corpus == BundledCorpus::Full).then(|| PathBuf::from(BUNDLE_TOKENIZER))),
+            CorpusChoice::Files(paths) => (paths.iter().map(|p| CorpusFile::plain(p.clone(), HoldoutRule::None)).collect(), None),
+        })
+    }
+}
+
 /// Holdout sequences per evaluation in every budget.
 const EVAL_SEQUENCES: usize = 512;
 
 /// The budget's bundled corpus, relative to the working directory (the repository root).
-pub fn bundled_corpus(budget: &Budget) -> Result<Vec<CorpusFile>> {
+fn bundled_corpus(budget: &Budget) -> Result<Vec<CorpusFile>> {
     match budget.corpus {
         BundledCorpus::WikiText => Ok(["fixtures/corpus/wikitext2_valid.txt", "fixtures/corpus/wikitext2_test.txt"]
             .map(|p| CorpusFile::plain(PathBuf::from(p), HoldoutRule::None))
@@ -150,20 +166,11 @@ pub fn bundled_corpus(budget: &Budget) -> Result<Vec<CorpusFile>> {
     }
 }
 
-/// The tokenizer the budget's bundled corpus ships with, if any (none for `--corpus` files).
-pub fn bundled_tokenizer(budget: &Budget) -> Option<PathBuf> {
-    (budget.corpus == BundledCorpus::Full).then(|| PathBuf::from(BUNDLE_TOKENIZER))
-}
-
-/// Text files given with `--corpus`: documents found in the text, the last 10% held out.
-pub fn corpus_of_files(paths: Vec<PathBuf>) -> Vec<CorpusFile> {
-    paths.into_iter().map(|p| CorpusFile::plain(p, HoldoutRule::None)).collect()
-}
-
 /// Prepares the corpus into `data_dir` unless that holds it already; refuses a dir prepared from
 /// other files, whose runs would silently be reused.
 fn prepare_data(req: &ReproduceRequest, data_dir: &Path) -> Result<()> {
-    let wanted: Vec<&Path> = req.corpus.iter().map(|f| f.path.as_path()).collect();
+    let (corpus, tokenizer) = req.corpus.resolve(&req.budget)?;
+    let wanted: Vec<&Path> = corpus.iter().map(|f| f.path.as_path()).collect();
     match crate::data::corpus::read_meta(data_dir) {
         Ok(meta) if meta.inputs.iter().map(|i| i.file.path.as_path()).eq(wanted.iter().copied()) => {
             eprintln!("[1/5] using prepared data in {}", data_dir.display());
@@ -175,13 +182,13 @@ fn prepare_data(req: &ReproduceRequest, data_dir: &Path) -> Result<()> {
             wanted.len()
         ),
         Err(_) => {
-            let mut sources: Vec<&str> = req.corpus.iter().map(|f| f.source.as_str()).collect();
+            let mut sources: Vec<&str> = corpus.iter().map(|f| f.source.as_str()).collect();
             sources.dedup();
             eprintln!("[1/5] preparing {} files ({}) → {}", wanted.len(), sources.join(", "), data_dir.display());
             let options = PrepareOptions {
                 vocab_size: req.budget.vocab_size,
-                tokenizer: req.tokenizer.clone(),
-                ..PrepareOptions::of_files(req.corpus.clone(), data_dir.to_path_buf())
+                tokenizer,
+                ..PrepareOptions::of_files(corpus.clone(), data_dir.to_path_buf())
             };
             let meta = prepare(&options)?;
             eprintln!("[1/5] {} training / {} holdout tokens, vocabulary {}", meta.n_tokens_train, meta.n_tokens_holdout, meta.vocab_size);
