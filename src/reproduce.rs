@@ -104,7 +104,7 @@ impl BudgetName {
                 steps: 1200,
                 batch_size: 32,
                 seq_len: 128,
-                // Measured on the bundled corpus (README, "Choosing the recipe"): 1e-3 gets
+                // Measured on the bundled corpus (reports/recipe/README.md): 1e-3 gets
                 // furthest below the plateau in the same steps; 2e-3 and 5e-4 lag behind.
                 lr: 1e-3,
                 warmup_steps: 100,
@@ -286,8 +286,8 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
 
 /// Trains the runs at the same time, each in its own thread pool with its share of the cores: a
 /// small model cannot keep two cores busy on its own, and runs sharing one pool contend for it
-/// (measured on the quick budget: 8.5k tokens/s for both runs together in one pool; a run alone
-/// on one core does 8.3k). A run's numbers do not depend on its pool: kernels and matmuls split
+/// (measured on the quick budget: 8.5k tokens/s for both runs together in one shared pool,
+/// ~10.3k with a pool each). A run's numbers do not depend on its pool: kernels and matmuls split
 /// their work by the configured thread count, not by the threads that execute it.
 fn train_concurrently(requests: &[TrainRequest]) -> Result<()> {
     let threads = (candle_core::utils::get_num_threads() / requests.len().max(1)).max(1);
