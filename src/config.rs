@@ -63,6 +63,11 @@ pub struct RepdefFields {
     pub objective: Objective,
     /// MAE-LM decoder depth (0 for MLM).
     pub decoder_layers: usize,
+    /// MAE-LM only: the decoder adds its own relative-position bias table (the official code's
+    /// `--decoder-rel-pos 1`; same buckets and max distance as the encoder's, contiguous
+    /// positions). Off by default, as in the released pretraining script.
+    #[serde(default)]
+    pub decoder_relative_attention: bool,
     /// Id of `[MASK]`: its embedding row is the MAE-LM decoder's placeholder.
     pub mask_token_id: u32,
     pub mask: MaskConfig,
@@ -196,6 +201,14 @@ impl ModelConfig {
             bail!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads);
         }
         crate::model::Activation::parse(&self.hidden_act)?;
+        if let Some(repdef) = self.repdef.as_ref().filter(|r| r.decoder_relative_attention) {
+            if repdef.objective != Objective::MaeLm {
+                bail!("repdef.decoder_relative_attention applies only to MAE-LM (an MLM model has no decoder)");
+            }
+            if self.relative_attention_num_buckets == 0 {
+                bail!("repdef.decoder_relative_attention needs relative_attention_num_buckets > 0 (the decoder's table uses the encoder's bucketing)");
+            }
+        }
         crate::model::relative_position::validate(self.relative_attention_num_buckets, self.relative_attention_max_distance)
     }
 
@@ -252,6 +265,7 @@ impl Preset {
             repdef: Some(RepdefFields {
                 objective,
                 decoder_layers: if objective == Objective::MaeLm { decoder } else { 0 },
+                decoder_relative_attention: false,
                 mask_token_id: special.mask,
                 mask,
             }),

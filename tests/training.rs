@@ -19,14 +19,28 @@ use repdef::train::loss::masked_token_loss;
 use repdef::train::optimizer::{AdamW, AdamWConfig};
 use repdef::train::train;
 
-/// A fresh tiny model, its optimiser, masker and one fixed batch of 8 × 32 corpus tokens.
-fn fixed_batch_setup(objective: Objective, dir: &std::path::Path) -> (VarMap, PretrainingModel, AdamW, repdef::data::masking::MaskedBatch) {
+/// The model variants every training-path test covers: each objective with absolute positions
+/// only, and MAE-LM with relative-position bias tables in the encoder and in the decoder.
+const VARIANTS: [(Objective, bool); 3] = [(Objective::Mlm, false), (Objective::MaeLm, false), (Objective::MaeLm, true)];
+
+/// A fresh tiny model, its optimiser, masker and one fixed batch of 8 × 32 corpus tokens;
+/// `relative`: bias tables in the encoder and (MAE-LM) the decoder.
+fn fixed_batch_setup(
+    (objective, relative): (Objective, bool),
+    dir: &std::path::Path,
+) -> (VarMap, PretrainingModel, AdamW, repdef::data::masking::MaskedBatch) {
     let data = small_corpus(dir);
     let meta = read_meta(&data).unwrap();
     let seqs = PackedSequences::load(&data, Split::Train, 32).unwrap();
     let mut config = Preset::Tiny.model_config(meta.vocab_size, &meta.special_ids, objective, MaskConfig::default());
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
+    if relative {
+        config.relative_attention_num_buckets = 16;
+        config.relative_attention_max_distance = 20;
+        config.repdef.as_mut().unwrap().decoder_relative_attention = objective == Objective::MaeLm;
+        config.validate().unwrap();
+    }
     let varmap = VarMap::new();
     let model = PretrainingModel::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &config).unwrap();
     init::initialize(&varmap, 0.02, &mut Rng::new(0)).unwrap();
@@ -39,9 +53,14 @@ fn fixed_batch_setup(objective: Objective, dir: &std::path::Path) -> (VarMap, Pr
 
 #[test]
 fn loss_falls_on_a_fixed_batch_and_every_parameter_gets_a_gradient() {
-    for objective in [Objective::Mlm, Objective::MaeLm] {
+    for variant in VARIANTS {
         let dir = tempfile::tempdir().unwrap();
-        let (_varmap, model, mut optimizer, batch) = fixed_batch_setup(objective, dir.path());
+        let (varmap, model, mut optimizer, batch) = fixed_batch_setup(variant, dir.path());
+        let objective = variant;
+        if variant.1 {
+            let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+            assert!(names.iter().any(|n| n == "decoder.relative_attention_bias.weight"), "no decoder table among {names:?}");
+        }
         let mut rng = Rng::new(2);
         let mut losses = vec![];
         for step in 0..40 {
@@ -239,7 +258,7 @@ fn starting_over_an_existing_run_or_resuming_nothing_is_refused() {
 fn training_forward_without_dropout_equals_the_inference_forward() {
     // The training path uses differentiable compositions instead of candle's fused kernels;
     // with dropout off both must compute the same function.
-    for objective in [Objective::Mlm, Objective::MaeLm] {
+    for objective in VARIANTS {
         let dir = tempfile::tempdir().unwrap();
         let (_varmap, model, _optimizer, batch) = fixed_batch_setup(objective, dir.path());
         let trained = model.picked_logits(&batch, &mut Ctx::train(&mut Rng::new(0))).unwrap();

@@ -2,11 +2,14 @@
 //! sees only the kept tokens, compacted, each with its *original* position id; a shallow decoder
 //! gets a full-length sequence of encoder outputs scattered back, with the shared `[MASK]`
 //! embedding row at dropped positions, adds its own position embeddings and LayerNorm, and runs
-//! post-LN blocks with dropout 0.
+//! post-LN blocks with dropout 0. Optionally (the official `--decoder-rel-pos 1`) the decoder has
+//! its own relative-position bias table (`decoder.relative_attention_bias.weight`) over its
+//! contiguous positions.
 
 use super::embeddings::lookup;
 use super::layer::Layer;
 use super::ops::{AttentionMask, Ctx, LayerNorm};
+use super::relative_position::RelativePositionBias;
 use super::taps::Tap;
 use crate::config::ModelConfig;
 use anyhow::{ensure, Result};
@@ -83,23 +86,30 @@ pub struct Decoder {
     position: Tensor,
     layer_norm: LayerNorm,
     layers: Vec<Layer>,
+    /// The decoder's own table, when the config asks for one.
+    relative_position: Option<RelativePositionBias>,
 }
 
 impl Decoder {
     pub fn load(vb: VarBuilder, cfg: &ModelConfig, n_layers: usize) -> Result<Self> {
         let d = cfg.hidden_size;
         let layers = (0..n_layers).map(|i| Layer::load(vb.pp(format!("layer.{i}")), cfg, 0.0)).collect::<Result<_>>()?;
+        let with_bias = cfg.repdef.as_ref().is_some_and(|r| r.decoder_relative_attention);
         Ok(Decoder {
             position: vb.get((cfg.max_position_embeddings, d), "embeddings.position_embeddings.weight")?,
             layer_norm: LayerNorm::load(vb.pp("embeddings.LayerNorm"), d, cfg.layer_norm_eps)?,
             layers,
+            relative_position: if with_bias { RelativePositionBias::load(&vb, cfg)? } else { None },
         })
     }
 
     /// `scattered`: `[batch·pos, d_model]`, `attention_mask`: `[batch, pos]` → `[batch·pos, d_model]`.
     pub fn forward(&self, scattered: &Tensor, attention_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let mask = AttentionMask::new(attention_mask)?;
+        let mut mask = AttentionMask::new(attention_mask)?;
         let position_ids = Tensor::arange(0u32, mask.pos as u32, scattered.device())?.unsqueeze(0)?.repeat((mask.batch, 1))?;
+        if let Some(bias) = &self.relative_position {
+            mask = mask.with_position_bias(bias.forward(&position_ids)?)?;
+        }
         let summed = scattered.add(&lookup(&self.position, &position_ids)?)?;
         let mut hidden = self.layer_norm.forward(&summed, ctx)?;
         ctx.record(Tap::DecoderFullEmbed, &hidden, &mask)?;

@@ -16,7 +16,8 @@ use anyhow::{ensure, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-/// The table's name under the encoder (`bert.encoder.relative_attention_bias.weight`).
+/// The table's name under its owner: the encoder (`bert.encoder.relative_attention_bias.weight`)
+/// or, when it has its own, the MAE-LM decoder (`decoder.relative_attention_bias.weight`).
 pub const TABLE_NAME: &str = "relative_attention_bias.weight";
 
 /// Table index for a key `distance` (key position − query position) away from the query.
@@ -57,7 +58,8 @@ pub struct RelativePositionBias {
 }
 
 impl RelativePositionBias {
-    /// `vb` at the encoder (`bert.encoder`); `None` when the config has no relative bias.
+    /// `vb` at the table's owner (`bert.encoder` or `decoder`); `None` when the config has no
+    /// relative bias.
     pub fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Option<Self>> {
         let buckets = cfg.relative_attention_num_buckets;
         if buckets == 0 {
