@@ -93,10 +93,7 @@ pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     println!("{:<8} {:>10} {:>10} {:>14} {:>14}", "objective", "ms/step", "tokens/s", "vs PyTorch", "CPU ms/step");
     for (objective, key) in [(Objective::Mlm, "mlm"), (Objective::MaeLm, "mae-lm")] {
         let (ms, cpu_ms) = time_steps(objective, args)?;
-        let ratio = reference
-            .as_ref()
-            .and_then(|r| r.get(key)?.as_f64())
-            .map_or("-".to_string(), |reference_ms| format!("{:.2}× speed", reference_ms / ms));
+        let ratio = reference.as_ref().and_then(|r| r.get(key)?.as_f64()).map_or("-".to_string(), |reference_ms| format!("{:.2}× speed", reference_ms / ms));
         let cpu_ms = cpu_ms.map_or("-".to_string(), |c| format!("{c:.0}"));
         println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14} {cpu_ms:>14}", tokens / (ms / 1000.0));
     }

@@ -7,14 +7,14 @@ use crate::data::tokenizer::load_tokenizer;
 use crate::fsutil::write_atomic_with;
 use crate::model::{Encoder, PretrainingModel};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
 use candle_core::Shape;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tokenizers::Tokenizer;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -35,14 +35,12 @@ pub struct TensorFile {
 /// Reads a safetensors file; errors name the file.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let parsed = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: unreadable safetensors header ({e})", path.display()))?;
+    let parsed = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: unreadable safetensors header ({e})", path.display()))?;
     let mut tensors = HashMap::new();
     for (name, view) in parsed.tensors() {
-        let tensor = candle_core::safetensors::Load::load(&view, device)
-            .with_context(|| format!("{}: tensor {name} is unreadable", path.display()))?;
+        let tensor = candle_core::safetensors::Load::load(&view, device).with_context(|| format!("{}: tensor {name} is unreadable", path.display()))?;
         tensors.insert(name, tensor);
     }
     Ok(TensorFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
@@ -89,10 +87,7 @@ pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
 pub fn assign_varmap(varmap: &VarMap, file: &TensorFile, source: &Path) -> Result<()> {
     let vars = varmap.data().lock().expect("VarMap lock poisoned");
     for (name, var) in vars.iter() {
-        let saved = file
-            .tensors
-            .get(name)
-            .with_context(|| format!("{}: missing tensor {name}", source.display()))?;
+        let saved = file.tensors.get(name).with_context(|| format!("{}: missing tensor {name}", source.display()))?;
         if saved.shape() != var.shape() {
             bail!("{}: tensor {name} has shape {:?}, the model expects {:?}", source.display(), saved.dims(), var.dims());
         }
@@ -135,16 +130,12 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
         check_committed_step(dir, &file, &safetensors_path)?;
         (file.tensors, safetensors_path)
     } else if pytorch_path.exists() {
-        let pairs = candle_core::pickle::read_all(&pytorch_path)
-            .with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
+        let pairs = candle_core::pickle::read_all(&pytorch_path).with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
         (pairs.into_iter().collect(), pytorch_path)
     } else {
         bail!("{}: no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} (is this a model directory?)", dir.display());
     };
-    let tensors = raw
-        .into_iter()
-        .map(|(name, t)| Ok((canonical_name(&name), checked_weight(&name, t, &source)?)))
-        .collect::<Result<_>>()?;
+    let tensors = raw.into_iter().map(|(name, t)| Ok((canonical_name(&name), checked_weight(&name, t, &source)?))).collect::<Result<_>>()?;
     Ok((tensors, source))
 }
 
@@ -214,10 +205,7 @@ fn build_strict<T>(
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
     let model = build(vb).with_context(|| format!("{}: cannot build the {what} ({hint})", source.display()))?;
     let used = used.lock().expect("lock poisoned");
-    let unused: Vec<&String> = names
-        .iter()
-        .filter(|n| scopes.iter().any(|s| n.starts_with(s)) && !used.contains(*n) && !is_known_extra(n))
-        .collect();
+    let unused: Vec<&String> = names.iter().filter(|n| scopes.iter().any(|s| n.starts_with(s)) && !used.contains(*n) && !is_known_extra(n)).collect();
     if let Some(first) = unused.first() {
         bail!(
             "{}: {} tensor(s) not used by the {what} that config.json describes ({} layers), e.g. {first}: config.json does not match the weights",
@@ -232,10 +220,9 @@ fn build_strict<T>(
 /// Refuses a run dir's weights that are not those of its committed checkpoint (a kill between
 /// the commit of `train_state.json` and the publication of the weights).
 fn check_committed_step(dir: &Path, file: &TensorFile, path: &Path) -> Result<()> {
-    let (Some(weights_step), Ok(state)) = (
-        file.metadata.get(STEP_METADATA_KEY),
-        crate::fsutil::read_json::<serde_json::Value>(&dir.join(crate::train::state::TRAIN_STATE_FILE)),
-    ) else {
+    let (Some(weights_step), Ok(state)) =
+        (file.metadata.get(STEP_METADATA_KEY), crate::fsutil::read_json::<serde_json::Value>(&dir.join(crate::train::state::TRAIN_STATE_FILE)))
+    else {
         return Ok(());
     };
     let state_step = state["step"].to_string();
@@ -308,8 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tensor = |values: &[f32]| Tensor::new(values, &Device::Cpu).unwrap();
         let write = |name: &str, order: &[&str]| {
-            let tensors: HashMap<String, Tensor> =
-                order.iter().map(|n| (n.to_string(), tensor(&[1.0, n.len() as f32]))).collect();
+            let tensors: HashMap<String, Tensor> = order.iter().map(|n| (n.to_string(), tensor(&[1.0, n.len() as f32]))).collect();
             let metadata: Vec<(&str, String)> = order.iter().map(|n| (*n, format!("v{n}"))).collect();
             let path = dir.path().join(name);
             write_safetensors(&path, &tensors, &metadata).unwrap();
@@ -323,10 +309,7 @@ mod tests {
         }
         let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
         let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
-        assert!(
-            header.starts_with(r#"{"__metadata__":{"a":"va","b":"vb","ccc":"vccc","dd":"vdd","e":"ve","format":"pt"},"a":{"#),
-            "{header}"
-        );
+        assert!(header.starts_with(r#"{"__metadata__":{"a":"va","b":"vb","ccc":"vccc","dd":"vdd","e":"ve","format":"pt"},"a":{"#), "{header}");
         let file = read_safetensors(&dir.path().join("first"), &Device::Cpu).unwrap();
         assert_eq!(file.tensors["ccc"].to_vec1::<f32>().unwrap(), [1.0, 3.0]);
         assert_eq!(file.metadata["dd"], "vdd");

@@ -58,13 +58,9 @@ enum Command {
     },
     /// (Re)draw the figures and write report.md and report.html of an analysis dir, with
     /// computed verdicts.
-    Report {
-        dir: PathBuf,
-    },
+    Report { dir: PathBuf },
     /// (Re)draw the figures (fig_*.png and .svg) of an analysis dir.
-    Plot {
-        dir: PathBuf,
-    },
+    Plot { dir: PathBuf },
     /// Exit 1 when ranks dropped below a baseline table (dimension-utilisation regression), 2 on
     /// bad input (an empty baseline, or one with no row in common with the current table).
     Check {
@@ -331,8 +327,7 @@ impl TrainArgs {
         config.seed = self.seed.unwrap_or(config.seed);
         config.mask.policy = self.mask_policy.unwrap_or(config.mask.policy);
         config.mask.keep_mask_frac = self.keep_mask_frac.unwrap_or(config.mask.keep_mask_frac);
-        let (model_overrides, train_overrides): (Vec<String>, Vec<String>) =
-            self.overrides.into_iter().partition(|o| o.starts_with("model."));
+        let (model_overrides, train_overrides): (Vec<String>, Vec<String>) = self.overrides.into_iter().partition(|o| o.starts_with("model."));
         let config = crate::config::apply_overrides(&config, &train_overrides)?;
         Ok(crate::train::TrainRequest {
             data_dir: self.data,
@@ -390,13 +385,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             let outcome = crate::train::train(&args.into_request()?)?;
             match outcome.last_eval {
-                Some(eval) => println!(
-                    "{}: step {}, holdout loss {:.4}, masked-token accuracy {:.3}",
-                    outcome.run_dir.display(),
-                    outcome.steps,
-                    eval.loss,
-                    eval.accuracy
-                ),
+                Some(eval) => {
+                    println!("{}: step {}, holdout loss {:.4}, masked-token accuracy {:.3}", outcome.run_dir.display(), outcome.steps, eval.loss, eval.accuracy)
+                }
                 None => println!("{}: step {}", outcome.run_dir.display(), outcome.steps),
             }
         }

@@ -183,8 +183,7 @@ impl ModelConfig {
     /// Reads `config.json`, checking that repdef implements what it describes.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: ModelConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
+        let config: ModelConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
         config.validate().with_context(|| format!("{}: unsupported model config", path.display()))?;
         Ok(config)
     }
@@ -393,20 +392,16 @@ pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, o
     let mut doc = serde_json::to_value(config)?;
     for item in overrides {
         let (key, raw) = item.split_once('=').with_context(|| format!("--set {item:?}: expected key=value"))?;
-        let slot = key
-            .split('.')
-            .try_fold(&mut doc, |node, part| node.get_mut(part))
-            .with_context(|| format!("--set {key}: no such setting"))?;
-        let parsed: serde_json::Value =
-            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        let slot = key.split('.').try_fold(&mut doc, |node, part| node.get_mut(part)).with_context(|| format!("--set {key}: no such setting"))?;
+        let parsed: serde_json::Value = serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
         // `null` (an unset optional setting) accepts any value; the final deserialisation checks it.
         let same_kind = slot.is_null()
             || matches!(
-            (&*slot, &parsed),
-            (serde_json::Value::Number(_), serde_json::Value::Number(_))
-                | (serde_json::Value::Bool(_), serde_json::Value::Bool(_))
-                | (serde_json::Value::String(_), serde_json::Value::String(_))
-        );
+                (&*slot, &parsed),
+                (serde_json::Value::Number(_), serde_json::Value::Number(_))
+                    | (serde_json::Value::Bool(_), serde_json::Value::Bool(_))
+                    | (serde_json::Value::String(_), serde_json::Value::String(_))
+            );
         if !same_kind {
             bail!("--set {key}={raw}: expected a value like {slot}");
         }

@@ -38,10 +38,7 @@ pub fn write_hidden_states(model_dir: &Path, texts: &[String], out: &Path) -> Re
         rows.push(ids);
     }
     let pos = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let flat: Vec<u32> = rows
-        .iter()
-        .flat_map(|r| r.iter().copied().chain(std::iter::repeat(cfg.pad_token_id).take(pos - r.len())))
-        .collect();
+    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(cfg.pad_token_id, pos - r.len()))).collect();
     let input = EncoderInput::from_ids(cfg, &flat, None, rows.len(), &device)?;
     let mut cache = TapCache::default();
     loaded.encoder.forward(&input, &mut Ctx::infer().with_recorder(&mut cache))?;

@@ -40,9 +40,7 @@ pub fn inspect(dir: &Path) -> Result<()> {
     }
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
-    let count = |pred: &dyn Fn(&str) -> bool| -> usize {
-        names.iter().filter(|n| pred(n)).map(|n| tensors[*n].elem_count()).sum()
-    };
+    let count = |pred: &dyn Fn(&str) -> bool| -> usize { names.iter().filter(|n| pred(n)).map(|n| tensors[*n].elem_count()).sum() };
     println!(
         "  parameters: {} total, {} encoder, {} decoder ({})",
         count(&|_| true),

@@ -20,6 +20,6 @@ pub mod rank;
 pub mod report;
 pub mod reproduce;
 pub mod rng;
-pub mod stats;
 pub mod spec;
+pub mod stats;
 pub mod train;

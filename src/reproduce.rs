@@ -176,20 +176,14 @@ fn prepare_data(req: &ReproduceRequest, data_dir: &Path) -> Result<()> {
             eprintln!("[1/5] using prepared data in {}", data_dir.display());
             Ok(())
         }
-        Ok(_) => bail!(
-            "{} was prepared from other corpus files than this reproduction's ({} files); give another --work-dir",
-            data_dir.display(),
-            wanted.len()
-        ),
+        Ok(_) => {
+            bail!("{} was prepared from other corpus files than this reproduction's ({} files); give another --work-dir", data_dir.display(), wanted.len())
+        }
         Err(_) => {
             let mut sources: Vec<&str> = corpus.iter().map(|f| f.source.as_str()).collect();
             sources.dedup();
             eprintln!("[1/5] preparing {} files ({}) → {}", wanted.len(), sources.join(", "), data_dir.display());
-            let options = PrepareOptions {
-                vocab_size: req.budget.vocab_size,
-                tokenizer,
-                ..PrepareOptions::of_files(corpus.clone(), data_dir.to_path_buf())
-            };
+            let options = PrepareOptions { vocab_size: req.budget.vocab_size, tokenizer, ..PrepareOptions::of_files(corpus.clone(), data_dir.to_path_buf()) };
             let meta = prepare(&options)?;
             eprintln!("[1/5] {} training / {} holdout tokens, vocabulary {}", meta.n_tokens_train, meta.n_tokens_holdout, meta.vocab_size);
             Ok(())
@@ -198,7 +192,11 @@ fn prepare_data(req: &ReproduceRequest, data_dir: &Path) -> Result<()> {
 }
 
 fn label(objective: Objective, seed: u64, n_seeds: usize) -> String {
-    if n_seeds == 1 { objective.to_string() } else { format!("{objective}#seed{seed}") }
+    if n_seeds == 1 {
+        objective.to_string()
+    } else {
+        format!("{objective}#seed{seed}")
+    }
 }
 
 /// `mlm-seed0`, `maelm-seed1`, …: the run dir's name in the work dir.
@@ -325,7 +323,8 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
             }
             _ => {
                 eprintln!("[4/5] fine-tuning {objective} on {} ({} seeds) → {}", task.name, plan.seeds.len(), out.display());
-                let request = FinetuneRequest { model: encoder.clone(), task: task.clone(), seeds: plan.seeds.to_vec(), config: config.clone(), out: out.clone() };
+                let request =
+                    FinetuneRequest { model: encoder.clone(), task: task.clone(), seeds: plan.seeds.to_vec(), config: config.clone(), out: out.clone() };
                 finetune(&request).with_context(|| format!("fine-tuning {}", encoder.display()))?.summary
             }
         };

@@ -28,9 +28,7 @@ impl Rng {
 
     /// An independent stream for one purpose (e.g. `derive(seed, "eval-masking")`).
     pub fn derive(seed: u64, purpose: &str) -> Self {
-        let tag = purpose
-            .bytes()
-            .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+        let tag = purpose.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
         Rng::new(seed ^ tag)
     }
 

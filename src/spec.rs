@@ -170,12 +170,8 @@ impl AnalysisSpec {
 
     /// The spec's estimators, parsed (all `merge` needs besides the accumulators).
     pub fn estimators(&self) -> Result<Vec<Estimator>> {
-        let estimators = self
-            .measure
-            .estimators
-            .iter()
-            .map(|e| e.parse::<Estimator>().with_context(|| format!("measure.estimators: {e:?}")))
-            .collect::<Result<Vec<_>>>()?;
+        let estimators =
+            self.measure.estimators.iter().map(|e| e.parse::<Estimator>().with_context(|| format!("measure.estimators: {e:?}"))).collect::<Result<Vec<_>>>()?;
         ensure!(!estimators.is_empty(), "measure.estimators is empty");
         ensure_distinct("measure.estimators", &estimators)?;
         Ok(estimators)
@@ -196,7 +192,13 @@ impl AnalysisSpec {
             ensure_distinct("measure.taps", &taps)?;
             taps
         };
-        ensure!(self.data.seq_len <= config.max_position_embeddings, "data.seq_len {} exceeds model {:?}'s {} positions", self.data.seq_len, model.label, config.max_position_embeddings);
+        ensure!(
+            self.data.seq_len <= config.max_position_embeddings,
+            "data.seq_len {} exceeds model {:?}'s {} positions",
+            self.data.seq_len,
+            model.label,
+            config.max_position_embeddings
+        );
         Ok(PlannedModel { label: model.label.clone(), path: model.path.clone(), config, taps })
     }
 }
@@ -277,10 +279,10 @@ mod tests {
     fn auto_shards_come_from_slurm_arrays_and_kubernetes_indexed_jobs() {
         let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         let slurm = env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "4"), ("SLURM_ARRAY_TASK_COUNT", "3")]);
-        assert_eq!(shard_from_scheduler("auto", &slurm).unwrap(), "1/3");
-        assert_eq!(shard_from_scheduler("2/7", &slurm).unwrap(), "2/7");
+        assert_eq!(shard_from_scheduler("auto", slurm).unwrap(), "1/3");
+        assert_eq!(shard_from_scheduler("2/7", slurm).unwrap(), "2/7");
         let kubernetes = env(&[("JOB_COMPLETION_INDEX", "2")]);
-        assert_eq!(shard_from_scheduler("auto/4", &kubernetes).unwrap(), "2/4");
+        assert_eq!(shard_from_scheduler("auto/4", kubernetes).unwrap(), "2/4");
         let error = |text, vars| shard_from_scheduler(text, env(vars)).unwrap_err().to_string();
         assert!(error("auto", &[("JOB_COMPLETION_INDEX", "2")]).contains("auto/N"));
         assert!(error("auto/2", &[("JOB_COMPLETION_INDEX", "2")]).contains("index 2 is not below"));

@@ -172,7 +172,8 @@ fn check_refuses_empty_or_foreign_baselines_and_exits_1_only_on_a_regression() {
     assert_fails_naming(&check("header.csv", &format!("{header}\n")), &["header.csv", "no rows"]);
     assert_fails_naming(&check("foreign.csv", &table.replace("MAE-LM", "X").replace("MLM", "Y")), &["foreign.csv", "no row matches"]);
     assert_fails_naming(&check("garbage.csv", "\u{1}\u{2}junk\nmore,junk\n"), &["garbage.csv"]);
-    let raised: String = table.lines().map(|l| if l == header { format!("{l}\n") } else { l.replace(",false,", ",false,1").replace(",true,", ",true,1") + "\n" }).collect();
+    let raised: String =
+        table.lines().map(|l| if l == header { format!("{l}\n") } else { l.replace(",false,", ",false,1").replace(",true,", ",true,1") + "\n" }).collect();
     let regressed = check("raised.csv", &raised);
     assert_eq!(regressed.status.code(), Some(1), "{}", String::from_utf8_lossy(&regressed.stderr));
     assert!(String::from_utf8_lossy(&regressed.stdout).contains("rows regressed"));
@@ -187,7 +188,21 @@ fn report_on_a_damaged_ranks_table_is_an_error_or_not_measured_never_does_not_ho
     let analysis = dir.path().join("analysis");
     let (mlm, maelm, text) = (fixture("repdef-tiny-mlm"), fixture("repdef-tiny-maelm"), fixture("corpus/wikitext2_test.txt"));
     let (mlm, maelm) = (format!("MLM={}", mlm.display()), format!("MAE-LM={}", maelm.display()));
-    let made = repdef(&["analyze", "--model", &mlm, "--model", &maelm, "--data", text.to_str().unwrap(), "--tokens", "512", "--seq-len", "32", "--out", analysis.to_str().unwrap()]);
+    let made = repdef(&[
+        "analyze",
+        "--model",
+        &mlm,
+        "--model",
+        &maelm,
+        "--data",
+        text.to_str().unwrap(),
+        "--tokens",
+        "512",
+        "--seq-len",
+        "32",
+        "--out",
+        analysis.to_str().unwrap(),
+    ]);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let ranks = analysis.join("ranks.csv");
     let table = std::fs::read_to_string(&ranks).unwrap();

@@ -104,7 +104,10 @@ fn an_earlier_output_is_replaced_and_merge_never_writes_into_its_inputs() {
 
     // The analysis replaces its report dir: a work dir inside it would lose its runs.
     let inside = out.join("work");
-    assert_fails_naming(&repdef_in(dir.path(), &["reproduce", "--out", out.to_str().unwrap(), "--work-dir", inside.to_str().unwrap()]), &["inside the report dir"]);
+    assert_fails_naming(
+        &repdef_in(dir.path(), &["reproduce", "--out", out.to_str().unwrap(), "--work-dir", inside.to_str().unwrap()]),
+        &["inside the report dir"],
+    );
     assert!(!inside.exists());
 }
 

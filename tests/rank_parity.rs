@@ -49,7 +49,13 @@ fn gram_spectra_of_golden_hidden_states_match_numpy_svd() {
             let ours = spectrum.eigenvalues();
             let scale = reference.eigenvalues[0];
             let worst = ours.iter().zip(&reference.eigenvalues).map(|(a, b)| (a - b).abs() / scale).fold(0.0, f64::max);
-            assert!(worst < 1e-9, "layer {} centred={centred}: eigenvalues differ by {worst:e} of the largest; ours {:?}, numpy {:?}", layer.layer, &ours[..3], &reference.eigenvalues[..3]);
+            assert!(
+                worst < 1e-9,
+                "layer {} centred={centred}: eigenvalues differ by {worst:e} of the largest; ours {:?}, numpy {:?}",
+                layer.layer,
+                &ours[..3],
+                &reference.eigenvalues[..3]
+            );
             assert_eq!(var_rank(&spectrum, 0.9), reference.var_09, "layer {} centred={centred}", layer.layer);
         }
     }

@@ -53,8 +53,7 @@ fn check_hidden_states(prefix: &str, ids: &str, positions: &str, mask: &str) {
     for tap in Tap::encoder_taps(model.config.num_hidden_layers) {
         let want = &golden[&format!("{prefix}.{}", tap.hf_index().unwrap())];
         let d = want.dim(2).unwrap();
-        let (got, want): (Vec<f32>, Vec<f32>) =
-            (cache.tensors[&tap].flatten_all().unwrap().to_vec1().unwrap(), want.flatten_all().unwrap().to_vec1().unwrap());
+        let (got, want): (Vec<f32>, Vec<f32>) = (cache.tensors[&tap].flatten_all().unwrap().to_vec1().unwrap(), want.flatten_all().unwrap().to_vec1().unwrap());
         let worst = got.iter().zip(&want).enumerate().filter(|(i, _)| keep[i / d] == 1).map(|(_, (g, w))| (g - w).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-4, "{prefix} {tap}: max |repdef − PyTorch| = {worst} on real tokens\n{HINT}");
     }
@@ -85,7 +84,15 @@ fn mlm_loss_and_every_gradient_match_pytorch_through_the_training_kernels() {
         pos,
         original_ids: input_ids.iter().zip(&labels).map(|(&i, &l)| if l >= 0 { l as u32 } else { i }).collect(),
         classes: (0..batch * pos)
-            .map(|i| if keep[i] == 0 { TokenClass::Pad } else if picked[i] { TokenClass::Mask } else { TokenClass::Real })
+            .map(|i| {
+                if keep[i] == 0 {
+                    TokenClass::Pad
+                } else if picked[i] {
+                    TokenClass::Mask
+                } else {
+                    TokenClass::Real
+                }
+            })
             .collect(),
         input_ids,
         encoder_visible: vec![true; batch * pos],

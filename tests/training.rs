@@ -6,7 +6,6 @@ mod common;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use common::{small_corpus, tiny_request};
-use std::path::Path;
 use repdef::checkpoint::{load_pretraining_model, read_safetensors, WEIGHTS_FILE};
 use repdef::config::{MaskConfig, Objective, Preset};
 use repdef::data::corpus::read_meta;
@@ -18,6 +17,7 @@ use repdef::train::eval::evaluate;
 use repdef::train::loss::masked_token_loss;
 use repdef::train::optimizer::{AdamW, AdamWConfig};
 use repdef::train::train;
+use std::path::Path;
 
 /// The model variants every training-path test covers: each objective with absolute positions
 /// only, and MAE-LM with relative-position bias tables in the encoder and in the decoder.
@@ -25,10 +25,7 @@ const VARIANTS: [(Objective, bool); 3] = [(Objective::Mlm, false), (Objective::M
 
 /// A fresh tiny model, its optimiser, masker and one fixed batch of 8 × 32 corpus tokens;
 /// `relative`: bias tables in the encoder and (MAE-LM) the decoder.
-fn fixed_batch_setup(
-    (objective, relative): (Objective, bool),
-    dir: &std::path::Path,
-) -> (VarMap, PretrainingModel, AdamW, repdef::data::masking::MaskedBatch) {
+fn fixed_batch_setup((objective, relative): (Objective, bool), dir: &std::path::Path) -> (VarMap, PretrainingModel, AdamW, repdef::data::masking::MaskedBatch) {
     let data = small_corpus(dir);
     let meta = read_meta(&data).unwrap();
     let seqs = PackedSequences::load(&data, Split::Train, 32).unwrap();
@@ -169,27 +166,43 @@ fn a_checkpoint_killed_at_any_instant_leaves_a_run_that_resumes_exactly() {
     // (what the kill left, builds it, whether the root weights may be loaded before a resume)
     type Build<'a> = Box<dyn Fn(&Path) + 'a>;
     let partial_states: Vec<(&str, Build, bool)> = vec![
-        ("step 4's weights written, nothing else", Box::new(|d| {
-            copy_dir(&snap2, d);
-            std::fs::create_dir_all(d.join("checkpoints/step-4")).unwrap();
-            std::fs::copy(step4.join(WEIGHTS_FILE), d.join("checkpoints/step-4").join(WEIGHTS_FILE)).unwrap();
-            std::fs::write(d.join("checkpoints/step-4/optimizer.safetensors.tmp"), b"half").unwrap();
-        }), true),
-        ("step 4 written, not committed", Box::new(|d| {
-            copy_dir(&snap2, d);
-            copy_dir(&step4, &d.join("checkpoints/step-4"));
-        }), true),
-        ("step 4 committed, root weights and step 2 not yet replaced", Box::new(|d| {
-            copy_dir(&snap4, d);
-            copy_dir(&snap2.join("checkpoints/step-2"), &d.join("checkpoints/step-2"));
-            std::fs::copy(snap2.join(WEIGHTS_FILE), d.join(WEIGHTS_FILE)).unwrap();
-            std::fs::write(d.join("model.safetensors.tmp"), b"half").unwrap();
-        }), false),
-        ("made before step directories (one set in the run dir)", Box::new(|d| {
-            copy_dir(&snap4, d);
-            std::fs::rename(d.join("checkpoints/step-4/optimizer.safetensors"), d.join("optimizer.safetensors")).unwrap();
-            std::fs::remove_dir_all(d.join("checkpoints")).unwrap();
-        }), true),
+        (
+            "step 4's weights written, nothing else",
+            Box::new(|d| {
+                copy_dir(&snap2, d);
+                std::fs::create_dir_all(d.join("checkpoints/step-4")).unwrap();
+                std::fs::copy(step4.join(WEIGHTS_FILE), d.join("checkpoints/step-4").join(WEIGHTS_FILE)).unwrap();
+                std::fs::write(d.join("checkpoints/step-4/optimizer.safetensors.tmp"), b"half").unwrap();
+            }),
+            true,
+        ),
+        (
+            "step 4 written, not committed",
+            Box::new(|d| {
+                copy_dir(&snap2, d);
+                copy_dir(&step4, &d.join("checkpoints/step-4"));
+            }),
+            true,
+        ),
+        (
+            "step 4 committed, root weights and step 2 not yet replaced",
+            Box::new(|d| {
+                copy_dir(&snap4, d);
+                copy_dir(&snap2.join("checkpoints/step-2"), &d.join("checkpoints/step-2"));
+                std::fs::copy(snap2.join(WEIGHTS_FILE), d.join(WEIGHTS_FILE)).unwrap();
+                std::fs::write(d.join("model.safetensors.tmp"), b"half").unwrap();
+            }),
+            false,
+        ),
+        (
+            "made before step directories (one set in the run dir)",
+            Box::new(|d| {
+                copy_dir(&snap4, d);
+                std::fs::rename(d.join("checkpoints/step-4/optimizer.safetensors"), d.join("optimizer.safetensors")).unwrap();
+                std::fs::remove_dir_all(d.join("checkpoints")).unwrap();
+            }),
+            true,
+        ),
     ];
     for (i, (what, make, loadable)) in partial_states.iter().enumerate() {
         let killed = dir.path().join(format!("killed-{i}"));

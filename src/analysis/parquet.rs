@@ -100,8 +100,26 @@ mod tests {
     #[test]
     fn ranks_read_back_with_the_parquet_reader() {
         let rows = vec![
-            RankRow { model: "MLM".into(), condition: "masked".into(), group: "mask".into(), layer: 3, estimator: "var@0.9".into(), centred: false, value: 41.0, n_tokens: 1200 },
-            RankRow { model: "MAE-LM".into(), condition: "clean".into(), group: "real".into(), layer: 0, estimator: "entropy".into(), centred: true, value: 57.25, n_tokens: 9 },
+            RankRow {
+                model: "MLM".into(),
+                condition: "masked".into(),
+                group: "mask".into(),
+                layer: 3,
+                estimator: "var@0.9".into(),
+                centred: false,
+                value: 41.0,
+                n_tokens: 1200,
+            },
+            RankRow {
+                model: "MAE-LM".into(),
+                condition: "clean".into(),
+                group: "real".into(),
+                layer: 0,
+                estimator: "entropy".into(),
+                centred: true,
+                value: 57.25,
+                n_tokens: 9,
+            },
         ];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ranks.parquet");
@@ -132,7 +150,15 @@ mod tests {
     #[test]
     fn spectra_have_one_row_per_eigenvalue() {
         let rows: Vec<SpectrumRow> = (0..5)
-            .map(|i| SpectrumRow { model: "MLM".into(), condition: "clean".into(), group: "all".into(), layer: 1, centred: false, index: i, eigenvalue: 10.0 / (i + 1) as f64 })
+            .map(|i| SpectrumRow {
+                model: "MLM".into(),
+                condition: "clean".into(),
+                group: "all".into(),
+                layer: 1,
+                centred: false,
+                index: i,
+                eigenvalue: 10.0 / (i + 1) as f64,
+            })
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spectra.parquet");

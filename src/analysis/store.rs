@@ -41,9 +41,8 @@ pub fn read_accumulators(path: &Path) -> Result<Accumulators> {
         .with_context(|| format!("{}: no valid `keys` metadata (not a repdef accumulator file?)", path.display()))?;
     let mut accumulators = Accumulators::new();
     for (i, key) in keys.into_iter().enumerate() {
-        let tensor = |suffix: &str| {
-            file.tensors.get(&format!("acc{i}.{suffix}")).with_context(|| format!("{}: missing tensor acc{i}.{suffix}", path.display()))
-        };
+        let tensor =
+            |suffix: &str| file.tensors.get(&format!("acc{i}.{suffix}")).with_context(|| format!("{}: missing tensor acc{i}.{suffix}", path.display()));
         let gram = tensor("gram")?;
         let parts = GramParts {
             d: gram.dim(0)?,

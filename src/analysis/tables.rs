@@ -133,11 +133,7 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 /// Reads a CSV written by `write_csv`, naming the file on error.
 pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    reader
-        .deserialize()
-        .enumerate()
-        .map(|(i, row)| row.with_context(|| format!("{}: row {} is malformed", path.display(), i + 2)))
-        .collect()
+    reader.deserialize().enumerate().map(|(i, row)| row.with_context(|| format!("{}: row {} is malformed", path.display(), i + 2))).collect()
 }
 
 /// The var@0.9 (uncentred) value of one cell, if measured.

@@ -83,10 +83,6 @@ impl CorpusRecord {
             source.train_tokens += input.n_tokens_train;
             source.holdout_tokens += input.n_tokens_holdout;
         }
-        CorpusRecord {
-            sources,
-            train_tokens: meta.n_tokens_train,
-            holdout_tokens: meta.n_tokens_holdout,
-        }
+        CorpusRecord { sources, train_tokens: meta.n_tokens_train, holdout_tokens: meta.n_tokens_holdout }
     }
 }

@@ -62,14 +62,7 @@ impl PrepareOptions {
     }
 
     pub fn of_files(files: Vec<CorpusFile>, out: PathBuf) -> Self {
-        Self {
-            files,
-            out,
-            vocab_size: DEFAULT_VOCAB_SIZE,
-            lowercase: false,
-            holdout_frac: DEFAULT_HOLDOUT_FRAC,
-            tokenizer: None,
-        }
+        Self { files, out, vocab_size: DEFAULT_VOCAB_SIZE, lowercase: false, holdout_frac: DEFAULT_HOLDOUT_FRAC, tokenizer: None }
     }
 
     /// Whether the holdout comes from per-file rules (interleaved) rather than the global tail.
@@ -247,20 +240,14 @@ pub fn source_counts(meta: &CorpusMeta) -> Vec<SourceCounts> {
 /// Reads `meta.json` of a prepared directory and checks it is a format this build reads.
 pub fn read_meta(dir: &Path) -> Result<CorpusMeta> {
     let path = dir.join(META_FILE);
-    let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (is this a directory made by `repdef prepare`?)",
-            path.display()
-        )
-    })?;
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {} (is this a directory made by `repdef prepare`?)", path.display()))?;
     // The version first: an older meta.json lacks newer fields, and "missing field" would not
     // say that re-running `prepare` is the fix.
     #[derive(Deserialize)]
     struct Version {
         format_version: u32,
     }
-    let version: Version =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let version: Version = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     ensure!(
         version.format_version == FORMAT_VERSION,
         "{}: corpus format version {}, this repdef reads version {FORMAT_VERSION}; re-run `repdef prepare`",
@@ -273,16 +260,8 @@ pub fn read_meta(dir: &Path) -> Result<CorpusMeta> {
 /// Reads a `.bin` token-id file (little-endian `u32`s).
 pub fn read_ids(path: &Path) -> Result<Vec<u32>> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    ensure!(
-        bytes.len() % 4 == 0,
-        "{}: {} bytes is not a whole number of u32 token ids (truncated or not a repdef .bin file)",
-        path.display(),
-        bytes.len()
-    );
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    ensure!(bytes.len() % 4 == 0, "{}: {} bytes is not a whole number of u32 token ids (truncated or not a repdef .bin file)", path.display(), bytes.len());
+    Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
 /// 64-bit FNV-1a of `bytes`. A fingerprint to notice that an input file changed, NOT a
@@ -374,10 +353,7 @@ fn encode_into(tok: &Tokenizer, doc: &str, ids: &mut Vec<u32>) -> Result<()> {
         }
         if bytes >= ENCODE_BATCH_BYTES || (line.is_none() && !batch.is_empty()) {
             // The batch call encodes lines in parallel; padding is off, so lengths are untouched.
-            let encodings = tok
-                .encode_batch_fast(std::mem::take(&mut batch), false)
-                .map_err(|e| anyhow!(e))
-                .context("tokenizing the corpus")?;
+            let encodings = tok.encode_batch_fast(std::mem::take(&mut batch), false).map_err(|e| anyhow!(e)).context("tokenizing the corpus")?;
             for enc in &encodings {
                 ids.extend_from_slice(enc.get_ids());
             }
@@ -387,17 +363,8 @@ fn encode_into(tok: &Tokenizer, doc: &str, ids: &mut Vec<u32>) -> Result<()> {
     Ok(())
 }
 
-fn write_outputs(
-    out: &Path,
-    tok: &Tokenizer,
-    train_ids: &[u32],
-    holdout_ids: &[u32],
-    meta: &CorpusMeta,
-) -> Result<()> {
-    let tok_json = tok
-        .to_string(true)
-        .map_err(|e| anyhow!(e))
-        .context("serialising the tokenizer")?;
+fn write_outputs(out: &Path, tok: &Tokenizer, train_ids: &[u32], holdout_ids: &[u32], meta: &CorpusMeta) -> Result<()> {
+    let tok_json = tok.to_string(true).map_err(|e| anyhow!(e)).context("serialising the tokenizer")?;
     let meta_json = serde_json::to_string_pretty(meta).context("serialising meta.json")?;
     crate::outdir::write_staged(out, META_FILE, |staging| {
         write_atomic(&staging.join(TOKENIZER_FILE), tok_json.as_bytes())?;
@@ -435,10 +402,7 @@ mod tests {
 
     /// The first 700 lines of the bundled validation file: 13 WikiText articles.
     fn small_corpus(dir: &Path) -> PathBuf {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/corpus/wikitext2_valid.txt"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/corpus/wikitext2_valid.txt");
         let text = fs::read_to_string(path).unwrap();
         let head: Vec<&str> = text.lines().take(700).collect();
         write(dir, "small.txt", head.join("\n").as_bytes())
@@ -456,17 +420,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = write(dir.path(), "x.txt", b"hello \xff world");
         let err = err_text(read_files(&[CorpusFile::plain(bad, HoldoutRule::None)], "[UNK]"));
-        assert!(
-            err.contains("x.txt: not valid UTF-8 (first bad byte at offset 6)"),
-            "{err}"
-        );
+        assert!(err.contains("x.txt: not valid UTF-8 (first bad byte at offset 6)"), "{err}");
 
         let empty = write(dir.path(), "empty.txt", b" \n\t\n");
         let err = err_text(read_files(&[CorpusFile::plain(empty, HoldoutRule::None)], "[UNK]"));
-        assert!(
-            err.contains("empty.txt") && err.contains("only whitespace"),
-            "{err}"
-        );
+        assert!(err.contains("empty.txt") && err.contains("only whitespace"), "{err}");
 
         let missing = dir.path().join("missing.txt");
         let err = err_text(read_files(&[CorpusFile::plain(missing, HoldoutRule::None)], "[UNK]"));
@@ -482,18 +440,12 @@ mod tests {
 
     #[test]
     fn holdout_is_the_deterministic_tail_across_files() {
-        let mut files = vec![
-            FileDocs { train: docs(0..20), holdout: vec![] },
-            FileDocs { train: docs(20..25), holdout: vec![] },
-        ];
+        let mut files = vec![FileDocs { train: docs(0..20), holdout: vec![] }, FileDocs { train: docs(20..25), holdout: vec![] }];
         tail_holdout(&mut files, 0.1).unwrap(); // round(2.5) = 3, all from the second file
         assert_eq!((files[0].train.clone(), files[0].holdout.clone()), (docs(0..20), vec![]));
         assert_eq!((files[1].train.clone(), files[1].holdout.clone()), (docs(20..22), docs(22..25)));
 
-        let mut files = vec![
-            FileDocs { train: docs(0..8), holdout: vec![] },
-            FileDocs { train: docs(8..10), holdout: vec![] },
-        ];
+        let mut files = vec![FileDocs { train: docs(0..8), holdout: vec![] }, FileDocs { train: docs(8..10), holdout: vec![] }];
         tail_holdout(&mut files, 0.3).unwrap(); // 3 of 10 reach back into the first file
         assert_eq!((files[0].train.clone(), files[0].holdout.clone()), (docs(0..7), docs(7..8)));
         assert_eq!((files[1].train.clone(), files[1].holdout.clone()), (vec![], docs(8..10)));
@@ -516,37 +468,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = small_corpus(dir.path());
         let out = dir.path().join("prepared");
-        let opts = PrepareOptions {
-            vocab_size: 500,
-            lowercase: true,
-            holdout_frac: 0.2,
-            ..PrepareOptions::new(vec![input.clone()], out.clone())
-        };
+        let opts = PrepareOptions { vocab_size: 500, lowercase: true, holdout_frac: 0.2, ..PrepareOptions::new(vec![input.clone()], out.clone()) };
         let meta = prepare(&opts).unwrap();
 
         assert_eq!(read_meta(&out).unwrap(), meta);
         assert_eq!((meta.n_documents_train, meta.n_documents_holdout), (10, 3));
-        assert_eq!(
-            meta.special_ids,
-            SpecialIds {
-                pad: 0,
-                unk: 1,
-                cls: 2,
-                sep: 3,
-                mask: 4
-            }
-        );
+        assert_eq!(meta.special_ids, SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 });
         assert_eq!(meta.inputs[0].file.bytes, fs::metadata(&input).unwrap().len());
         assert_eq!((meta.holdout_frac, meta.holdout_piece_tokens), (Some(0.2), None));
-        let mut names: Vec<String> = fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["holdout.bin", "meta.json", "tokenizer.json", "train.bin"]
-        );
+        assert_eq!(names, ["holdout.bin", "meta.json", "tokenizer.json", "train.bin"]);
 
         let train = read_ids(&out.join(TRAIN_FILE)).unwrap();
         let holdout = read_ids(&out.join(HOLDOUT_FILE)).unwrap();
@@ -559,10 +491,7 @@ mod tests {
         // The holdout is the tail: the last article of the input, not the first.
         let tok = load_tokenizer(&out.join(TOKENIZER_FILE)).unwrap();
         let text = tok.decode(&holdout, true).unwrap();
-        assert!(
-            text.contains("high five interchange") && !text.contains("homarus"),
-            "{text}"
-        );
+        assert!(text.contains("high five interchange") && !text.contains("homarus"), "{text}");
     }
 
     #[test]
@@ -570,10 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tok_path = dir.path().join("given.json");
         small_tokenizer().save(&tok_path, false).unwrap();
-        let opts = PrepareOptions {
-            tokenizer: Some(tok_path.clone()),
-            ..PrepareOptions::new(vec![small_corpus(dir.path())], dir.path().join("out"))
-        };
+        let opts = PrepareOptions { tokenizer: Some(tok_path.clone()), ..PrepareOptions::new(vec![small_corpus(dir.path())], dir.path().join("out")) };
         let meta = prepare(&opts).unwrap();
         let source = meta.tokenizer_source.as_ref().unwrap();
         assert_eq!(source.path, tok_path);
@@ -597,19 +523,9 @@ mod tests {
             n_documents_holdout: 1,
             n_tokens_train: 0,
             n_tokens_holdout: 0,
-            special_ids: SpecialIds {
-                pad: 0,
-                unk: 1,
-                cls: 2,
-                sep: 3,
-                mask: 4,
-            },
+            special_ids: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 },
         };
-        fs::write(
-            dir.path().join(META_FILE),
-            serde_json::to_string(&meta).unwrap(),
-        )
-        .unwrap();
+        fs::write(dir.path().join(META_FILE), serde_json::to_string(&meta).unwrap()).unwrap();
         assert!(err_text(read_meta(dir.path())).contains("re-run `repdef prepare`"));
     }
 
@@ -680,14 +596,25 @@ mod tests {
             .iter()
             .map(|p| {
                 let text = read_text_file(p).unwrap().1;
-                split_documents(&text).iter().map(|d| { let mut ids = vec![]; encode_into(tok, d, &mut ids).unwrap(); ids }).collect()
+                split_documents(&text)
+                    .iter()
+                    .map(|d| {
+                        let mut ids = vec![];
+                        encode_into(tok, d, &mut ids).unwrap();
+                        ids
+                    })
+                    .collect()
             })
             .collect();
         // No 32-id stretch (shorter ones recur by chance: "economy, defense, and") of any held-out document is in the training stream.
         for docs in &held {
             for doc in docs {
                 for start in (0..doc.len().saturating_sub(32)).step_by(97) {
-                    assert!(!occurs(&train_ids, &doc[start..start + 32]), "held-out ids at {start} found in train.bin: {:?}", tok.decode(&doc[start..start + 32], false));
+                    assert!(
+                        !occurs(&train_ids, &doc[start..start + 32]),
+                        "held-out ids at {start} found in train.bin: {:?}",
+                        tok.decode(&doc[start..start + 32], false)
+                    );
                 }
             }
         }

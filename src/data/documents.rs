@@ -25,7 +25,11 @@ pub fn split_by_rule(text: &str, rule: DocumentRule) -> Vec<String> {
         DocumentRule::Lines => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
         DocumentRule::File => {
             let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
-            if lines.is_empty() { vec![] } else { vec![lines.join("\n")] }
+            if lines.is_empty() {
+                vec![]
+            } else {
+                vec![lines.join("\n")]
+            }
         }
     }
 }
@@ -34,16 +38,9 @@ pub fn split_by_rule(text: &str, rule: DocumentRule) -> Vec<String> {
 /// ` = Title = ` headings (each heading starts an article), otherwise blank-line paragraphs.
 pub fn split_documents(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let groups: Vec<&[&str]> = if lines.iter().any(|l| is_article_heading(l)) {
-        split_before_headings(&lines)
-    } else {
-        lines.split(|l| l.trim().is_empty()).collect()
-    };
-    groups
-        .into_iter()
-        .map(|g| g.join("\n").trim().to_string())
-        .filter(|d| !d.is_empty())
-        .collect()
+    let groups: Vec<&[&str]> =
+        if lines.iter().any(|l| is_article_heading(l)) { split_before_headings(&lines) } else { lines.split(|l| l.trim().is_empty()).collect() };
+    groups.into_iter().map(|g| g.join("\n").trim().to_string()).filter(|d| !d.is_empty()).collect()
 }
 
 /// ` = Title = ` with exactly one `=` on each side; ` = = Section = = ` is not an article start.
@@ -58,18 +55,12 @@ fn is_article_heading(line: &str) -> bool {
 
 /// Groups of lines each starting at a heading; text before the first heading is its own group.
 fn split_before_headings<'a>(lines: &'a [&'a str]) -> Vec<&'a [&'a str]> {
-    let mut starts: Vec<usize> = (0..lines.len())
-        .filter(|&i| is_article_heading(lines[i]))
-        .collect();
+    let mut starts: Vec<usize> = (0..lines.len()).filter(|&i| is_article_heading(lines[i])).collect();
     if starts.first() != Some(&0) {
         starts.insert(0, 0);
     }
     let ends = starts.iter().skip(1).copied().chain([lines.len()]);
-    starts
-        .iter()
-        .zip(ends)
-        .map(|(&a, b)| &lines[a..b])
-        .collect()
+    starts.iter().zip(ends).map(|(&a, b)| &lines[a..b]).collect()
 }
 
 #[cfg(test)]
@@ -81,10 +72,7 @@ mod tests {
         let text = " \n = First = \n \n Intro .\n \n = = Section = = \n \n More .\n = Second = \n Body .\n";
         let docs = split_documents(text);
         assert_eq!(docs.len(), 2);
-        assert!(
-            docs[0].starts_with("= First =") && docs[0].contains("= = Section = ="),
-            "{docs:?}"
-        );
+        assert!(docs[0].starts_with("= First =") && docs[0].contains("= = Section = ="), "{docs:?}");
         assert_eq!(docs[1], "= Second = \n Body .");
         assert_eq!(split_by_rule(text, DocumentRule::Auto), docs);
     }

@@ -27,10 +27,7 @@ pub fn interleave_holdout(sources: &[Vec<Vec<u32>>], piece: usize, sep: u32) -> 
     let per_source: Vec<Vec<(usize, usize, usize)>> = sources
         .iter()
         .map(|docs| {
-            let chunks: Vec<Vec<(usize, usize)>> = docs
-                .iter()
-                .map(|d| (0..d.len()).step_by(piece).map(|a| (a, (a + piece).min(d.len()))).collect())
-                .collect();
+            let chunks: Vec<Vec<(usize, usize)>> = docs.iter().map(|d| (0..d.len()).step_by(piece).map(|a| (a, (a + piece).min(d.len()))).collect()).collect();
             let lengths: Vec<Vec<usize>> = chunks.iter().map(|c| c.iter().map(|(a, b)| b - a).collect()).collect();
             fair_order(&lengths).into_iter().map(|(d, k)| (d, chunks[d][k].0, chunks[d][k].1)).collect()
         })
@@ -87,14 +84,14 @@ mod tests {
     #[test]
     fn every_id_is_emitted_once_in_document_order_with_a_separator_per_piece() {
         let d = docs(&[10, 3, 0, 7]);
-        let out = interleave_holdout(&[d.clone()], 4, SEP);
+        let out = interleave_holdout(std::slice::from_ref(&d), 4, SEP);
         for (k, doc) in d.iter().enumerate() {
             assert_eq!(out.iter().filter(|&&t| t == k as u32 + 1).count(), doc.len());
         }
         // ceil(10/4) + ceil(3/4) + ceil(7/4) pieces, each closed by one separator.
         assert_eq!(out.iter().filter(|&&t| t == SEP).count(), 3 + 1 + 2);
         assert_eq!(out.last(), Some(&SEP));
-        assert_eq!(interleave_holdout(&[d.clone()], 4, SEP), out, "deterministic");
+        assert_eq!(interleave_holdout(std::slice::from_ref(&d), 4, SEP), out, "deterministic");
         assert_eq!(interleave_holdout(&[vec![d[0].clone()], vec![d[1].clone(), d[2].clone()], vec![d[3].clone()]], 4, SEP).len(), out.len());
         assert!(interleave_holdout(&[], 4, SEP).is_empty());
     }

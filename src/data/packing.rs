@@ -50,23 +50,15 @@ impl PackedSequences {
         let ids = read_ids(&path)?;
         check_against_meta(&path, &ids, split.n_tokens(&meta), meta.vocab_size)?;
         let special = meta.special_ids;
-        Self::from_stream(&ids, seq_len, special.cls, special.sep)
-            .with_context(|| format!("packing {}", path.display()))
+        Self::from_stream(&ids, seq_len, special.cls, special.sep).with_context(|| format!("packing {}", path.display()))
     }
 
     /// Cuts `ids` into `[cls] chunk [sep]` rows of `seq_len`; the final partial chunk is dropped.
     pub fn from_stream(ids: &[u32], seq_len: usize, cls: u32, sep: u32) -> Result<Self> {
-        ensure!(
-            seq_len >= MIN_SEQ_LEN,
-            "sequence length {seq_len} is below the minimum {MIN_SEQ_LEN}"
-        );
+        ensure!(seq_len >= MIN_SEQ_LEN, "sequence length {seq_len} is below the minimum {MIN_SEQ_LEN}");
         let body = seq_len - 2;
         let n_seqs = ids.len() / body;
-        ensure!(
-            n_seqs > 0,
-            "corpus too small for sequence length {seq_len}: {} token ids, one sequence needs {body}",
-            ids.len()
-        );
+        ensure!(n_seqs > 0, "corpus too small for sequence length {seq_len}: {} token ids, one sequence needs {body}", ids.len());
         let mut data = Vec::with_capacity(n_seqs * seq_len);
         for chunk in ids.chunks_exact(body) {
             data.push(cls);
@@ -96,17 +88,10 @@ impl PackedSequences {
 /// an id beyond the vocabulary would otherwise surface as an out-of-range embedding lookup.
 fn check_against_meta(path: &Path, ids: &[u32], expected: u64, vocab_size: usize) -> Result<()> {
     if ids.len() as u64 != expected {
-        bail!(
-            "{}: {} token ids, but meta.json says {expected}; the directory mixes two `repdef prepare` runs, re-run it",
-            path.display(),
-            ids.len()
-        );
+        bail!("{}: {} token ids, but meta.json says {expected}; the directory mixes two `repdef prepare` runs, re-run it", path.display(), ids.len());
     }
     if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
-        bail!(
-            "{}: token id {bad} is outside the vocabulary (size {vocab_size})",
-            path.display()
-        );
+        bail!("{}: token id {bad} is outside the vocabulary (size {vocab_size})", path.display());
     }
     Ok(())
 }
@@ -138,17 +123,10 @@ mod tests {
     #[test]
     fn rejects_short_seq_len_and_tiny_streams() {
         let ids: Vec<u32> = (10..20).collect();
-        let err = PackedSequences::from_stream(&ids, 7, CLS, SEP)
-            .unwrap_err()
-            .to_string();
+        let err = PackedSequences::from_stream(&ids, 7, CLS, SEP).unwrap_err().to_string();
         assert!(err.contains("below the minimum 8"), "{err}");
-        let err = PackedSequences::from_stream(&ids, 16, CLS, SEP)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("corpus too small for sequence length 16"),
-            "{err}"
-        );
+        let err = PackedSequences::from_stream(&ids, 16, CLS, SEP).unwrap_err().to_string();
+        assert!(err.contains("corpus too small for sequence length 16"), "{err}");
     }
 
     /// A prepared directory with a hand-written meta.json and the given train.bin bytes.
@@ -166,19 +144,9 @@ mod tests {
             n_documents_holdout: 0,
             n_tokens_train,
             n_tokens_holdout: 0,
-            special_ids: SpecialIds {
-                pad: 0,
-                unk: 1,
-                cls: CLS,
-                sep: SEP,
-                mask: 4,
-            },
+            special_ids: SpecialIds { pad: 0, unk: 1, cls: CLS, sep: SEP, mask: 4 },
         };
-        fs::write(
-            dir.path().join(META_FILE),
-            serde_json::to_string(&meta).unwrap(),
-        )
-        .unwrap();
+        fs::write(dir.path().join(META_FILE), serde_json::to_string(&meta).unwrap()).unwrap();
         fs::write(dir.path().join(TRAIN_FILE), train_bytes).unwrap();
         dir
     }
@@ -199,36 +167,18 @@ mod tests {
     #[test]
     fn load_rejects_bad_length_mismatch_and_foreign_ids() {
         let dir = fake_corpus(&[1, 2, 3, 4, 5, 6, 7], 2);
-        let err = format!(
-            "{:#}",
-            PackedSequences::load(dir.path(), Split::Train, 8).unwrap_err()
-        );
-        assert!(
-            err.contains("train.bin") && err.contains("7 bytes"),
-            "{err}"
-        );
+        let err = format!("{:#}", PackedSequences::load(dir.path(), Split::Train, 8).unwrap_err());
+        assert!(err.contains("train.bin") && err.contains("7 bytes"), "{err}");
 
         let dir = fake_corpus(&le_bytes(&[10; 12]), 20);
-        let err = format!(
-            "{:#}",
-            PackedSequences::load(dir.path(), Split::Train, 8).unwrap_err()
-        );
-        assert!(
-            err.contains("train.bin") && err.contains("meta.json says 20"),
-            "{err}"
-        );
+        let err = format!("{:#}", PackedSequences::load(dir.path(), Split::Train, 8).unwrap_err());
+        assert!(err.contains("train.bin") && err.contains("meta.json says 20"), "{err}");
 
         let dir = fake_corpus(&le_bytes(&[10, 500, 11]), 3);
-        let err = format!(
-            "{:#}",
-            PackedSequences::load(dir.path(), Split::Train, 8).unwrap_err()
-        );
+        let err = format!("{:#}", PackedSequences::load(dir.path(), Split::Train, 8).unwrap_err());
         assert!(err.contains("token id 500"), "{err}");
 
-        let err = format!(
-            "{:#}",
-            PackedSequences::load(dir.path(), Split::Holdout, 8).unwrap_err()
-        );
+        let err = format!("{:#}", PackedSequences::load(dir.path(), Split::Holdout, 8).unwrap_err());
         assert!(err.contains("holdout.bin"), "{err}");
     }
 }

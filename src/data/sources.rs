@@ -132,10 +132,7 @@ fn source_files(root: &Path, source: &Source) -> Result<Vec<CorpusFile>> {
     }
     ensure!(!names.is_empty(), "no files (give `files` or `dir`)");
     for held in &source.holdout_files {
-        ensure!(
-            names.iter().any(|n| n == held || n.rsplit('/').next() == Some(held.as_str())),
-            "holdout file `{held}` is not one of the source's files"
-        );
+        ensure!(names.iter().any(|n| n == held || n.rsplit('/').next() == Some(held.as_str())), "holdout file `{held}` is not one of the source's files");
     }
     let tail = source.holdout_tail.map_or(HoldoutRule::None, HoldoutRule::Tail);
     Ok(names
@@ -212,10 +209,8 @@ holdout_tail = 0.1
         )
         .unwrap();
         let files = read_bundle(&manifest).unwrap();
-        let summary: Vec<(String, &str, DocumentRule, HoldoutRule)> = files
-            .iter()
-            .map(|f| (f.path.strip_prefix(dir.path()).unwrap().display().to_string(), f.source.as_str(), f.documents, f.holdout))
-            .collect();
+        let summary: Vec<(String, &str, DocumentRule, HoldoutRule)> =
+            files.iter().map(|f| (f.path.strip_prefix(dir.path()).unwrap().display().to_string(), f.source.as_str(), f.documents, f.holdout)).collect();
         assert_eq!(
             summary,
             [

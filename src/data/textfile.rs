@@ -142,7 +142,16 @@ mod tests {
         let cases: [(&str, Vec<u8>, &str); 5] = [
             ("garbage.gz", b"this is not gzip at all".to_vec(), "not a valid gzip file"),
             ("truncated.gz", good[..good.len() / 2].to_vec(), "not a valid gzip file"),
-            ("flipped.gz", { let mut b = good.clone(); let i = b.len() - 6; b[i] ^= 0xff; b }, "not a valid gzip file"),
+            (
+                "flipped.gz",
+                {
+                    let mut b = good.clone();
+                    let i = b.len() - 6;
+                    b[i] ^= 0xff;
+                    b
+                },
+                "not a valid gzip file",
+            ),
             ("empty.txt.gz", gzip(b""), "no text"),
             ("latin1.txt.gz", gzip(b"caf\xe9\n"), "decompressed text is not valid UTF-8 (first bad byte at offset 3)"),
         ];

@@ -40,9 +40,7 @@ impl SpecialIds {
         let find = |role: &str, bert: &str, roberta: &str| {
             tok.token_to_id(bert)
                 .or_else(|| tok.token_to_id(roberta))
-                .ok_or_else(|| {
-                    anyhow!("tokenizer has no {role} token (looked for `{bert}` and `{roberta}`)")
-                })
+                .ok_or_else(|| anyhow!("tokenizer has no {role} token (looked for `{bert}` and `{roberta}`)"))
         };
         Ok(Self {
             pad: find("padding", "[PAD]", "<pad>")?,
@@ -55,13 +53,7 @@ impl SpecialIds {
 }
 
 /// The pipeline a trained tokenizer is built from, before it is erased into a `Tokenizer`.
-type BertPipeline = TokenizerImpl<
-    WordPiece,
-    BertNormalizer,
-    BertPreTokenizer,
-    TemplateProcessing,
-    WordPieceDecoder,
->;
+type BertPipeline = TokenizerImpl<WordPiece, BertNormalizer, BertPreTokenizer, TemplateProcessing, WordPieceDecoder>;
 
 /// The tokenizers crate returns boxed errors that `?` cannot convert; keep their message.
 fn tk_err(e: tokenizers::Error) -> anyhow::Error {
@@ -73,11 +65,7 @@ fn tk_err(e: tokenizers::Error) -> anyhow::Error {
 ///
 /// `vocab_size` includes the five special tokens; a small corpus may yield fewer.
 /// `lowercase` also strips accents, as in BERT's uncased models.
-pub fn train_wordpiece<'a>(
-    texts: impl Iterator<Item = &'a str> + Send,
-    vocab_size: usize,
-    lowercase: bool,
-) -> Result<Tokenizer> {
+pub fn train_wordpiece<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize, lowercase: bool) -> Result<Tokenizer> {
     if vocab_size <= SPECIAL_TOKENS.len() {
         bail!("vocab size {vocab_size} leaves no room beside the 5 special tokens");
     }
@@ -89,26 +77,13 @@ pub fn train_wordpiece<'a>(
         .min_frequency(2)
         .limit_alphabet(1000)
         .show_progress(false)
-        .special_tokens(
-            SPECIAL_TOKENS
-                .iter()
-                .map(|t| AddedToken::from(*t, true))
-                .collect(),
-        )
+        .special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect())
         .build();
     let mut tok = BertPipeline::new(WordPiece::default());
-    tok.with_normalizer(Some(BertNormalizer::new(
-        true,
-        true,
-        Some(lowercase),
-        lowercase,
-    )))
-    .map_err(tk_err)?;
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, Some(lowercase), lowercase))).map_err(tk_err)?;
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
     tok.with_decoder(Some(WordPieceDecoder::default()));
-    tok.train(&mut trainer, texts)
-        .map_err(tk_err)
-        .context("training the WordPiece tokenizer")?;
+    tok.train(&mut trainer, texts).map_err(tk_err).context("training the WordPiece tokenizer")?;
 
     let mut tok: Tokenizer = tok.into();
     let post = bert_template(&tok)?;
@@ -133,13 +108,9 @@ fn bert_template(tok: &Tokenizer) -> Result<TemplateProcessing> {
 /// Loads an HF `tokenizer.json`, with padding and truncation switched off: repdef packs
 /// sequences itself and some published files force fixed padding (all-MiniLM pads to 128).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
-        .map_err(tk_err)
-        .with_context(|| format!("loading tokenizer {}", path.display()))?;
+    let mut tok = Tokenizer::from_file(path).map_err(tk_err).with_context(|| format!("loading tokenizer {}", path.display()))?;
     tok.with_padding(None);
-    tok.with_truncation(None)
-        .map_err(tk_err)
-        .with_context(|| format!("disabling truncation in {}", path.display()))?;
+    tok.with_truncation(None).map_err(tk_err).with_context(|| format!("disabling truncation in {}", path.display()))?;
     Ok(tok)
 }
 
@@ -157,16 +128,10 @@ pub(crate) mod tests {
 
     /// Paragraphs of the first 2000 lines of the bundled WikiText validation file.
     fn sample_texts() -> Vec<String> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/corpus/wikitext2_valid.txt"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/corpus/wikitext2_valid.txt");
         let text = std::fs::read_to_string(path).expect("bundled corpus is readable");
         let head: Vec<&str> = text.lines().take(2000).collect();
-        head.split(|l| l.trim().is_empty())
-            .map(|p| p.join("\n"))
-            .filter(|p| !p.is_empty())
-            .collect()
+        head.split(|l| l.trim().is_empty()).map(|p| p.join("\n")).filter(|p| !p.is_empty()).collect()
     }
 
     /// One small tokenizer shared by the tests: training takes a noticeable fraction of a second.
@@ -182,16 +147,7 @@ pub(crate) mod tests {
             assert_eq!(tok.token_to_id(t), Some(i as u32), "{t}");
         }
         let ids = SpecialIds::from_tokenizer(tok).unwrap();
-        assert_eq!(
-            ids,
-            SpecialIds {
-                pad: 0,
-                unk: 1,
-                cls: 2,
-                sep: 3,
-                mask: 4
-            }
-        );
+        assert_eq!(ids, SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 });
         assert!(tok.get_vocab_size(true) <= 500);
     }
 
@@ -200,10 +156,7 @@ pub(crate) mod tests {
         let tok = small_tokenizer();
         let text = "The lobster is a species of the eastern Atlantic Ocean.";
         let ids = encode_plain(tok, text).unwrap();
-        assert!(
-            ids.iter().all(|&i| i >= SPECIAL_TOKENS.len() as u32),
-            "{ids:?}"
-        );
+        assert!(ids.iter().all(|&i| i >= SPECIAL_TOKENS.len() as u32), "{ids:?}");
         let back = tok.decode(&ids, true).unwrap();
         assert_eq!(back, text.to_lowercase());
     }
@@ -226,37 +179,19 @@ pub(crate) mod tests {
         tok.save(&path, false).unwrap();
         let loaded = load_tokenizer(&path).unwrap();
         let text = "Homarus gammarus is a large crustacean";
-        assert_eq!(
-            encode_plain(&loaded, text).unwrap(),
-            encode_plain(tok, text).unwrap()
-        );
+        assert_eq!(encode_plain(&loaded, text).unwrap(), encode_plain(tok, text).unwrap());
     }
 
     #[test]
     fn roberta_names_are_understood() {
-        let vocab = [
-            ("<s>", 0),
-            ("<pad>", 1),
-            ("</s>", 2),
-            ("<unk>", 3),
-            ("<mask>", 4),
-        ];
+        let vocab = [("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3), ("<mask>", 4)];
         let model = tokenizers::models::wordlevel::WordLevel::builder()
             .vocab(vocab.iter().map(|(t, i)| (t.to_string(), *i)).collect())
             .unk_token("<unk>".into())
             .build()
             .unwrap();
         let ids = SpecialIds::from_tokenizer(&Tokenizer::new(model)).unwrap();
-        assert_eq!(
-            ids,
-            SpecialIds {
-                pad: 1,
-                unk: 3,
-                cls: 0,
-                sep: 2,
-                mask: 4
-            }
-        );
+        assert_eq!(ids, SpecialIds { pad: 1, unk: 3, cls: 0, sep: 2, mask: 4 });
     }
 
     #[test]
@@ -266,9 +201,7 @@ pub(crate) mod tests {
             .unk_token("[UNK]".into())
             .build()
             .unwrap();
-        let err = SpecialIds::from_tokenizer(&Tokenizer::new(model))
-            .unwrap_err()
-            .to_string();
+        let err = SpecialIds::from_tokenizer(&Tokenizer::new(model)).unwrap_err().to_string();
         assert!(err.contains("`[PAD]`") && err.contains("`<pad>`"), "{err}");
     }
 

@@ -90,9 +90,7 @@ pub struct ConditionInput {
 
 /// Builds every condition of `batch` for a model (`mae_lm` selects the MAE-LM pretraining view).
 pub fn condition_inputs(config: &ModelConfig, batch: &MaskedBatch, mae_lm: bool, device: &Device) -> Result<Vec<ConditionInput>> {
-    let rows_where = |pred: &dyn Fn(usize) -> bool| -> Vec<u32> {
-        (0..batch.classes.len()).filter(|&i| pred(i)).map(|i| i as u32).collect()
-    };
+    let rows_where = |pred: &dyn Fn(usize) -> bool| -> Vec<u32> { (0..batch.classes.len()).filter(|&i| pred(i)).map(|i| i as u32).collect() };
     let non_pad = rows_where(&|i| batch.classes[i] != TokenClass::Pad);
     let real = rows_where(&|i| batch.classes[i] == TokenClass::Real);
     let mask = rows_where(&|i| batch.classes[i] == TokenClass::Mask);

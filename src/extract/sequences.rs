@@ -1,11 +1,11 @@
 //! The token sequences an analysis feeds a model: the holdout split of a prepared dir, or text
 //! files tokenized with the model's own tokenizer; then this shard's share, up to the token budget.
 
+use crate::checkpoint::TOKENIZER_FILE;
 use crate::data::corpus::read_meta;
 use crate::data::packing::{PackedSequences, Split};
 use crate::data::tokenizer::{encode_plain, load_tokenizer, SpecialIds};
 use crate::spec::DataSource;
-use crate::checkpoint::TOKENIZER_FILE;
 use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
 
@@ -28,16 +28,14 @@ pub fn load_sequences(source: &DataSource, tokenizer: &Tokenizer, seq_len: usize
             let mut stream = Vec::new();
             for path in paths {
                 let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let text = String::from_utf8(bytes).map_err(|e| {
-                    anyhow::anyhow!("{}: not valid UTF-8 (first bad byte at offset {})", path.display(), e.utf8_error().valid_up_to())
-                })?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (first bad byte at offset {})", path.display(), e.utf8_error().valid_up_to()))?;
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     stream.extend(encode_plain(tokenizer, line)?);
                 }
                 stream.push(special.sep);
             }
-            PackedSequences::from_stream(&stream, seq_len, special.cls, special.sep)
-                .with_context(|| format!("packing {} text file(s)", paths.len()))
+            PackedSequences::from_stream(&stream, seq_len, special.cls, special.sep).with_context(|| format!("packing {} text file(s)", paths.len()))
         }
     }
 }

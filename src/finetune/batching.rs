@@ -70,10 +70,7 @@ pub fn collate(config: &ModelConfig, examples: &[&Encoded], device: &Device) -> 
     };
     let ids = padded(|e| e.ids.as_slice(), config.pad_token_id);
     let type_ids = padded(|e| e.type_ids.as_slice(), 0);
-    Ok(Batch {
-        input: EncoderInput::from_ids(config, &ids, Some(&type_ids), examples.len(), device)?,
-        labels: examples.iter().map(|e| e.label).collect(),
-    })
+    Ok(Batch { input: EncoderInput::from_ids(config, &ids, Some(&type_ids), examples.len(), device)?, labels: examples.iter().map(|e| e.label).collect() })
 }
 
 /// One epoch's training order: shuffled, then sorted by length within buckets of
@@ -81,10 +78,7 @@ pub fn collate(config: &ModelConfig, examples: &[&Encoded], device: &Device) -> 
 pub fn train_batches(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut order);
-    let mut batches: Vec<Vec<usize>> = order
-        .chunks_mut(batch_size * BUCKET_BATCHES)
-        .flat_map(|bucket| sorted_batches(bucket, lengths, batch_size))
-        .collect();
+    let mut batches: Vec<Vec<usize>> = order.chunks_mut(batch_size * BUCKET_BATCHES).flat_map(|bucket| sorted_batches(bucket, lengths, batch_size)).collect();
     rng.shuffle(&mut batches);
     batches
 }

@@ -84,4 +84,3 @@ pub fn render(summary: &FinetuneSummary) -> String {
     );
     text
 }
-

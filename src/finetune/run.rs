@@ -46,15 +46,7 @@ pub struct FinetuneConfig {
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        FinetuneConfig {
-            epochs: 3,
-            lr: 3e-4,
-            batch_size: 32,
-            max_len: 64,
-            train_examples: Some(DEFAULT_TRAIN_EXAMPLES),
-            warmup_frac: 0.06,
-            weight_decay: 0.1,
-        }
+        FinetuneConfig { epochs: 3, lr: 3e-4, batch_size: 32, max_len: 64, train_examples: Some(DEFAULT_TRAIN_EXAMPLES), warmup_frac: 0.06, weight_decay: 0.1 }
     }
 }
 
@@ -154,19 +146,20 @@ fn load_task(req: &FinetuneRequest, pretrained: &LoadedEncoder) -> Result<TaskDa
         splits.subsample_train(n, &mut Rng::derive(0, "finetune-train-subsample"));
     }
     let max_len = req.config.max_len.min(pretrained.config.max_tokens());
-    let tokenize = |examples, split: &PathBuf| {
-        encode(&pretrained.tokenizer, examples, max_len).with_context(|| format!("tokenising {}", split.display()))
-    };
-    Ok(TaskData {
-        train: tokenize(&splits.train, &req.task.train)?,
-        dev: tokenize(&splits.dev, &req.task.dev)?,
-        n_labels: splits.n_labels,
-    })
+    let tokenize = |examples, split: &PathBuf| encode(&pretrained.tokenizer, examples, max_len).with_context(|| format!("tokenising {}", split.display()));
+    Ok(TaskData { train: tokenize(&splits.train, &req.task.train)?, dev: tokenize(&splits.dev, &req.task.dev)?, n_labels: splits.n_labels })
 }
 
 /// One seed: a fresh head, every epoch's training and dev evaluation.
 /// `step_offset`: optimiser steps of earlier seeds, for the progress bar.
-fn train_seed(req: &FinetuneRequest, data: &TaskData, seed: u64, progress: &Progress, step_offset: u64, device: &Device) -> Result<(Classifier, Vec<EpochRow>)> {
+fn train_seed(
+    req: &FinetuneRequest,
+    data: &TaskData,
+    seed: u64,
+    progress: &Progress,
+    step_offset: u64,
+    device: &Device,
+) -> Result<(Classifier, Vec<EpochRow>)> {
     let cfg = &req.config;
     let (model, varmap) = Classifier::from_pretrained(&req.model, data.n_labels, &mut Rng::derive(seed, "finetune-head-init"), device)?;
     let adamw = AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: cfg.weight_decay };

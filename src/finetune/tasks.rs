@@ -63,12 +63,7 @@ impl Task {
             );
         }
         let pairs = |examples: &[Example]| examples[0].pair.is_some();
-        ensure!(
-            pairs(&train) == pairs(&dev),
-            "{} and {} disagree on single sentences vs sentence pairs",
-            self.train.display(),
-            self.dev.display()
-        );
+        ensure!(pairs(&train) == pairs(&dev), "{} and {} disagree on single sentences vs sentence pairs", self.train.display(), self.dev.display());
         Ok(Splits { train, dev, n_labels })
     }
 }
@@ -100,11 +95,8 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Example>> {
     };
     let header = text(1, lines.first().with_context(|| format!("{}: empty file (expected a header row, then label<TAB>text rows)", path.display()))?)?;
     let n_columns = header_columns(&header).with_context(|| at(1))?;
-    let examples = lines[1..]
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| parse_row(&text(i + 2, raw)?, n_columns).with_context(|| at(i + 2)))
-        .collect::<Result<Vec<_>>>()?;
+    let examples =
+        lines[1..].iter().enumerate().map(|(i, raw)| parse_row(&text(i + 2, raw)?, n_columns).with_context(|| at(i + 2))).collect::<Result<Vec<_>>>()?;
     ensure!(!examples.is_empty(), "{}: no examples after the header row", path.display());
     Ok(examples)
 }
@@ -113,22 +105,14 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Example>> {
 /// since treating it as one would silently drop the first example.
 fn header_columns(header: &str) -> Result<usize> {
     let fields: Vec<&str> = header.split('\t').collect();
-    ensure!(
-        fields.len() == 2 || fields.len() == 3,
-        "the header has {} tab-separated columns; expected label<TAB>text or label<TAB>a<TAB>b",
-        fields.len()
-    );
+    ensure!(fields.len() == 2 || fields.len() == 3, "the header has {} tab-separated columns; expected label<TAB>text or label<TAB>a<TAB>b", fields.len());
     ensure!(fields[0].trim().parse::<u32>().is_err(), "expected a header row (e.g. label<TAB>sentence) but found a data row");
     Ok(fields.len())
 }
 
 fn parse_row(line: &str, n_columns: usize) -> Result<Example> {
     let fields: Vec<&str> = line.split('\t').collect();
-    ensure!(
-        fields.len() == n_columns,
-        "expected {n_columns} tab-separated columns like the header, found {}",
-        fields.len()
-    );
+    ensure!(fields.len() == n_columns, "expected {n_columns} tab-separated columns like the header, found {}", fields.len());
     let label = fields[0].trim();
     let label: u32 = label.parse().with_context(|| format!("label {label:?} is not an integer 0, 1, …"))?;
     let sentence = |i: usize| -> Result<String> {
@@ -157,10 +141,7 @@ mod tests {
     #[test]
     fn reads_single_sentences_and_pairs_with_crlf() {
         let single = read(b"label\tsentence\r\n1\tgood film\r\n0\t bad one \r\n").unwrap();
-        assert_eq!(single, vec![
-            Example { label: 1, text: "good film".into(), pair: None },
-            Example { label: 0, text: "bad one".into(), pair: None },
-        ]);
+        assert_eq!(single, vec![Example { label: 1, text: "good film".into(), pair: None }, Example { label: 0, text: "bad one".into(), pair: None },]);
         let pairs = read(b"label\ta\tb\n2\tit rains\tthe street is wet").unwrap();
         assert_eq!(pairs[0].pair.as_deref(), Some("the street is wet"));
     }

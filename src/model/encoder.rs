@@ -44,7 +44,14 @@ impl EncoderInput {
                 .flat_map(|row| {
                     let mut seen = 0;
                     row.iter()
-                        .map(|&id| if id == pad { pad } else { seen += 1; pad + seen })
+                        .map(|&id| {
+                            if id == pad {
+                                pad
+                            } else {
+                                seen += 1;
+                                pad + seen
+                            }
+                        })
                         .collect::<Vec<_>>()
                 })
                 .collect(),
@@ -71,9 +78,7 @@ impl EncoderInput {
 
 impl Encoder {
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg, 1.0))
-            .collect::<Result<_>>()?;
+        let layers = (0..cfg.num_hidden_layers).map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg, 1.0)).collect::<Result<_>>()?;
         let relative_position = RelativePositionBias::load(&vb.pp("encoder"), cfg)?;
         Ok(Encoder { embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?, layers, relative_position })
     }

@@ -66,9 +66,7 @@ impl Layer {
         }
         let d_head = d_model / self.n_heads;
         // [batch·pos, d_model] → [batch, n_heads, pos, d_head]
-        let heads = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((batch, pos, self.n_heads, d_head))?.transpose(1, 2)?.contiguous()?)
-        };
+        let heads = |t: Tensor| -> Result<Tensor> { Ok(t.reshape((batch, pos, self.n_heads, d_head))?.transpose(1, 2)?.contiguous()?) };
         let q = heads(self.query.forward(xs)?)?;
         let k = heads(self.key.forward(xs)?)?;
         let v = heads(self.value.forward(xs)?)?;

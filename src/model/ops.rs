@@ -92,11 +92,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn softmax_last_dim(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(if self.training() {
-            candle_nn::ops::softmax(xs, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(xs)?
-        })
+        Ok(if self.training() { candle_nn::ops::softmax(xs, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(xs)? })
     }
 }
 

@@ -79,9 +79,7 @@ impl RelativePositionBias {
         let index: Vec<u32> = distinct
             .iter()
             .flat_map(|row| {
-                row.iter().flat_map(move |&query| {
-                    row.iter().map(move |&key| bucket(i64::from(key) - i64::from(query), self.buckets, self.max_distance))
-                })
+                row.iter().flat_map(move |&query| row.iter().map(move |&key| bucket(i64::from(key) - i64::from(query), self.buckets, self.max_distance)))
             })
             .collect();
         let n_heads = self.table.dim(1)?;

@@ -56,16 +56,11 @@ impl FromStr for Tap {
         if rest == "hook_full_embed" {
             return Ok(if decoder { Tap::DecoderFullEmbed } else { Tap::FullEmbed });
         }
-        let block = rest
-            .strip_prefix("blocks.")
-            .and_then(|r| r.strip_suffix(".hook_normalized_resid_post"))
-            .and_then(|i| i.parse::<usize>().ok());
+        let block = rest.strip_prefix("blocks.").and_then(|r| r.strip_suffix(".hook_normalized_resid_post")).and_then(|i| i.parse::<usize>().ok());
         match block {
             Some(i) if decoder => Ok(Tap::DecoderBlockOutput(i)),
             Some(i) => Ok(Tap::BlockOutput(i)),
-            None => bail!(
-                "unknown tap {s:?} (expected hook_full_embed, blocks.N.hook_normalized_resid_post, or the same under decoder.)"
-            ),
+            None => bail!("unknown tap {s:?} (expected hook_full_embed, blocks.N.hook_normalized_resid_post, or the same under decoder.)"),
         }
     }
 }

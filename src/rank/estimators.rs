@@ -45,12 +45,7 @@ pub fn entropy_rank(spectrum: &Spectrum) -> f64 {
     if total == 0.0 {
         return 0.0;
     }
-    let entropy: f64 = sigma
-        .iter()
-        .map(|s| s / total)
-        .filter(|&p| p > 0.0)
-        .map(|p| -p * p.ln())
-        .sum();
+    let entropy: f64 = sigma.iter().map(|s| s / total).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum();
     entropy.exp()
 }
 
@@ -68,11 +63,7 @@ pub fn participation_ratio(spectrum: &Spectrum) -> f64 {
         return 0.0;
     };
     // Divide by σ₁² first so σ⁴ cannot overflow for large-norm activations.
-    let (sum, sum_sq) = spectrum
-        .eigenvalues()
-        .iter()
-        .map(|x| x / top)
-        .fold((0.0, 0.0), |(s, q), r| (s + r, q + r * r));
+    let (sum, sum_sq) = spectrum.eigenvalues().iter().map(|x| x / top).fold((0.0, 0.0), |(s, q), r| (s + r, q + r * r));
     sum * sum / sum_sq
 }
 
@@ -82,11 +73,7 @@ pub fn participation_ratio(spectrum: &Spectrum) -> f64 {
 /// [`Spectrum::noise_floor`]).
 pub fn numerical_rank(spectrum: &Spectrum) -> usize {
     let floor = spectrum.noise_floor();
-    spectrum
-        .eigenvalues()
-        .iter()
-        .filter(|&&x| x > 0.0 && x > floor)
-        .count()
+    spectrum.eigenvalues().iter().filter(|&&x| x > 0.0 && x > floor).count()
 }
 
 /// One effective-rank estimator, named by a canonical string.
@@ -144,9 +131,7 @@ impl FromStr for Estimator {
 
     fn from_str(s: &str) -> Result<Self> {
         if let Some(tau) = s.strip_prefix("var@") {
-            let tau: f64 = tau
-                .parse()
-                .with_context(|| format!("estimator `{s}`: τ is not a number"))?;
+            let tau: f64 = tau.parse().with_context(|| format!("estimator `{s}`: τ is not a number"))?;
             return Estimator::var_rank(tau).with_context(|| format!("estimator `{s}`"));
         }
         Ok(match s {
@@ -189,10 +174,7 @@ mod tests {
     /// exactly rank-deficient H come back as σ ≈ 1e-8·σ₁ and move the entropy
     /// rank by ~1e-6; the SVD resolves them to ~ε·σ₁.
     fn both_paths(h: &Array2<f64>) -> [(Spectrum, f64); 2] {
-        [
-            (spectrum(h), 1e-5),
-            (Spectrum::exact(h.view(), false).unwrap(), 1e-9),
-        ]
+        [(spectrum(h), 1e-5), (Spectrum::exact(h.view(), false).unwrap(), 1e-9)]
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -208,12 +190,7 @@ mod tests {
         for (s, _) in both_paths(&Array2::eye(8)) {
             assert_eq!(var_rank(&s, 0.9), 8); // 7/8 = 0.875 < 0.9 ≤ 8/8
             assert_eq!(var_rank(&s, 0.875), 7); // exactly τ: the tolerance keeps 7
-            for e in [
-                Estimator::Entropy,
-                Estimator::Stable,
-                Estimator::Participation,
-                Estimator::Numerical,
-            ] {
+            for e in [Estimator::Entropy, Estimator::Stable, Estimator::Participation, Estimator::Numerical] {
                 assert!(close(e.evaluate(&s), 8.0), "{e} = {}", e.evaluate(&s));
             }
         }
@@ -224,11 +201,7 @@ mod tests {
         let h = with_singular_values(50, 12, &[2.0; 4], 21);
         for (s, tol) in both_paths(&h) {
             for e in ALL {
-                assert!(
-                    close_within(e.evaluate(&s), 4.0, tol),
-                    "{e} = {}",
-                    e.evaluate(&s)
-                );
+                assert!(close_within(e.evaluate(&s), 4.0, tol), "{e} = {}", e.evaluate(&s));
             }
         }
     }
@@ -239,11 +212,7 @@ mod tests {
         let h = concatenate(Axis(0), &[row.view(); 20]).unwrap();
         for (s, tol) in both_paths(&h) {
             for e in ALL {
-                assert!(
-                    close_within(e.evaluate(&s), 1.0, tol),
-                    "{e} = {}",
-                    e.evaluate(&s)
-                );
+                assert!(close_within(e.evaluate(&s), 1.0, tol), "{e} = {}", e.evaluate(&s));
             }
         }
     }
@@ -256,10 +225,7 @@ mod tests {
         // var@0.5 = 1, var@1.0 = 5.
         let h = with_singular_values(7, 5, &[4.0, 3.0, 2.0, 1.0, 1.0], 23);
         let s = spectrum(&h);
-        let got: Vec<usize> = [0.9, 0.95, 0.8, 0.5, 1.0]
-            .iter()
-            .map(|&t| var_rank(&s, t))
-            .collect();
+        let got: Vec<usize> = [0.9, 0.95, 0.8, 0.5, 1.0].iter().map(|&t| var_rank(&s, t)).collect();
         assert_eq!(got, [3, 4, 2, 1, 5]);
         // Stable rank 31/16; participation 31² / (256 + 81 + 16 + 1 + 1) = 961/355.
         assert!(close(stable_rank(&s), 31.0 / 16.0));

@@ -10,10 +10,7 @@ use super::estimators::{entropy_rank, numerical_rank, participation_ratio, stabl
 use super::testutil::max_abs_diff;
 use super::{GramAccumulator, Spectrum};
 
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/rank/spectra_golden.json"
-);
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/rank/spectra_golden.json");
 const HINT: &str = "HINT: regenerate with `python3 fixtures/rank/make_spectra.py`";
 
 #[derive(Deserialize)]
@@ -50,20 +47,11 @@ struct Tolerance {
     ratios: f64,
 }
 
-const EXACT: Tolerance = Tolerance {
-    eigenvalues: 1e-12,
-    entropy: 1e-10,
-    ratios: 1e-10,
-};
-const GRAM: Tolerance = Tolerance {
-    eigenvalues: 1e-8,
-    entropy: 1e-5,
-    ratios: 1e-8,
-};
+const EXACT: Tolerance = Tolerance { eigenvalues: 1e-12, entropy: 1e-10, ratios: 1e-10 };
+const GRAM: Tolerance = Tolerance { eigenvalues: 1e-8, entropy: 1e-5, ratios: 1e-8 };
 
 fn load() -> Result<Golden> {
-    let text =
-        std::fs::read_to_string(GOLDEN).with_context(|| format!("reading {GOLDEN}; {HINT}"))?;
+    let text = std::fs::read_to_string(GOLDEN).with_context(|| format!("reading {GOLDEN}; {HINT}"))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {GOLDEN}; {HINT}"))
 }
 
@@ -73,11 +61,7 @@ fn matrix(rows: &[Vec<f64>]) -> Array2<f64> {
 }
 
 fn check_close(what: &str, got: f64, want: f64, rel: f64) {
-    assert!(
-        (got - want).abs() <= rel * want.abs().max(1.0),
-        "{what}: got {got}, numpy {want} (difference {:e}); {HINT}",
-        (got - want).abs()
-    );
+    assert!((got - want).abs() <= rel * want.abs().max(1.0), "{what}: got {got}, numpy {want} (difference {:e}); {HINT}", (got - want).abs());
 }
 
 fn check(label: &str, spectrum: &Spectrum, want: &Reference, tol: &Tolerance) {
@@ -91,29 +75,10 @@ fn check(label: &str, spectrum: &Spectrum, want: &Reference, tol: &Tolerance) {
     );
     assert_eq!(var_rank(spectrum, 0.9), want.var_0_9, "{label} var@0.9");
     assert_eq!(var_rank(spectrum, 0.99), want.var_0_99, "{label} var@0.99");
-    assert_eq!(
-        numerical_rank(spectrum),
-        want.numerical,
-        "{label} numerical rank"
-    );
-    check_close(
-        &format!("{label} entropy"),
-        entropy_rank(spectrum),
-        want.entropy,
-        tol.entropy,
-    );
-    check_close(
-        &format!("{label} stable"),
-        stable_rank(spectrum),
-        want.stable,
-        tol.ratios,
-    );
-    check_close(
-        &format!("{label} participation"),
-        participation_ratio(spectrum),
-        want.participation,
-        tol.ratios,
-    );
+    assert_eq!(numerical_rank(spectrum), want.numerical, "{label} numerical rank");
+    check_close(&format!("{label} entropy"), entropy_rank(spectrum), want.entropy, tol.entropy);
+    check_close(&format!("{label} stable"), stable_rank(spectrum), want.stable, tol.ratios);
+    check_close(&format!("{label} participation"), participation_ratio(spectrum), want.participation, tol.ratios);
 }
 
 #[test]
@@ -125,10 +90,7 @@ fn spectra_and_ranks_match_numpy() {
         let mut acc = GramAccumulator::new(h.ncols());
         acc.update_f64(h.view()).unwrap();
         for (centred, want) in [(false, &case.uncentred), (true, &case.centred)] {
-            let label = format!(
-                "{} (centred: {centred}, numpy {})",
-                case.name, golden.numpy_version
-            );
+            let label = format!("{} (centred: {centred}, numpy {})", case.name, golden.numpy_version);
             let exact = Spectrum::exact(h.view(), centred).unwrap();
             check(&format!("{label}, exact path"), &exact, want, &EXACT);
             let via_gram = Spectrum::from_gram(&acc, centred).unwrap();

@@ -32,12 +32,7 @@ pub struct GramParts {
 impl GramAccumulator {
     /// An empty accumulator for hidden size `d`.
     pub fn new(d: usize) -> Self {
-        Self {
-            d,
-            n_tokens: 0,
-            sum: Array1::zeros(d),
-            gram: Array2::zeros((d, d)),
-        }
+        Self { d, n_tokens: 0, sum: Array1::zeros(d), gram: Array2::zeros((d, d)) }
     }
 
     pub fn d(&self) -> usize {
@@ -69,12 +64,7 @@ impl GramAccumulator {
 
     /// Adds a batch of f64 hidden states (tokens × d). On error nothing is added.
     pub fn update_f64(&mut self, rows: ArrayView2<f64>) -> Result<()> {
-        ensure!(
-            rows.ncols() == self.d,
-            "batch has {} columns but the accumulator was created for d = {}",
-            rows.ncols(),
-            self.d
-        );
+        ensure!(rows.ncols() == self.d, "batch has {} columns but the accumulator was created for d = {}", rows.ncols(), self.d);
         check_finite(rows)?;
         let rows = rows.as_standard_layout();
         linalg::add_gram(&mut self.gram, rows.view());
@@ -115,48 +105,18 @@ impl GramAccumulator {
 
     /// A flat copy for serialisation.
     pub fn to_parts(&self) -> GramParts {
-        GramParts {
-            d: self.d,
-            n_tokens: self.n_tokens,
-            sum: self.sum.to_vec(),
-            gram: self.gram.iter().copied().collect(),
-        }
+        GramParts { d: self.d, n_tokens: self.n_tokens, sum: self.sum.to_vec(), gram: self.gram.iter().copied().collect() }
     }
 
     /// Rebuilds an accumulator from [`GramParts`], checking that the pieces fit together.
     pub fn from_parts(parts: GramParts) -> Result<Self> {
-        let GramParts {
-            d,
-            n_tokens,
-            sum,
-            gram,
-        } = parts;
-        ensure!(
-            sum.len() == d,
-            "stored Σh has {} values, expected d = {d}",
-            sum.len()
-        );
-        ensure!(
-            gram.len() == d * d,
-            "stored Gram has {} values, expected d·d = {}",
-            gram.len(),
-            d * d
-        );
-        let acc = Self {
-            d,
-            n_tokens,
-            sum: Array1::from(sum),
-            gram: Array2::from_shape_vec((d, d), gram)?,
-        };
+        let GramParts { d, n_tokens, sum, gram } = parts;
+        ensure!(sum.len() == d, "stored Σh has {} values, expected d = {d}", sum.len());
+        ensure!(gram.len() == d * d, "stored Gram has {} values, expected d·d = {}", gram.len(), d * d);
+        let acc = Self { d, n_tokens, sum: Array1::from(sum), gram: Array2::from_shape_vec((d, d), gram)? };
         check_finite(acc.gram.view())?;
-        ensure!(
-            acc.sum.iter().all(|x| x.is_finite()),
-            "stored Σh contains NaN or Inf"
-        );
-        ensure!(
-            n_tokens > 0 || acc.gram.iter().all(|&x| x == 0.0),
-            "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent"
-        );
+        ensure!(acc.sum.iter().all(|x| x.is_finite()), "stored Σh contains NaN or Inf");
+        ensure!(n_tokens > 0 || acc.gram.iter().all(|&x| x == 0.0), "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent");
         Ok(acc)
     }
 }
@@ -208,9 +168,7 @@ mod tests {
         right.update_f64(h.slice(s![37.., ..])).unwrap();
         left.merge(&right).unwrap();
         assert_eq!(left.n_tokens(), whole.n_tokens());
-        let diff = (&left.gram - &whole.gram)
-            .mapv(f64::abs)
-            .fold(0.0_f64, |m, &x| m.max(x));
+        let diff = (&left.gram - &whole.gram).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
         assert!(diff < 1e-12, "merged Gram differs by {diff}");
         assert!((&left.sum - &whole.sum).iter().all(|x| x.abs() < 1e-12));
     }
@@ -264,9 +222,7 @@ mod tests {
         acc.update_f64(h.view()).unwrap();
         let centred = &h - &h.mean_axis(Axis(0)).unwrap();
         let expected = centred.t().dot(&centred);
-        let diff = (&acc.centred_gram() - &expected)
-            .mapv(f64::abs)
-            .fold(0.0_f64, |m, &x| m.max(x));
+        let diff = (&acc.centred_gram() - &expected).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
         assert!(diff < 1e-10, "centred Gram differs by {diff}");
     }
 

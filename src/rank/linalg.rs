@@ -63,22 +63,11 @@ impl FromStr for EigenSolver {
 /// (row-major, contiguous) layout, which the callers guarantee.
 pub(super) fn add_gram(gram: &mut Array2<f64>, rows: ArrayView2<f64>) {
     let (n, d) = rows.dim();
-    let rows_slice = rows
-        .as_slice()
-        .expect("caller passes a standard-layout batch");
-    let gram_slice = gram
-        .as_slice_mut()
-        .expect("accumulator Gram is standard layout");
+    let rows_slice = rows.as_slice().expect("caller passes a standard-layout batch");
+    let gram_slice = gram.as_slice_mut().expect("accumulator Gram is standard layout");
     let h = MatRef::from_row_major_slice(rows_slice, n, d);
     let g = MatMut::from_row_major_slice_mut(gram_slice, d, d);
-    faer::linalg::matmul::matmul(
-        g,
-        Accum::Add,
-        h.transpose(),
-        h,
-        1.0,
-        faer::get_global_parallelism(),
-    );
+    faer::linalg::matmul::matmul(g, Accum::Add, h.transpose(), h, 1.0, faer::get_global_parallelism());
 }
 
 /// Eigenvalues of the symmetric matrix `a`, descending, with the chosen solver.
@@ -86,16 +75,10 @@ pub(super) fn add_gram(gram: &mut Array2<f64>, rows: ArrayView2<f64>) {
 /// Only the lower triangle is read, so an accumulated Gram that is symmetric
 /// only up to round-off is fine.
 pub fn sym_eigenvalues(a: ArrayView2<f64>, solver: EigenSolver) -> Result<Vec<f64>> {
-    ensure!(
-        a.is_square(),
-        "eigenvalues need a square matrix, got {:?}",
-        a.dim()
-    );
+    ensure!(a.is_square(), "eigenvalues need a square matrix, got {:?}", a.dim());
     match solver {
         EigenSolver::Faer => {
-            let mut values = to_faer(a)
-                .self_adjoint_eigenvalues(Side::Lower)
-                .map_err(|e| anyhow!("faer eigenvalue solver failed: {e:?}"))?;
+            let mut values = to_faer(a).self_adjoint_eigenvalues(Side::Lower).map_err(|e| anyhow!("faer eigenvalue solver failed: {e:?}"))?;
             // faer returns ascending order; every consumer wants σ₁ first.
             values.reverse();
             Ok(values)
@@ -110,28 +93,16 @@ pub fn sym_eigenvalues(a: ArrayView2<f64>, solver: EigenSolver) -> Result<Vec<f6
 #[cfg(feature = "lapack")]
 pub fn eigenvalues_lapack(a: ArrayView2<f64>) -> Result<Vec<f64>> {
     use ndarray_linalg::{EigValsh, UPLO};
-    ensure!(
-        a.is_square(),
-        "eigenvalues need a square matrix, got {:?}",
-        a.dim()
-    );
-    let values = a
-        .eigvalsh(UPLO::Lower)
-        .map_err(|e| anyhow!("LAPACK eigenvalue solver (?syev) failed: {e}"))?;
+    ensure!(a.is_square(), "eigenvalues need a square matrix, got {:?}", a.dim());
+    let values = a.eigvalsh(UPLO::Lower).map_err(|e| anyhow!("LAPACK eigenvalue solver (?syev) failed: {e}"))?;
     // LAPACK returns ascending order.
     Ok(values.iter().rev().copied().collect())
 }
 
 /// Full eigendecomposition of the symmetric matrix `a`, largest eigenvalue first.
 pub(super) fn sym_eigen(a: ArrayView2<f64>) -> Result<SymEigen> {
-    ensure!(
-        a.is_square(),
-        "eigendecomposition needs a square matrix, got {:?}",
-        a.dim()
-    );
-    let evd = to_faer(a)
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| anyhow!("faer eigendecomposition failed: {e:?}"))?;
+    ensure!(a.is_square(), "eigendecomposition needs a square matrix, got {:?}", a.dim());
+    let evd = to_faer(a).self_adjoint_eigen(Side::Lower).map_err(|e| anyhow!("faer eigendecomposition failed: {e:?}"))?;
     let d = a.nrows();
     let (s, u) = (evd.S().column_vector(), evd.U());
     // faer sorts ascending; reverse both values and vectors.
@@ -142,9 +113,7 @@ pub(super) fn sym_eigen(a: ArrayView2<f64>) -> Result<SymEigen> {
 
 /// Singular values of `a`, descending (min(rows, cols) of them).
 pub(super) fn singular_values(a: ArrayView2<f64>) -> Result<Vec<f64>> {
-    to_faer(a)
-        .singular_values()
-        .map_err(|e| anyhow!("faer SVD failed: {e:?}"))
+    to_faer(a).singular_values().map_err(|e| anyhow!("faer SVD failed: {e:?}"))
 }
 
 /// Copies an ndarray view into a faer matrix; O(size), negligible next to the

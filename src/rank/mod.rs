@@ -16,10 +16,7 @@ mod subspace;
 #[cfg(test)]
 mod testutil;
 
-pub use estimators::{
-    entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank, Estimator,
-    VAR_RANK_TOLERANCE,
-};
+pub use estimators::{entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank, Estimator, VAR_RANK_TOLERANCE};
 pub use gram::{GramAccumulator, GramParts};
 #[cfg(feature = "lapack")]
 pub use linalg::eigenvalues_lapack;

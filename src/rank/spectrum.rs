@@ -31,18 +31,10 @@ impl Spectrum {
     }
 
     /// As [`Spectrum::from_gram`], with a chosen eigenvalue solver.
-    pub fn from_gram_with(
-        acc: &GramAccumulator,
-        centred: bool,
-        solver: EigenSolver,
-    ) -> Result<Self> {
+    pub fn from_gram_with(acc: &GramAccumulator, centred: bool, solver: EigenSolver) -> Result<Self> {
         ensure_tokens(acc.n_tokens())?;
-        let values = if centred {
-            linalg::sym_eigenvalues(acc.centred_gram().view(), solver)
-        } else {
-            linalg::sym_eigenvalues(acc.gram().view(), solver)
-        }
-        .with_context(|| format!("eigenvalues of a {0}×{0} Gram matrix", acc.d()))?;
+        let values = if centred { linalg::sym_eigenvalues(acc.centred_gram().view(), solver) } else { linalg::sym_eigenvalues(acc.gram().view(), solver) }
+            .with_context(|| format!("eigenvalues of a {0}×{0} Gram matrix", acc.d()))?;
         Ok(Self::from_gram_eigenvalues(acc, values))
     }
 
@@ -69,10 +61,7 @@ impl Spectrum {
     pub fn exact(rows: ArrayView2<f64>, centred: bool) -> Result<Self> {
         let (n, d) = rows.dim();
         ensure_tokens(n as u64)?;
-        ensure!(
-            rows.iter().all(|x| x.is_finite()),
-            "rows contain NaN or Inf"
-        );
+        ensure!(rows.iter().all(|x| x.is_finite()), "rows contain NaN or Inf");
         let (sigma, scale) = if centred {
             let mean = rows.mean_axis(Axis(0)).context("mean of the rows")?;
             let sigma = linalg::singular_values((&rows - &mean).view())?;
@@ -83,27 +72,15 @@ impl Spectrum {
             (sigma, sigma_1)
         };
         let floor = (size_factor(n as u64, d) * scale).powi(2);
-        Ok(Self::new(
-            sigma.iter().map(|s| s * s).collect(),
-            n as u64,
-            d,
-            floor,
-        ))
+        Ok(Self::new(sigma.iter().map(|s| s * s).collect(), n as u64, d, floor))
     }
 
     /// A spectrum from known eigenvalues σᵢ² (any order), treated as exact:
     /// the noise floor is numpy's `matrix_rank` tolerance, squared.
     pub fn from_eigenvalues(eigenvalues: Vec<f64>, n_tokens: u64, d: usize) -> Result<Self> {
         ensure_tokens(n_tokens)?;
-        ensure!(
-            eigenvalues.len() <= d,
-            "{} eigenvalues for d = {d}",
-            eigenvalues.len()
-        );
-        ensure!(
-            eigenvalues.iter().all(|x| x.is_finite()),
-            "eigenvalues contain NaN or Inf"
-        );
+        ensure!(eigenvalues.len() <= d, "{} eigenvalues for d = {d}", eigenvalues.len());
+        ensure!(eigenvalues.iter().all(|x| x.is_finite()), "eigenvalues contain NaN or Inf");
         let max = eigenvalues.iter().copied().fold(0.0, f64::max);
         let floor = size_factor(n_tokens, d).powi(2) * max;
         Ok(Self::new(eigenvalues, n_tokens, d, floor))
@@ -122,12 +99,7 @@ impl Spectrum {
         if eigenvalues.first().is_some_and(|&top| top <= noise_floor) {
             eigenvalues.fill(0.0);
         }
-        Self {
-            eigenvalues,
-            n_tokens,
-            d,
-            noise_floor,
-        }
+        Self { eigenvalues, n_tokens, d, noise_floor }
     }
 
     /// σᵢ², descending, d of them, all ≥ 0.
@@ -219,22 +191,14 @@ mod tests {
         let h = with_singular_values(3, 6, &s, 12);
         let spectrum = Spectrum::exact(h.view(), false).unwrap();
         assert_eq!(spectrum.eigenvalues().len(), 6);
-        assert_rel_close(
-            spectrum.eigenvalues(),
-            &[9.0, 4.0, 1.0, 0.0, 0.0, 0.0],
-            1e-12,
-        );
+        assert_rel_close(spectrum.eigenvalues(), &[9.0, 4.0, 1.0, 0.0, 0.0, 0.0], 1e-12);
     }
 
     #[test]
     fn rank_deficient_gram_has_five_eigenvalues_above_floor() {
         let h = with_singular_values(64, 16, &[5.0, 4.0, 3.0, 2.0, 1.0], 13);
         let spectrum = Spectrum::from_gram(&gram_of(&h), false).unwrap();
-        let above_floor = spectrum
-            .eigenvalues()
-            .iter()
-            .filter(|&&x| x > spectrum.noise_floor())
-            .count();
+        let above_floor = spectrum.eigenvalues().iter().filter(|&&x| x > spectrum.noise_floor()).count();
         assert_eq!(above_floor, 5);
     }
 
@@ -242,14 +206,8 @@ mod tests {
     fn identical_rows_centred_are_numerically_zero() {
         let row = gaussian(1, 5, 14);
         let h = concatenate(Axis(0), &[row.view(); 30]).unwrap();
-        for spectrum in [
-            Spectrum::from_gram(&gram_of(&h), true).unwrap(),
-            Spectrum::exact(h.view(), true).unwrap(),
-        ] {
-            assert!(
-                spectrum.eigenvalues().iter().all(|&x| x == 0.0),
-                "{spectrum:?}"
-            );
+        for spectrum in [Spectrum::from_gram(&gram_of(&h), true).unwrap(), Spectrum::exact(h.view(), true).unwrap()] {
+            assert!(spectrum.eigenvalues().iter().all(|&x| x == 0.0), "{spectrum:?}");
         }
     }
 
@@ -263,12 +221,7 @@ mod tests {
     #[cfg(feature = "lapack")]
     #[test]
     fn faer_and_lapack_agree() {
-        let h = with_singular_values(
-            300,
-            32,
-            &(1..=32).map(|i| 1.0 / i as f64).collect::<Vec<_>>(),
-            15,
-        );
+        let h = with_singular_values(300, 32, &(1..=32).map(|i| 1.0 / i as f64).collect::<Vec<_>>(), 15);
         let acc = gram_of(&h);
         for centred in [false, true] {
             let faer = Spectrum::from_gram_with(&acc, centred, EigenSolver::Faer).unwrap();

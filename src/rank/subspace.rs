@@ -24,10 +24,7 @@ pub struct SubspaceOptions {
 
 impl Default for SubspaceOptions {
     fn default() -> Self {
-        Self {
-            tau: 0.9,
-            centred: false,
-        }
+        Self { tau: 0.9, centred: false }
     }
 }
 
@@ -47,26 +44,11 @@ pub struct SubspaceReport {
 }
 
 /// Compares the `[MASK]` group with the real-token group of the same layer.
-pub fn compare_subspaces(
-    real: &GramAccumulator,
-    mask: &GramAccumulator,
-    options: SubspaceOptions,
-) -> Result<SubspaceReport> {
-    ensure!(
-        real.d() == mask.d(),
-        "real and [MASK] accumulators have different hidden sizes ({} and {})",
-        real.d(),
-        mask.d()
-    );
-    ensure!(
-        options.tau > 0.0 && options.tau <= 1.0,
-        "subspace dimension var@τ needs 0 < τ ≤ 1, got {}",
-        options.tau
-    );
-    let real_basis =
-        principal_basis(real, options).context("principal subspace of the real tokens")?;
-    let mask_basis =
-        principal_basis(mask, options).context("principal subspace of the [MASK] tokens")?;
+pub fn compare_subspaces(real: &GramAccumulator, mask: &GramAccumulator, options: SubspaceOptions) -> Result<SubspaceReport> {
+    ensure!(real.d() == mask.d(), "real and [MASK] accumulators have different hidden sizes ({} and {})", real.d(), mask.d());
+    ensure!(options.tau > 0.0 && options.tau <= 1.0, "subspace dimension var@τ needs 0 < τ ≤ 1, got {}", options.tau);
+    let real_basis = principal_basis(real, options).context("principal subspace of the real tokens")?;
+    let mask_basis = principal_basis(mask, options).context("principal subspace of the [MASK] tokens")?;
     let gram_mask = gram(mask, options.centred);
     Ok(SubspaceReport {
         k_real: real_basis.ncols(),
@@ -98,10 +80,7 @@ fn principal_basis(acc: &GramAccumulator, options: SubspaceOptions) -> Result<Ar
 /// 1 − tr(Uᵀ G U) / tr(G), for U with orthonormal columns.
 fn energy_outside(gram: ArrayView2<f64>, basis: ArrayView2<f64>) -> Result<f64> {
     let total = gram.diag().sum();
-    ensure!(
-        total > 0.0,
-        "the [MASK] group has zero energy: the share outside a subspace is undefined"
-    );
+    ensure!(total > 0.0, "the [MASK] group has zero energy: the share outside a subspace is undefined");
     let inside = (&basis * &gram.dot(&basis)).sum();
     // Round-off can push the ratio a hair past [0, 1].
     Ok((1.0 - inside / total).clamp(0.0, 1.0))
@@ -117,10 +96,7 @@ fn principal_angles_deg(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<Vec<f6
     let cosines = linalg::singular_values(a.t().dot(&b).view())?;
     // Cosines come descending, so the angles come ascending; clamp round-off
     // (a cosine of 1 + 1e-16 would be NaN).
-    Ok(cosines
-        .iter()
-        .map(|c| c.clamp(0.0, 1.0).acos().to_degrees())
-        .collect())
+    Ok(cosines.iter().map(|c| c.clamp(0.0, 1.0).acos().to_degrees()).collect())
 }
 
 #[cfg(test)]
@@ -146,8 +122,7 @@ mod tests {
         let basis = orthonormal(16, 4, 31);
         let real = rows_in_span(&basis, 400, 32);
         let mask = rows_in_span(&basis.slice(s![.., ..2]).to_owned(), 100, 33);
-        let report =
-            compare_subspaces(&acc_of(&real), &acc_of(&mask), SubspaceOptions::default()).unwrap();
+        let report = compare_subspaces(&acc_of(&real), &acc_of(&mask), SubspaceOptions::default()).unwrap();
         assert_eq!(report.k_real, 4);
         assert_eq!(report.k_mask, 2);
         assert!(report.energy_outside < 1e-10, "{report:?}");
@@ -160,17 +135,11 @@ mod tests {
         let real = rows_in_span(&basis.slice(s![.., ..3]).to_owned(), 400, 35);
         let mask = rows_in_span(&basis.slice(s![.., 3..]).to_owned(), 400, 36);
         for centred in [false, true] {
-            let options = SubspaceOptions {
-                centred,
-                ..SubspaceOptions::default()
-            };
+            let options = SubspaceOptions { centred, ..SubspaceOptions::default() };
             let report = compare_subspaces(&acc_of(&real), &acc_of(&mask), options).unwrap();
             assert!((report.energy_outside - 1.0).abs() < 1e-10, "{report:?}");
             assert_eq!(report.angles_deg.len(), report.k_real.min(report.k_mask));
-            assert!(
-                report.angles_deg.iter().all(|&a| (a - 90.0).abs() < 1e-5),
-                "{report:?}"
-            );
+            assert!(report.angles_deg.iter().all(|&a| (a - 90.0).abs() < 1e-5), "{report:?}");
         }
     }
 
@@ -181,12 +150,8 @@ mod tests {
         let real = rows_in_span(&basis.slice(s![.., ..2]).to_owned(), 300, 38);
         let offset = basis.column(2).to_owned() * 10.0;
         let mask = rows_in_span(&basis.slice(s![.., ..2]).to_owned(), 300, 39) + &offset;
-        let uncentred =
-            compare_subspaces(&acc_of(&real), &acc_of(&mask), SubspaceOptions::default()).unwrap();
-        let options = SubspaceOptions {
-            centred: true,
-            ..SubspaceOptions::default()
-        };
+        let uncentred = compare_subspaces(&acc_of(&real), &acc_of(&mask), SubspaceOptions::default()).unwrap();
+        let options = SubspaceOptions { centred: true, ..SubspaceOptions::default() };
         let centred = compare_subspaces(&acc_of(&real), &acc_of(&mask), options).unwrap();
         assert!(uncentred.energy_outside > 0.9, "{uncentred:?}");
         assert!(centred.energy_outside < 1e-8, "{centred:?}");
@@ -195,21 +160,12 @@ mod tests {
     #[test]
     fn rejects_mismatched_or_empty_groups() {
         let real = acc_of(&gaussian(10, 4, 40));
-        assert!(compare_subspaces(
-            &real,
-            &acc_of(&gaussian(10, 5, 41)),
-            SubspaceOptions::default()
-        )
-        .is_err());
-        let err = compare_subspaces(&real, &GramAccumulator::new(4), SubspaceOptions::default())
-            .unwrap_err();
+        assert!(compare_subspaces(&real, &acc_of(&gaussian(10, 5, 41)), SubspaceOptions::default()).is_err());
+        let err = compare_subspaces(&real, &GramAccumulator::new(4), SubspaceOptions::default()).unwrap_err();
         assert!(format!("{err:#}").contains("no tokens"), "{err:#}");
         let zero = acc_of(&Array2::zeros((3, 4)));
         assert!(compare_subspaces(&real, &zero, SubspaceOptions::default()).is_err());
-        let bad_tau = SubspaceOptions {
-            tau: 1.5,
-            centred: false,
-        };
+        let bad_tau = SubspaceOptions { tau: 1.5, centred: false };
         assert!(compare_subspaces(&real, &real, bad_tau).is_err());
     }
 
@@ -220,8 +176,7 @@ mod tests {
         let real = concatenate(Axis(0), &[e.slice(s![0..1, ..]); 5]).unwrap();
         let mask_row = (&e.row(0) + &e.row(1)).insert_axis(Axis(0));
         let mask = concatenate(Axis(0), &[mask_row.view(); 5]).unwrap();
-        let report =
-            compare_subspaces(&acc_of(&real), &acc_of(&mask), SubspaceOptions::default()).unwrap();
+        let report = compare_subspaces(&acc_of(&real), &acc_of(&mask), SubspaceOptions::default()).unwrap();
         assert_eq!((report.k_real, report.k_mask), (1, 1));
         assert!((report.angles_deg[0] - 45.0).abs() < 1e-9, "{report:?}");
         assert!((report.energy_outside - 0.5).abs() < 1e-12, "{report:?}");

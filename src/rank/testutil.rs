@@ -62,8 +62,5 @@ pub fn with_singular_values(n: usize, d: usize, s: &[f64], seed: u64) -> Array2<
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }

@@ -75,7 +75,8 @@ pub fn find_regressions(current: &[RankRow], baseline: &[RankRow], tolerances: &
             let current = now.get(&key(base)).copied();
             let regressed = match current {
                 None => true,
-                Some(value) => !(value >= base.value - allowed_drop),
+                // A NaN on either side is incomparable and counts as a regression.
+                Some(value) => value.partial_cmp(&(base.value - allowed_drop)).is_none_or(|order| order.is_lt()),
             };
             regressed.then(|| Regression { row: base.clone(), current, allowed_drop })
         })
@@ -120,7 +121,11 @@ pub fn render(regressions: &[Regression], compared: usize) -> String {
         return text;
     }
     let _ = writeln!(text, "{} of {compared} rows regressed:", regressions.len());
-    let _ = writeln!(text, "  {:<14} {:<16} {:>5} {:<14} {:>8} {:>10} {:>10} {:>9}", "model", "condition/group", "layer", "estimator", "centred", "baseline", "current", "allowed");
+    let _ = writeln!(
+        text,
+        "  {:<14} {:<16} {:>5} {:<14} {:>8} {:>10} {:>10} {:>9}",
+        "model", "condition/group", "layer", "estimator", "centred", "baseline", "current", "allowed"
+    );
     for r in regressions {
         let current = r.current.map_or("missing".into(), |v| format!("{v:.3}"));
         let _ = writeln!(

@@ -4,9 +4,9 @@
 use super::document::{Block, Document};
 use super::verdicts::{Downstream, ModelFacts, Verdict, MASK_OUTSIDE_THRESHOLD, PLATEAU_MARGIN_NATS};
 use crate::analysis::manifest::Manifest;
-use crate::analysis::training_record::CorpusRecord;
 use crate::analysis::summary::{models, rank_table};
 use crate::analysis::tables::{RankRow, SubspaceRow};
+use crate::analysis::training_record::CorpusRecord;
 
 pub struct ReportInputs<'a> {
     pub manifest: &'a Manifest,
@@ -117,7 +117,10 @@ Groups: `masked/all`, `masked/real` (unpicked ordinary tokens), `masked/mask` (t
         ["model", "path", "weights (FNV-1a 64)", "tokens analysed"].map(String::from).to_vec(),
         m.models.iter().map(|r| vec![r.label.clone(), format!("`{}`", r.path), format!("`{}`", r.weights_fnv1a64), r.tokens.to_string()]).collect(),
     ));
-    blocks.push(Block::Paragraph(format!("Linear algebra: {}. Full provenance in `manifest.json`; tidy tables in `ranks.csv`, `spectra.csv`, `subspace.csv`.", m.linear_algebra)));
+    blocks.push(Block::Paragraph(format!(
+        "Linear algebra: {}. Full provenance in `manifest.json`; tidy tables in `ranks.csv`, `spectra.csv`, `subspace.csv`.",
+        m.linear_algebra
+    )));
     Document { title: format!("repdef report: {}", m.spec.name), blocks }
 }
 

@@ -80,11 +80,8 @@ impl Document {
                 Block::Figure(file, caption) => {
                     let bytes = std::fs::read(dir.join(file)).with_context(|| format!("embedding {}", dir.join(file).display()))?;
                     let data = base64::engine::general_purpose::STANDARD.encode(bytes);
-                    let _ = writeln!(
-                        html,
-                        "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{data}\"><figcaption>{0}</figcaption></figure>",
-                        escape(caption)
-                    );
+                    let _ =
+                        writeln!(html, "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{data}\"><figcaption>{0}</figcaption></figure>", escape(caption));
                 }
             }
         }
@@ -113,7 +110,19 @@ fn alternate(text: &str, marker: &str, open: &str, close: &str) -> String {
     if parts.len() % 2 == 0 {
         return text.to_string(); // unbalanced: leave as is
     }
-    parts.iter().enumerate().map(|(i, p)| if i == 0 { p.to_string() } else if i % 2 == 1 { format!("{open}{p}") } else { format!("{close}{p}") }).collect()
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == 0 {
+                p.to_string()
+            } else if i % 2 == 1 {
+                format!("{open}{p}")
+            } else {
+                format!("{close}{p}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@
 
 use super::chart::{Axis, Band, Chart, Panel, Rule, Scale, Series};
 use super::palette;
-use super::verdicts::PLATEAU_MARGIN_NATS;
 use super::render::render;
+use super::verdicts::PLATEAU_MARGIN_NATS;
 use crate::analysis::tables::{RankRow, SpectrumRow, SubspaceRow};
 use crate::rank::Estimator;
 use anyhow::Result;
@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-pub use crate::train::curve::{MetricsKind, MetricsPoint};
 pub use super::render::FigureSet;
+pub use crate::train::curve::{MetricsKind, MetricsPoint};
 
 /// Separates a model group from the rest of a label: `MLM#seed1` is in group `MLM`.
 pub const SEED_SEPARATOR: char = '#';

@@ -160,7 +160,8 @@ fn missing(model: &str, what: &str, layer: usize) -> String {
 
 fn untrained_note(models: &[(&str, &ObjectiveView)]) -> Option<String> {
     let stuck: Vec<&str> = models.iter().filter(|(_, v)| v.trained == Some(false)).map(|(name, _)| *name).collect();
-    (!stuck.is_empty()).then(|| format!("{} did not leave the unigram plateau (holdout loss not {PLATEAU_MARGIN_NATS} nats below the plateau loss)", stuck.join(" and ")))
+    (!stuck.is_empty())
+        .then(|| format!("{} did not leave the unigram plateau (holdout loss not {PLATEAU_MARGIN_NATS} nats below the plateau loss)", stuck.join(" and ")))
 }
 
 fn verdict(claim: &'static str, rule: String, outcome: Outcome, evidence: String) -> Verdict {
@@ -174,9 +175,9 @@ fn claim_mask_dimensions(mlm: Option<&ObjectiveView>) -> Verdict {
     );
     let Some(mlm) = mlm else { return verdict(claim, rule, Outcome::NotMeasured, "no MLM model in this analysis".into()) };
     let upper = mlm.upper_layers();
-    let inputs = mlm.ranks_at("MLM", Condition::Masked, Group::All, &upper).and_then(|masked| {
-        Ok((masked, mlm.ranks_at("MLM", Condition::Clean, Group::All, &upper)?, mlm.mask_outside_at("MLM", &upper)?))
-    });
+    let inputs = mlm
+        .ranks_at("MLM", Condition::Masked, Group::All, &upper)
+        .and_then(|masked| Ok((masked, mlm.ranks_at("MLM", Condition::Clean, Group::All, &upper)?, mlm.mask_outside_at("MLM", &upper)?)));
     let (masked, clean, outside) = match inputs {
         Ok(inputs) => inputs,
         Err(note) => return verdict(claim, rule, Outcome::NotMeasured, note),
@@ -200,7 +201,8 @@ fn claim_real_dimensions(mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView
         return verdict(claim, rule, Outcome::NotMeasured, "needs both an MLM and an MAE-LM model".into());
     };
     let layers: Vec<usize> = (1..=mlm.n_layers.min(mae.n_layers)).collect();
-    let inputs = mae.ranks_at("MAE-LM", Condition::Clean, Group::Real, &layers).and_then(|a| Ok((a, mlm.ranks_at("MLM", Condition::Clean, Group::Real, &layers)?)));
+    let inputs =
+        mae.ranks_at("MAE-LM", Condition::Clean, Group::Real, &layers).and_then(|a| Ok((a, mlm.ranks_at("MLM", Condition::Clean, Group::Real, &layers)?)));
     let (mae_real, mlm_real) = match inputs {
         Ok(inputs) => inputs,
         Err(note) => return verdict(claim, rule, Outcome::NotMeasured, note),
@@ -362,7 +364,12 @@ mod tests {
         // A table cut after layer 3: the last layer is missing for MAE-LM's rows.
         let mut cut = table(0.0, -10.0);
         cut.truncate(cut.len() - 3);
-        let verdicts = decide_claims(&cut, &(1..=4).map(|l| outside("MLM", l, 0.02)).collect::<Vec<_>>(), &[facts("MLM", Objective::Mlm, 4.0), facts("MAE-LM", Objective::MaeLm, 4.0)], None);
+        let verdicts = decide_claims(
+            &cut,
+            &(1..=4).map(|l| outside("MLM", l, 0.02)).collect::<Vec<_>>(),
+            &[facts("MLM", Objective::Mlm, 4.0), facts("MAE-LM", Objective::MaeLm, 4.0)],
+            None,
+        );
         assert_eq!(verdicts[0].outcome, Outcome::DoesNotHold, "MLM's rows are complete");
         assert_eq!(verdicts[1].outcome, Outcome::NotMeasured);
         assert!(verdicts[1].evidence.contains("MAE-LM clean/real uncentred var@0.9 at layer 4"), "{}", verdicts[1].evidence);

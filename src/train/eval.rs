@@ -38,14 +38,7 @@ pub fn unigram_plateau_loss(train: &PackedSequences, holdout: &PackedSequences, 
     loss_sum / n_targets as f64
 }
 
-pub fn evaluate(
-    model: &PretrainingModel,
-    holdout: &PackedSequences,
-    masker: &Masker,
-    n_sequences: usize,
-    batch_size: usize,
-    seed: u64,
-) -> Result<EvalResult> {
+pub fn evaluate(model: &PretrainingModel, holdout: &PackedSequences, masker: &Masker, n_sequences: usize, batch_size: usize, seed: u64) -> Result<EvalResult> {
     let n = n_sequences.min(holdout.len());
     ensure!(n > 0, "the holdout split has no sequences to evaluate on");
     let mut rng = Rng::derive(seed, "eval-masking");
@@ -58,11 +51,7 @@ pub fn evaluate(
         n_predictions += step.n_predictions;
         n_correct += step.n_correct;
     }
-    Ok(EvalResult {
-        loss: loss_sum / n_predictions as f64,
-        accuracy: n_correct as f64 / n_predictions as f64,
-        n_predictions,
-    })
+    Ok(EvalResult { loss: loss_sum / n_predictions as f64, accuracy: n_correct as f64 / n_predictions as f64, n_predictions })
 }
 
 #[cfg(test)]

@@ -113,13 +113,9 @@ impl AdamW {
 
     /// First and second moments as named tensors (`m.NAME`, `v.NAME`) for the checkpoint.
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
-        let tensor = |p: &Param, moment: &[f32]| {
-            Tensor::from_slice(moment, p.var.shape(), p.var.device()).expect("moments have their variable's size (new, restore)")
-        };
-        self.params
-            .iter()
-            .flat_map(|p| [(format!("m.{}", p.name), tensor(p, &p.m)), (format!("v.{}", p.name), tensor(p, &p.v))])
-            .collect()
+        let tensor =
+            |p: &Param, moment: &[f32]| Tensor::from_slice(moment, p.var.shape(), p.var.device()).expect("moments have their variable's size (new, restore)");
+        self.params.iter().flat_map(|p| [(format!("m.{}", p.name), tensor(p, &p.m)), (format!("v.{}", p.name), tensor(p, &p.v))]).collect()
     }
 
     pub fn restore(&mut self, state: &HashMap<String, Tensor>, t: u64) -> Result<()> {

@@ -58,11 +58,7 @@ fn check_same_data(run: &Path, data_dir: &Path) -> Result<()> {
     let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let data_tokenizer = data_dir.join(TOKENIZER_FILE);
     if read(&data_tokenizer)? != read(&run.join(TOKENIZER_FILE))? {
-        bail!(
-            "{}: not the tokenizer the run in {} was trained with: --data must be the run's data dir",
-            data_tokenizer.display(),
-            run.display()
-        );
+        bail!("{}: not the tokenizer the run in {} was trained with: --data must be the run's data dir", data_tokenizer.display(), run.display());
     }
     let run_meta = run.join(DATA_META_FILE);
     if !run_meta.exists() {
@@ -71,12 +67,7 @@ fn check_same_data(run: &Path, data_dir: &Path) -> Result<()> {
     let data_meta = data_dir.join(META_FILE);
     let changed = changed_settings(&read_json::<serde_json::Value>(&run_meta)?, &read_json::<serde_json::Value>(&data_meta)?)?;
     if !changed.is_empty() {
-        bail!(
-            "{}: differs from the run's {} in {}: --data must be the run's data dir",
-            data_meta.display(),
-            run_meta.display(),
-            changed.join(", ")
-        );
+        bail!("{}: differs from the run's {} in {}: --data must be the run's data dir", data_meta.display(), run_meta.display(), changed.join(", "));
     }
     Ok(())
 }

@@ -131,9 +131,7 @@ pub fn read_checkpoint(dir: &Path, varmap: &VarMap, optimizer: &mut AdamW, devic
         }
     }
     crate::checkpoint::assign_varmap(varmap, &weights, &weights_path)?;
-    optimizer
-        .restore(&moments.tensors, state.step)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", optimizer_path.display()))?;
+    optimizer.restore(&moments.tensors, state.step).map_err(|e| anyhow::anyhow!("{}: {e}", optimizer_path.display()))?;
     if source == committed {
         // A kill between the commit and the publication left older root weights.
         publish_weights(dir, &committed)?;

@@ -7,10 +7,10 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use repdef::checkpoint::{assign_varmap, read_model_weights, TensorFile, CONFIG_FILE};
 use repdef::config::{ModelConfig, Objective, Preset, TrainConfig};
-use repdef::model::PretrainingModel;
-use std::collections::HashMap;
 use repdef::data::corpus::{prepare, PrepareOptions};
+use repdef::model::PretrainingModel;
 use repdef::train::TrainRequest;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -24,7 +24,11 @@ pub fn exp(x: f32) -> f32 {
     let e_r = p * r * r + r + 1.0;
     // 2ⁿ: the exponent field n + 127; the shift drops ROUND's own bits.
     let two_n = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
-    if x < -87.0 { 0.0 } else { e_r * two_n }
+    if x < -87.0 {
+        0.0
+    } else {
+        e_r * two_n
+    }
 }
 
 /// erf(x) to within 4.2·10⁻⁷ (a few ulp of 1), as a rational function: the approximation of
@@ -33,9 +37,7 @@ pub fn exp(x: f32) -> f32 {
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let p = ((((((-2.726_142_3e-10 * x2 + 2.770_681_4e-8) * x2 - 2.101_024e-6) * x2 - 5.692_506_4e-5) * x2 - 7.349_906_3e-4) * x2
-        - 2.954_600_1e-3)
-        * x2
+    let p = ((((((-2.726_142_3e-10 * x2 + 2.770_681_4e-8) * x2 - 2.101_024e-6) * x2 - 5.692_506_4e-5) * x2 - 7.349_906_3e-4) * x2 - 2.954_600_1e-3) * x2
         - 1.609_603_3e-2)
         * x;
     let q = (((-1.456_607_2e-5 * x2 - 2.133_740_6e-4) * x2 - 1.682_827e-3) * x2 - 7.373_329_2e-3) * x2 - 1.426_474e-2;

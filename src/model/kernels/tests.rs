@@ -109,9 +109,8 @@ fn layer_norm_matches_composed() {
 #[test]
 fn residual_layer_norm_matches_composed_with_and_without_dropout() {
     for dropout in [0.0, 0.3] {
-        let (varmap, (linear, norm, residual)) = module(|vb| {
-            Ok((Linear::load(vb.pp("dense"), 48, 64)?, LayerNorm::load(vb.pp("ln"), 64, 1e-5)?, vb.get((ROWS, 64), "residual")?))
-        });
+        let (varmap, (linear, norm, residual)) =
+            module(|vb| Ok((Linear::load(vb.pp("dense"), 48, 64)?, LayerNorm::load(vb.pp("ln"), 64, 1e-5)?, vb.get((ROWS, 64), "residual")?)));
         let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
         assert_matches_composed(&varmap, &x, |x, ctx| norm.forward_residual(&linear, x, &residual, dropout, ctx));
     }
@@ -156,8 +155,7 @@ fn attention_with_relative_position_bias_matches_composed_shared_and_per_sequenc
     // MAE-LM-like compacted rows: original positions with gaps, differing per sequence.
     let gapped: Vec<u32> = (0..batch * pos).map(|i| ((i % pos) * (1 + i / pos) + i / pos) as u32).collect();
     for (positions, padded) in [(contiguous.clone(), false), (contiguous, true), (gapped, true)] {
-        let (varmap, (layer, bias)) =
-            module(|vb| Ok((Layer::load(vb.pp("layer"), &cfg, 1.0)?, RelativePositionBias::load(&vb.pp("encoder"), &cfg)?.unwrap())));
+        let (varmap, (layer, bias)) = module(|vb| Ok((Layer::load(vb.pp("layer"), &cfg, 1.0)?, RelativePositionBias::load(&vb.pp("encoder"), &cfg)?.unwrap())));
         let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(!padded || i % pos < pos - 2 * (i / pos))).collect();
         let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
         let position_ids = Tensor::from_vec(positions.clone(), (batch, pos), &Device::Cpu).unwrap();
@@ -187,9 +185,7 @@ fn pretraining_steps_match_composed_for_both_objectives() {
         let masker = Masker { config: MaskConfig::default(), special, vocab_size: 60, drop_picked: objective == Objective::MaeLm };
         let mut rng = Rng::new(5);
         // Four sequences of 24 tokens, the last two ending in padding.
-        let rows: Vec<Vec<u32>> = (0..4)
-            .map(|r| (0..24).map(|t| if t >= 24 - 3 * r { 0 } else { 5 + rng.below(55) as u32 }).collect())
-            .collect();
+        let rows: Vec<Vec<u32>> = (0..4).map(|r| (0..24).map(|t| if t >= 24 - 3 * r { 0 } else { 5 + rng.below(55) as u32 }).collect()).collect();
         let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
         let batch = masker.mask(&rows, &mut rng);
         assert_same_as_composed(&varmap, None, |ctx| {
@@ -210,4 +206,3 @@ fn cross_entropy_matches_candle_nn() {
     let (got, want) = ((fused * 2.0).unwrap().backward().unwrap(), (composed * 2.0).unwrap().backward().unwrap());
     assert_close(got.get(&logits).unwrap(), want.get(&logits).unwrap(), 1e-5, "gradient of the logits");
 }
-
