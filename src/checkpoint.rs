@@ -3,7 +3,7 @@
 //! canonical HF-BERT names (`bert.*`, `cls.predictions.*`, `decoder.*`).
 
 use crate::config::{Family, ModelConfig};
-use crate::data::tokenizer::load_tokenizer;
+use crate::data::model_tokenizer::model_tokenizer;
 use crate::fsutil::write_atomic_with;
 use crate::model::{Encoder, PretrainingModel};
 use anyhow::{bail, Context, Result};
@@ -130,7 +130,15 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
         check_committed_step(dir, &file, &safetensors_path)?;
         (file.tensors, safetensors_path)
     } else if pytorch_path.exists() {
+        // candle interprets the pickle itself and never runs code from it; a pickled object that
+        // is not a flat name → tensor dict (a whole model, `training_args.bin`) yields no tensors.
         let pairs = candle_core::pickle::read_all(&pytorch_path).with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
+        if pairs.is_empty() {
+            bail!(
+                "{}: no tensors in it: not a state dict (a pickled whole model or settings object such as training_args.bin?); save the model with save_pretrained or torch.save(model.state_dict())",
+                pytorch_path.display()
+            );
+        }
         (pairs.into_iter().collect(), pytorch_path)
     } else {
         bail!("{}: no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} (is this a model directory?)", dir.display());
@@ -255,13 +263,14 @@ pub struct LoadedEncoder {
     pub weights_path: PathBuf,
 }
 
-/// Loads the encoder of a repdef run dir or a HF BERT/RoBERTa directory (heads are ignored).
-pub fn load_encoder(dir: &Path, device: &Device) -> Result<LoadedEncoder> {
+/// Loads the encoder of a repdef run dir or a HF BERT/RoBERTa directory (heads are ignored),
+/// with the tokenizer at `tokenizer`, or else the one the directory (or its parent) ships.
+pub fn load_encoder(dir: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<LoadedEncoder> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
-    let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE))?;
+    let (tokenizer, tokenizer_path) = model_tokenizer(dir, tokenizer)?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
     let encoder = build_strict(tensors, &weights_path, &config, &["bert."], "encoder", device, |vb| Encoder::load(vb.pp("bert"), &config))?;
-    check_vocabulary(&tokenizer, &config, dir)?;
+    check_vocabulary(&tokenizer, &config, &tokenizer_path)?;
     Ok(LoadedEncoder { config, encoder, tokenizer, weights_path })
 }
 
@@ -272,13 +281,13 @@ pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<Pretraining
     build_strict(tensors, &weights_path, &config, &["bert.", "decoder."], "model", device, |vb| PretrainingModel::load(vb, &config))
 }
 
-/// Refuses a tokenizer whose ids reach past the embedding table.
-fn check_vocabulary(tokenizer: &Tokenizer, config: &ModelConfig, dir: &Path) -> Result<()> {
+/// Refuses a tokenizer (read from `source`) whose ids reach past the embedding table.
+fn check_vocabulary(tokenizer: &Tokenizer, config: &ModelConfig, source: &Path) -> Result<()> {
     if let Some(max_id) = tokenizer.get_vocab(true).into_values().max() {
         if max_id as usize >= config.vocab_size {
             bail!(
                 "{}: token ids go up to {max_id}, but the model has {} embedding rows (config.json vocab_size): the tokenizer does not belong to this model",
-                dir.join(TOKENIZER_FILE).display(),
+                source.display(),
                 config.vocab_size
             );
         }

@@ -22,10 +22,13 @@ enum Command {
     Train(TrainArgs),
     /// Save per-layer hidden states of an encoder on clean text (safetensors).
     HiddenStates(HiddenStatesArgs),
-    /// Show a model or run directory: config, parameters, tensors, training state.
+    /// Show a model or run directory: config, parameters, tensors, tokenizer, training state.
     Inspect {
-        /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+        /// A repdef run dir, a HuggingFace BERT/RoBERTa directory, or hf:ORG/NAME[@REVISION].
         dir: PathBuf,
+        /// The tokenizer, if the directory (and its parent) has none that repdef finds.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
     /// Per-layer effective rank of real vs [MASK] token representations.
     Analyze(AnalyzeArgs),
@@ -158,11 +161,30 @@ struct TrainArgs {
     stop_at: Option<u64>,
 }
 
+/// The model a command loads, and its tokenizer.
 #[derive(Args)]
-struct HiddenStatesArgs {
-    /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+struct ModelArgs {
+    /// A repdef run dir, a HuggingFace BERT/RoBERTa directory, or hf:ORG/NAME[@REVISION] from the
+    /// local HuggingFace cache.
     #[arg(long)]
     model: PathBuf,
+    /// The tokenizer, if the model directory (and its parent) has no tokenizer.json, vocab.txt
+    /// or vocab.json + merges.txt: one of those files, or a directory holding one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model directory (an `hf:` id resolved in the cache) and the tokenizer given.
+    fn resolve(self) -> Result<(PathBuf, Option<PathBuf>)> {
+        Ok((crate::hf_cache::resolve_model_dir(&self.model)?, self.tokenizer))
+    }
+}
+
+#[derive(Args)]
+struct HiddenStatesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// Text to encode (repeatable).
     #[arg(long, required_unless_present = "input_file")]
     text: Vec<String>,
@@ -177,9 +199,13 @@ struct HiddenStatesArgs {
 struct AnalyzeArgs {
     /// An analysis spec (analyses/*.toml); flags below override it.
     spec: Option<PathBuf>,
-    /// LABEL=PATH of a repdef run dir or a HF BERT/RoBERTa dir (repeatable; replaces the spec's models).
+    /// LABEL=PATH of a repdef run dir, a HF BERT/RoBERTa dir or hf:ORG/NAME[@REVISION]
+    /// (repeatable; replaces the spec's models).
     #[arg(long = "model", value_name = "LABEL=PATH")]
     models: Vec<String>,
+    /// The tokenizer of every model, for models whose directory has none that repdef finds.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// A prepared data dir, or text files (replaces the spec's data paths).
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
@@ -225,9 +251,12 @@ impl AnalyzeArgs {
                 .iter()
                 .map(|m| {
                     let (label, path) = m.split_once('=').with_context(|| format!("--model {m:?}: expected LABEL=PATH"))?;
-                    Ok(ModelSpec { label: label.to_string(), path: path.into() })
+                    Ok(ModelSpec { label: label.to_string(), path: path.into(), tokenizer: None })
                 })
                 .collect::<Result<_>>()?;
+        }
+        if let Some(tokenizer) = &self.tokenizer {
+            spec.models.iter_mut().for_each(|model| model.tokenizer = Some(tokenizer.clone()));
         }
         if !self.data.is_empty() {
             spec.data.paths = self.data;
@@ -244,9 +273,8 @@ impl AnalyzeArgs {
 
 #[derive(Args)]
 struct FinetuneArgs {
-    /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// A bundled task (sst2), or the name of the task given by --train and --dev.
     #[arg(long, required_unless_present = "train")]
     task: Option<String>,
@@ -297,7 +325,8 @@ impl FinetuneArgs {
             train_examples,
             ..defaults
         };
-        Ok(crate::finetune::FinetuneRequest { model: self.model, task, seeds: (0..self.seeds).collect(), config, out: self.out })
+        let (model, tokenizer) = self.model.resolve()?;
+        Ok(crate::finetune::FinetuneRequest { model, tokenizer, task, seeds: (0..self.seeds).collect(), config, out: self.out })
     }
 }
 
@@ -396,9 +425,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(path) => crate::hidden_states::read_lines(path)?,
                 None => args.text,
             };
-            crate::hidden_states::write_hidden_states(&args.model, &texts, &args.out)?;
+            let (model, tokenizer) = args.model.resolve()?;
+            crate::hidden_states::write_hidden_states(&model, tokenizer.as_deref(), &texts, &args.out)?;
         }
-        Command::Inspect { dir } => crate::inspect::inspect(&dir)?,
+        Command::Inspect { dir, tokenizer } => crate::inspect::inspect(&crate::hf_cache::resolve_model_dir(&dir)?, tokenizer.as_deref())?,
         Command::Analyze(args) => {
             let (spec, out) = args.into_spec()?;
             let plan = spec.resolve()?;

@@ -21,10 +21,11 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Runs the model at `model_dir` on `texts` and writes every encoder tap to `out`.
-pub fn write_hidden_states(model_dir: &Path, texts: &[String], out: &Path) -> Result<()> {
+/// Runs the model at `model_dir` (with the tokenizer at `tokenizer`, or its own) on `texts` and
+/// writes every encoder tap to `out`.
+pub fn write_hidden_states(model_dir: &Path, tokenizer: Option<&Path>, texts: &[String], out: &Path) -> Result<()> {
     let device = Device::Cpu;
-    let loaded = load_encoder(model_dir, &device)?;
+    let loaded = load_encoder(model_dir, tokenizer, &device)?;
     let cfg = &loaded.config;
     let max_len = cfg.max_tokens();
     let mut rows = Vec::with_capacity(texts.len());

@@ -1,14 +1,15 @@
-//! `repdef inspect`: what a model or run directory holds: config, parameter counts, tensors,
-//! and (for repdef runs) the training state.
+//! `repdef inspect`: what a model or run directory holds: config, parameter counts, pretraining
+//! head, tokenizer, tensors, and (for repdef runs) the training state.
 
 use crate::checkpoint::{read_model_weights, CONFIG_FILE};
 use crate::config::ModelConfig;
+use crate::data::model_tokenizer::model_tokenizer;
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
 use anyhow::Result;
 use candle_core::Device;
 use std::path::Path;
 
-pub fn inspect(dir: &Path) -> Result<()> {
+pub fn inspect(dir: &Path, tokenizer: Option<&Path>) -> Result<()> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, &Device::Cpu)?;
     println!("{}", dir.display());
@@ -48,6 +49,18 @@ pub fn inspect(dir: &Path) -> Result<()> {
         count(&|n| n.starts_with("decoder.")),
         weights_path.display()
     );
+    let has_mlm_head = names.iter().any(|n| n.starts_with("cls.predictions."));
+    let has_decoder = names.iter().any(|n| n.starts_with("decoder."));
+    let head = match (has_mlm_head, has_decoder) {
+        (true, true) => "MAE-LM decoder and MLM head: masked-token loss can be measured",
+        (true, false) => "MLM head (cls.predictions / lm_head): masked-token loss can be measured",
+        (false, _) => "none stored: encoder only, masked-token loss cannot be measured",
+    };
+    println!("  pretraining head: {head}");
+    match model_tokenizer(dir, tokenizer) {
+        Ok((tok, source)) => println!("  tokenizer: {} ({} tokens)", source.display(), tok.get_vocab_size(true)),
+        Err(e) => println!("  tokenizer: {e:#}"),
+    }
     println!("  tensors:");
     for name in names {
         println!("    {name:<60} {:?}", tensors[name].dims());

@@ -11,6 +11,7 @@ pub mod data;
 pub mod extract;
 pub mod finetune;
 pub mod fsutil;
+pub mod hf_cache;
 pub mod hidden_states;
 pub mod inspect;
 pub mod model;

@@ -262,7 +262,7 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
                     pending.push(request);
                 }
             }
-            models.push(ModelSpec { label: label(objective, seed, budget.seeds.len()), path: out });
+            models.push(ModelSpec { label: label(objective, seed, budget.seeds.len()), path: out, tokenizer: None });
         }
     }
     train_concurrently(&pending)?;
@@ -323,8 +323,14 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
             }
             _ => {
                 eprintln!("[4/5] fine-tuning {objective} on {} ({} seeds) → {}", task.name, plan.seeds.len(), out.display());
-                let request =
-                    FinetuneRequest { model: encoder.clone(), task: task.clone(), seeds: plan.seeds.to_vec(), config: config.clone(), out: out.clone() };
+                let request = FinetuneRequest {
+                    model: encoder.clone(),
+                    tokenizer: None,
+                    task: task.clone(),
+                    seeds: plan.seeds.to_vec(),
+                    config: config.clone(),
+                    out: out.clone(),
+                };
                 finetune(&request).with_context(|| format!("fine-tuning {}", encoder.display()))?.summary
             }
         };

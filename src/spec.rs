@@ -29,8 +29,14 @@ pub struct AnalysisSpec {
 pub struct ModelSpec {
     /// Name in tables and figures, e.g. "MLM".
     pub label: String,
-    /// A repdef run dir or a HuggingFace BERT/RoBERTa directory.
+    /// A repdef run dir, a HuggingFace BERT/RoBERTa directory, or `hf:ORG/NAME[@REVISION]` in
+    /// the local HuggingFace cache.
     pub path: PathBuf,
+    /// The tokenizer, when the model directory (and its parent) has none that repdef finds:
+    /// a `tokenizer.json`, a `vocab.txt`, a `vocab.json` (with `merges.txt` beside it), or a
+    /// directory holding one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,7 +118,9 @@ pub enum DataSource {
 #[derive(Clone, Debug)]
 pub struct PlannedModel {
     pub label: String,
+    /// The model directory (an `hf:` id resolved to its cached snapshot).
     pub path: PathBuf,
+    pub tokenizer: Option<PathBuf>,
     pub config: ModelConfig,
     pub taps: Vec<Tap>,
 }
@@ -178,7 +186,8 @@ impl AnalysisSpec {
     }
 
     fn resolve_model(&self, model: &ModelSpec) -> Result<PlannedModel> {
-        let config = ModelConfig::load(&model.path.join(CONFIG_FILE)).with_context(|| format!("model {:?}", model.label))?;
+        let path = crate::hf_cache::resolve_model_dir(&model.path).with_context(|| format!("model {:?}", model.label))?;
+        let config = ModelConfig::load(&path.join(CONFIG_FILE)).with_context(|| format!("model {:?}", model.label))?;
         let all_taps = Tap::encoder_taps(config.num_hidden_layers);
         let taps = if self.measure.taps.is_empty() {
             all_taps
@@ -199,7 +208,7 @@ impl AnalysisSpec {
             model.label,
             config.max_position_embeddings
         );
-        Ok(PlannedModel { label: model.label.clone(), path: model.path.clone(), config, taps })
+        Ok(PlannedModel { label: model.label.clone(), path, tokenizer: model.tokenizer.clone(), config, taps })
     }
 }
 
@@ -316,6 +325,16 @@ seq_len = 32
             assert_eq!(plan.estimators.len(), 6);
             assert_eq!(plan.shard, (0, 1));
             assert!(matches!(plan.data, DataSource::TextFiles(_)));
+            assert_eq!(plan.models[0].tokenizer, None);
+        });
+    }
+
+    #[test]
+    fn a_model_may_name_its_tokenizer() {
+        in_repo(|| {
+            let with_tokenizer = SPEC.replace("path = \"fixtures/hf-bert-tiny\"", "path = \"fixtures/hf-bert-tiny\"\ntokenizer = \"fixtures/hf-bert-vocab/vocab.txt\"");
+            let plan = toml::from_str::<AnalysisSpec>(&with_tokenizer).unwrap().resolve().unwrap();
+            assert_eq!(plan.models[0].tokenizer.as_deref(), Some(Path::new("fixtures/hf-bert-vocab/vocab.txt")));
         });
     }
 

@@ -16,8 +16,8 @@ fn spec(tokens: u64, shard: Option<&str>) -> AnalysisSpec {
         name: "test".into(),
         seed: 1,
         models: vec![
-            ModelSpec { label: "MLM".into(), path: fixture("repdef-tiny-mlm") },
-            ModelSpec { label: "MAE-LM".into(), path: fixture("repdef-tiny-maelm") },
+            ModelSpec { label: "MLM".into(), path: fixture("repdef-tiny-mlm"), tokenizer: None },
+            ModelSpec { label: "MAE-LM".into(), path: fixture("repdef-tiny-maelm"), tokenizer: None },
         ],
         data: DataSpec { paths: vec![fixture("corpus/wikitext2_test.txt")], tokens, seq_len: 32, batch_size: 8, shard: shard.map(String::from) },
         measure: MeasureSpec::default(),
@@ -109,7 +109,7 @@ fn nan_weights_fail_with_a_clear_error_and_write_nothing() {
     write_safetensors(&model.join("model.safetensors"), &weights.tensors, &[]).unwrap();
 
     let mut nan_spec = spec(256, None);
-    nan_spec.models = vec![ModelSpec { label: "broken".into(), path: model }];
+    nan_spec.models = vec![ModelSpec { label: "broken".into(), path: model, tokenizer: None }];
     let out = dir.path().join("out");
     let error = format!("{:#}", analyze(&nan_spec.resolve().unwrap(), &out).unwrap_err());
     assert!(error.contains("broken") && error.contains("NaN"), "{error}");

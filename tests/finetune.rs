@@ -20,7 +20,7 @@ fn sst2_head(dir: &Path, split: &str, n: usize) -> PathBuf {
 }
 
 fn request(dir: &Path, task: Task, seeds: Vec<u64>, config: FinetuneConfig) -> FinetuneRequest {
-    FinetuneRequest { model: tiny_mlm(), task, seeds, config, out: dir.join("out") }
+    FinetuneRequest { model: tiny_mlm(), tokenizer: None, task, seeds, config, out: dir.join("out") }
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod documents;
 pub mod interleave;
 pub mod masking;
+pub mod model_tokenizer;
 pub mod packing;
 pub mod sources;
 pub mod textfile;

@@ -86,21 +86,22 @@ pub fn train_wordpiece<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_si
     tok.train(&mut trainer, texts).map_err(tk_err).context("training the WordPiece tokenizer")?;
 
     let mut tok: Tokenizer = tok.into();
-    let post = bert_template(&tok)?;
+    let ids = SpecialIds::from_tokenizer(&tok)?;
+    let post = bert_template(("[CLS]".into(), ids.cls), ("[SEP]".into(), ids.sep))?;
     tok.with_post_processor(Some(post));
     Ok(tok)
 }
 
-/// `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]`, as HF's BERT tokenizers; only used when a caller
-/// asks for special tokens (our own packing adds them itself).
-fn bert_template(tok: &Tokenizer) -> Result<TemplateProcessing> {
-    let ids = SpecialIds::from_tokenizer(tok)?;
+/// `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]` (type id 1 on `B [SEP]`), as HF's BERT tokenizers;
+/// `cls` and `sep` are the tokens with their ids. Only used when a caller asks for special
+/// tokens (our own packing adds them itself).
+pub(super) fn bert_template((cls, cls_id): (String, u32), (sep, sep_id): (String, u32)) -> Result<TemplateProcessing> {
     TemplateProcessing::builder()
-        .try_single("[CLS] $A [SEP]")
+        .try_single(format!("{cls} $A {sep}"))
         .map_err(|e| anyhow!(e))?
-        .try_pair("[CLS] $A [SEP] $B:1 [SEP]:1")
+        .try_pair(format!("{cls} $A {sep} $B:1 {sep}:1"))
         .map_err(|e| anyhow!(e))?
-        .special_tokens(vec![("[CLS]", ids.cls), ("[SEP]", ids.sep)])
+        .special_tokens(vec![(cls, cls_id), (sep, sep_id)])
         .build()
         .map_err(|e| anyhow!(e))
 }

@@ -55,7 +55,7 @@ pub fn extract(plan: &Plan) -> Result<(Accumulators, BTreeMap<String, u64>)> {
 
 fn extract_model(plan: &Plan, model: &PlannedModel, device: &Device, accumulators: &mut Accumulators, report: impl Fn(u64)) -> Result<u64> {
     let data = &plan.spec.data;
-    let loaded = load_encoder(&model.path, device)?;
+    let loaded = load_encoder(&model.path, model.tokenizer.as_deref(), device)?;
     let sequences = load_sequences(&plan.data, &loaded.tokenizer, data.seq_len)?;
     let selected = shard_selection(sequences.len(), data.seq_len, data.tokens, plan.shard);
     ensure!(!selected.is_empty(), "no sequences to analyse (the data has {} sequences of {} tokens)", sequences.len(), data.seq_len);

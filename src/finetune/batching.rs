@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn collate_pads_and_masks() {
-        let loaded = load_encoder(&fixture("repdef-tiny-mlm"), &Device::Cpu).unwrap();
+        let loaded = load_encoder(&fixture("repdef-tiny-mlm"), None, &Device::Cpu).unwrap();
         let encoded = encode(&loaded.tokenizer, &[example("the film", None), example("the film is about the sea", None)], 64).unwrap();
         let batch = collate(&loaded.config, &[&encoded[0], &encoded[1]], &Device::Cpu).unwrap();
         let mask = batch.input.attention_mask.to_vec2::<u8>().unwrap();

@@ -87,7 +87,7 @@ mod tests {
     fn head_and_loss_have_the_right_shapes_and_the_encoder_is_the_pretrained_one() {
         let device = Device::Cpu;
         let (model, varmap) = Classifier::from_pretrained(&tiny_mlm(), 3, &mut Rng::new(0), &device).unwrap();
-        let loaded = crate::checkpoint::load_encoder(&tiny_mlm(), &device).unwrap();
+        let loaded = crate::checkpoint::load_encoder(&tiny_mlm(), None, &device).unwrap();
         let examples = [Example { label: 2, text: "a fine film".into(), pair: None }, Example { label: 0, text: "dull".into(), pair: None }];
         let encoded = encode(&loaded.tokenizer, &examples, 64).unwrap();
         let batch = collate(&model.config, &encoded.iter().collect::<Vec<_>>(), &device).unwrap();
@@ -109,7 +109,7 @@ mod tests {
     fn every_variable_gets_a_gradient() {
         let device = Device::Cpu;
         let (model, varmap) = Classifier::from_pretrained(&tiny_mlm(), 2, &mut Rng::new(0), &device).unwrap();
-        let loaded = crate::checkpoint::load_encoder(&tiny_mlm(), &device).unwrap();
+        let loaded = crate::checkpoint::load_encoder(&tiny_mlm(), None, &device).unwrap();
         let examples = [Example { label: 1, text: "a fine film".into(), pair: Some("yes".into()) }];
         let encoded = encode(&loaded.tokenizer, &examples, 64).unwrap();
         let batch = collate(&model.config, &[&encoded[0]], &device).unwrap();

@@ -71,6 +71,8 @@ impl FinetuneConfig {
 pub struct FinetuneRequest {
     /// A repdef run dir or a HF BERT/RoBERTa dir.
     pub model: PathBuf,
+    /// Its tokenizer, when not the one the directory ships (see `load_encoder`).
+    pub tokenizer: Option<PathBuf>,
     pub task: Task,
     pub seeds: Vec<u64>,
     pub config: FinetuneConfig,
@@ -95,7 +97,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let start = Instant::now();
     let device = Device::Cpu;
-    let pretrained = load_encoder(&req.model, &device)?;
+    let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), &device)?;
     let data = load_task(req, &pretrained)?;
     let steps_per_seed = (cfg.epochs * data.train.len().div_ceil(cfg.batch_size)) as u64;
     let progress = Progress::new(steps_per_seed * req.seeds.len() as u64, 0, "steps");
