@@ -2,7 +2,7 @@
 //! The only module that knows foreign tensor names: everything is renamed here to repdef's
 //! canonical HF-BERT names (`bert.*`, `cls.predictions.*`, `decoder.*`).
 
-use crate::config::{Family, ModelConfig};
+use crate::config::ModelConfig;
 use crate::data::model_tokenizer::model_tokenizer;
 use crate::fsutil::write_atomic_with;
 use crate::model::{Encoder, PretrainingModel};
@@ -96,11 +96,36 @@ pub fn assign_varmap(varmap: &VarMap, file: &TensorFile, source: &Path) -> Resul
     Ok(())
 }
 
-/// HF's names for the same tensors → repdef's canonical names.
+/// HF's names for the same tensors → repdef's canonical names (BERT's): RoBERTa's and ELECTRA's
+/// encoders differ only in their prefix; DistilBERT names every layer of the same post-LN block
+/// its own way; the MLM heads of RoBERTa (`lm_head`), DistilBERT (`vocab_*`) and the ELECTRA
+/// generator (`generator_*`) are BERT's `cls.predictions`.
 fn canonical_name(name: &str) -> String {
     let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
-    if let Some(rest) = name.strip_prefix("roberta.") {
-        return format!("bert.{rest}");
+    for prefix in ["roberta.", "electra."] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return format!("bert.{rest}");
+        }
+    }
+    if let Some(rest) = name.strip_prefix("distilbert.embeddings.") {
+        return format!("bert.embeddings.{rest}");
+    }
+    if let Some(rest) = name.strip_prefix("distilbert.transformer.layer.") {
+        let (layer, tensor) = rest.split_once('.').unwrap_or((rest, ""));
+        let block_renames = [
+            ("attention.q_lin.", "attention.self.query."),
+            ("attention.k_lin.", "attention.self.key."),
+            ("attention.v_lin.", "attention.self.value."),
+            ("attention.out_lin.", "attention.output.dense."),
+            ("sa_layer_norm.", "attention.output.LayerNorm."),
+            ("ffn.lin1.", "intermediate.dense."),
+            ("ffn.lin2.", "output.dense."),
+            ("output_layer_norm.", "output.LayerNorm."),
+        ];
+        if let Some((from, to)) = block_renames.iter().find(|(from, _)| tensor.starts_with(from)) {
+            return format!("bert.encoder.layer.{layer}.{to}{}", &tensor[from.len()..]);
+        }
+        return name;
     }
     if name.starts_with("embeddings.") || name.starts_with("encoder.") || name.starts_with("pooler.") {
         return format!("bert.{name}");
@@ -109,13 +134,19 @@ fn canonical_name(name: &str) -> String {
         ("lm_head.dense.", "cls.predictions.transform.dense."),
         ("lm_head.layer_norm.", "cls.predictions.transform.LayerNorm."),
         ("lm_head.decoder.", "cls.predictions.decoder."),
+        ("vocab_transform.", "cls.predictions.transform.dense."),
+        ("vocab_layer_norm.", "cls.predictions.transform.LayerNorm."),
+        ("vocab_projector.weight", "cls.predictions.decoder.weight"),
+        ("generator_predictions.dense.", "cls.predictions.transform.dense."),
+        ("generator_predictions.LayerNorm.", "cls.predictions.transform.LayerNorm."),
+        ("generator_lm_head.weight", "cls.predictions.decoder.weight"),
     ];
     for (from, to) in head_renames {
         if let Some(rest) = name.strip_prefix(from) {
             return format!("{to}{rest}");
         }
     }
-    if name == "lm_head.bias" {
+    if ["lm_head.bias", "vocab_projector.bias", "generator_lm_head.bias"].contains(&name.as_str()) {
         return "cls.predictions.bias".into();
     }
     name
@@ -248,11 +279,7 @@ fn check_committed_step(dir: &Path, file: &TensorFile, path: &Path) -> Result<()
 /// A hint for a failed load: which top-level names the file actually has.
 fn load_hint(tensors: &HashMap<String, Tensor>, config: &ModelConfig) -> String {
     let prefixes: BTreeSet<&str> = tensors.keys().map(|k| k.split('.').next().unwrap_or("")).collect();
-    let family = match config.family() {
-        Family::Bert => "BERT",
-        Family::Roberta => "RoBERTa",
-    };
-    format!("config.json says {family}; the file's tensors start with {prefixes:?}")
+    format!("config.json says {}; the file's tensors start with {prefixes:?}", config.model_type)
 }
 
 /// An encoder loaded for inference (analysis, hidden states).

@@ -73,7 +73,8 @@ pub struct RepdefFields {
     pub mask: MaskConfig,
 }
 
-/// HuggingFace `BertConfig` / `RobertaConfig` fields that repdef reads, with HF's defaults.
+/// HuggingFace `BertConfig` / `RobertaConfig` / `ElectraConfig` fields that repdef reads, with
+/// HF's defaults (a `DistilBertConfig` is translated into them on loading).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     #[serde(default = "default_model_type")]
@@ -93,8 +94,13 @@ pub struct ModelConfig {
     pub attention_probs_dropout_prob: f64,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
+    /// 0 for encoders without token-type embeddings (DistilBERT).
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// ELECTRA: width of the embeddings, projected to `hidden_size` before the first block
+    /// (`embeddings_project`); absent when they have the model's width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
     #[serde(default = "default_init_range")]
@@ -143,6 +149,32 @@ fn default_relative_max_distance() -> usize {
     128
 }
 
+/// A `DistilBertConfig` (`dim`, `n_layers`, …) as the BERT config of the same encoder: DistilBERT
+/// is a post-LN BERT without token types or pooler, with LayerNorm ε fixed at 1e-12. Other configs
+/// pass through unchanged.
+fn distilbert_as_bert(value: serde_json::Value) -> serde_json::Value {
+    if value["model_type"] != "distilbert" {
+        return value;
+    }
+    let mut bert = serde_json::Map::new();
+    let renames = [
+        ("dim", "hidden_size"),
+        ("n_layers", "num_hidden_layers"),
+        ("n_heads", "num_attention_heads"),
+        ("hidden_dim", "intermediate_size"),
+        ("activation", "hidden_act"),
+        ("dropout", "hidden_dropout_prob"),
+        ("attention_dropout", "attention_probs_dropout_prob"),
+    ];
+    for (key, field) in value.as_object().into_iter().flatten() {
+        let name = renames.iter().find(|(from, _)| from == key).map_or(key.as_str(), |(_, to)| to);
+        bert.insert(name.to_string(), field.clone());
+    }
+    bert.insert("type_vocab_size".into(), 0.into());
+    bert.insert("layer_norm_eps".into(), 1e-12.into());
+    serde_json::Value::Object(bert)
+}
+
 /// The encoder families repdef implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -172,6 +204,12 @@ impl ModelConfig {
         self.hidden_size / self.num_attention_heads
     }
 
+    /// Width of the input embeddings (and of the MLM head's transform): `embedding_size` for
+    /// ELECTRA, else `hidden_size`.
+    pub fn embedding_width(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
     pub fn objective(&self) -> Objective {
         self.repdef.as_ref().map_or(Objective::Mlm, |r| r.objective)
     }
@@ -183,15 +221,19 @@ impl ModelConfig {
     /// Reads `config.json`, checking that repdef implements what it describes.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: ModelConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
+        let config: ModelConfig = serde_json::from_value(distilbert_as_bert(value)).with_context(|| format!("{}: not a valid model config", path.display()))?;
         config.validate().with_context(|| format!("{}: unsupported model config", path.display()))?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<()> {
-        let known = ["bert", "roberta", "xlm-roberta", "camembert"];
+        let known = ["bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra"];
         if !known.contains(&self.model_type.as_str()) {
-            bail!("model_type {:?} is not a BERT/RoBERTa encoder (known: {})", self.model_type, known.join(", "));
+            bail!("model_type {:?} is not an encoder repdef implements (known: {})", self.model_type, known.join(", "));
+        }
+        if self.embedding_size == Some(0) {
+            bail!("embedding_size must be positive");
         }
         if self.position_embedding_type != "absolute" {
             bail!("position_embedding_type {:?}: only \"absolute\" is implemented", self.position_embedding_type);
@@ -255,6 +297,7 @@ impl Preset {
             attention_probs_dropout_prob: 0.1,
             max_position_embeddings: max_pos,
             type_vocab_size: 2,
+            embedding_size: None,
             layer_norm_eps: 1e-12,
             initializer_range: 0.02,
             pad_token_id: special.pad,

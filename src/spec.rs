@@ -332,7 +332,8 @@ seq_len = 32
     #[test]
     fn a_model_may_name_its_tokenizer() {
         in_repo(|| {
-            let with_tokenizer = SPEC.replace("path = \"fixtures/hf-bert-tiny\"", "path = \"fixtures/hf-bert-tiny\"\ntokenizer = \"fixtures/hf-bert-vocab/vocab.txt\"");
+            let with_tokenizer =
+                SPEC.replace("path = \"fixtures/hf-bert-tiny\"", "path = \"fixtures/hf-bert-tiny\"\ntokenizer = \"fixtures/hf-bert-vocab/vocab.txt\"");
             let plan = toml::from_str::<AnalysisSpec>(&with_tokenizer).unwrap().resolve().unwrap();
             assert_eq!(plan.models[0].tokenizer.as_deref(), Some(Path::new("fixtures/hf-bert-vocab/vocab.txt")));
         });

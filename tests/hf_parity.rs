@@ -1,12 +1,14 @@
 //! Parity with HuggingFace `transformers`, both ways, within 1e-4 on real tokens:
 //! - HF checkpoints in repdef: the tiny random BERT and RoBERTa checkpoints and their outputs were
-//!   produced by `fixtures/golden/make_golden.py`; repdef reproduces every layer and the MLM logits.
+//!   produced by `fixtures/golden/make_golden.py`, the DistilBERT and ELECTRA (generator and
+//!   discriminator) ones by `make_family_golden.py`; repdef reproduces every layer and the MLM
+//!   logits (the discriminator has no MLM head).
 //! - repdef checkpoints in HF: `fixtures/golden/make_repdef_golden.py` trained tiny MLM and MAE-LM
 //!   runs with repdef, loaded them in `transformers` (`BertForMaskedLM`, `BertModel`) with no
 //!   missing weights, and saved what `transformers` computes; repdef must agree with it.
 
 use candle_core::{DType, Device, Tensor};
-use repdef::checkpoint::{load_pretraining_model, read_safetensors};
+use repdef::checkpoint::{load_encoder, load_pretraining_model, read_safetensors};
 use repdef::model::{Ctx, EncoderInput, Tap, TapCache};
 use std::path::{Path, PathBuf};
 
@@ -42,24 +44,26 @@ fn max_diff_on_real_tokens(name: &str, got: &Tensor, want: &Tensor, mask: &[u32]
 /// Runs the model on the golden inputs (`prefix` = "" or "masked_") and compares every layer and the logits.
 fn check_against_golden(model_dir: &str, golden: &str, prefix: &str) {
     let device = Device::Cpu;
-    let model = load_pretraining_model(&fixture(model_dir), &device).unwrap();
+    let loaded = load_encoder(&fixture(model_dir), None, &device).unwrap();
     let golden = read_safetensors(&fixture(golden), &device).unwrap().tensors;
     let input_ids = &golden[&format!("{prefix}input_ids")];
     let batch = input_ids.dim(0).unwrap();
     let mask = ids(&golden["attention_mask"]);
     let token_types = golden.get("token_type_ids").map(ids);
-    let input = EncoderInput::from_ids(&model.config, &ids(input_ids), token_types.as_deref(), batch, &device).unwrap();
+    let input = EncoderInput::from_ids(&loaded.config, &ids(input_ids), token_types.as_deref(), batch, &device).unwrap();
     if let Some(positions) = golden.get("position_ids") {
         assert_eq!(ids(&input.position_ids), ids(positions), "RoBERTa position ids");
     }
     let mut cache = TapCache::default();
-    let last = model.encoder.forward(&input, &mut Ctx::infer().with_recorder(&mut cache)).unwrap();
-    for tap in Tap::encoder_taps(model.config.num_hidden_layers) {
+    let last = loaded.encoder.forward(&input, &mut Ctx::infer().with_recorder(&mut cache)).unwrap();
+    for tap in Tap::encoder_taps(loaded.config.num_hidden_layers) {
         let want = &golden[&format!("{prefix}hidden_states.{}", tap.hf_index().unwrap())];
         let diff = max_diff_on_real_tokens(&tap.to_string(), &cache.tensors[&tap], want, &mask);
         assert!(diff < TOLERANCE, "{model_dir} {prefix}{tap}: max diff {diff}");
     }
+    // Models without an MLM head (the ELECTRA discriminator) have no golden logits.
     let Some(want_logits) = golden.get(&format!("{prefix}logits")) else { return };
+    let model = load_pretraining_model(&fixture(model_dir), &device).unwrap();
     let (b, pos, d) = last.dims3().unwrap();
     let logits = model.head_logits(&last.reshape((b * pos, d)).unwrap(), &Ctx::infer()).unwrap();
     let logits = logits.reshape((b, pos, ())).unwrap();
@@ -87,4 +91,22 @@ fn repdef_mlm_checkpoint_means_the_same_in_transformers() {
 #[test]
 fn repdef_mae_lm_encoder_means_the_same_in_transformers() {
     check_against_golden("repdef-tiny-maelm", "golden/repdef_tiny_maelm_hf.safetensors", "");
+}
+
+#[test]
+fn distilbert_matches_transformers() {
+    check_against_golden("hf-distilbert-tiny", "golden/distilbert_tiny_golden.safetensors", "");
+    check_against_golden("hf-distilbert-tiny", "golden/distilbert_tiny_golden.safetensors", "masked_");
+}
+
+#[test]
+fn electra_generator_with_narrow_embeddings_matches_transformers() {
+    check_against_golden("hf-electra-generator-tiny", "golden/electra_generator_tiny_golden.safetensors", "");
+    check_against_golden("hf-electra-generator-tiny", "golden/electra_generator_tiny_golden.safetensors", "masked_");
+}
+
+#[test]
+fn electra_discriminator_encoder_matches_transformers() {
+    check_against_golden("hf-electra-discriminator-tiny", "golden/electra_discriminator_tiny_golden.safetensors", "");
+    check_against_golden("hf-electra-discriminator-tiny", "golden/electra_discriminator_tiny_golden.safetensors", "masked_");
 }

@@ -1,10 +1,11 @@
-//! The BERT/RoBERTa encoder (embeddings + blocks) and its batched input.
+//! The BERT/RoBERTa/DistilBERT/ELECTRA encoder (embeddings, ELECTRA's projection to the model
+//! width, blocks) and its batched input.
 //! One forward serves training, evaluation and hidden-state extraction: taps are recorded
 //! through the context's recorder instead of a second layer loop.
 
 use super::embeddings::Embeddings;
 use super::layer::Layer;
-use super::ops::{AttentionMask, Ctx};
+use super::ops::{AttentionMask, Ctx, Linear};
 use super::relative_position::RelativePositionBias;
 use super::taps::Tap;
 use crate::config::{Family, ModelConfig};
@@ -14,6 +15,8 @@ use candle_nn::VarBuilder;
 
 pub struct Encoder {
     pub embeddings: Embeddings,
+    /// ELECTRA's `embeddings_project` when the embeddings are narrower than the model.
+    embeddings_project: Option<Linear>,
     layers: Vec<Layer>,
     /// Shared by every layer (`encoder.relative_attention_bias.weight`), if the model has one.
     relative_position: Option<RelativePositionBias>,
@@ -80,7 +83,11 @@ impl Encoder {
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
         let layers = (0..cfg.num_hidden_layers).map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg, 1.0)).collect::<Result<_>>()?;
         let relative_position = RelativePositionBias::load(&vb.pp("encoder"), cfg)?;
-        Ok(Encoder { embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?, layers, relative_position })
+        let embeddings_project = match cfg.embedding_width() {
+            width if width == cfg.hidden_size => None,
+            width => Some(Linear::load(vb.pp("embeddings_project"), width, cfg.hidden_size)?),
+        };
+        Ok(Encoder { embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?, embeddings_project, layers, relative_position })
     }
 
     pub fn n_layers(&self) -> usize {
@@ -101,6 +108,9 @@ impl Encoder {
             mask = mask.with_position_bias(bias.forward(&input.position_ids)?)?;
         }
         let mut hidden = self.embeddings.forward(&input.ids, &input.position_ids, &input.token_type_ids, ctx)?;
+        if let Some(project) = &self.embeddings_project {
+            hidden = project.forward(&hidden)?;
+        }
         ctx.record(Tap::FullEmbed, &hidden, &mask)?;
         for (i, layer) in self.layers.iter().enumerate() {
             hidden = layer.forward(&hidden, &mask, ctx)?;

@@ -1,5 +1,6 @@
-//! The MLM prediction head (HF `BertLMPredictionHead`): dense → activation → LayerNorm → logits
-//! tied to the word embeddings, plus a bias. Applied only at picked positions, because the
+//! The MLM prediction head (HF `BertLMPredictionHead`, and the same layers of DistilBERT and the
+//! ELECTRA generator): dense → activation → LayerNorm → logits tied to the word embeddings, plus
+//! a bias. The transform maps to the embeddings' width (below the model's in ELECTRA). Applied only at picked positions, because the
 //! vocabulary projection is otherwise the largest matmul of a training step (DESIGN §5).
 
 use super::kernels;
@@ -19,16 +20,16 @@ pub struct MlmHead {
 impl MlmHead {
     /// `vb` at `cls.predictions`.
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
-        let d = cfg.hidden_size;
+        let width = cfg.embedding_width();
         Ok(MlmHead {
-            dense: Linear::load(vb.pp("transform.dense"), d, d)?,
+            dense: Linear::load(vb.pp("transform.dense"), cfg.hidden_size, width)?,
             activation: Activation::parse(&cfg.hidden_act)?,
-            layer_norm: LayerNorm::load(vb.pp("transform.LayerNorm"), d, cfg.layer_norm_eps)?,
+            layer_norm: LayerNorm::load(vb.pp("transform.LayerNorm"), width, cfg.layer_norm_eps)?,
             bias: vb.get(cfg.vocab_size, "bias")?,
         })
     }
 
-    /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_model]` → logits `[n, d_vocab]`.
+    /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_embedding]` → logits `[n, d_vocab]`.
     pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
         let logits = self.layer_norm.forward(&transformed, ctx)?.matmul(&word_embeddings.t()?)?;
