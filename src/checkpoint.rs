@@ -305,7 +305,25 @@ pub fn load_encoder(dir: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
 pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<PretrainingModel> {
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
-    build_strict(tensors, &weights_path, &config, &["bert.", "decoder."], "model", device, |vb| PretrainingModel::load(vb, &config))
+    build_pretraining_model(tensors, &weights_path, config, device)
+}
+
+/// Loads an MLM model with its head, or `None` when the checkpoint stores no MLM head (an
+/// encoder-only export, an ELECTRA discriminator) or is an MAE-LM run.
+pub fn load_mlm_model(dir: &Path, device: &Device) -> Result<Option<PretrainingModel>> {
+    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+    if config.objective() != crate::config::Objective::Mlm {
+        return Ok(None);
+    }
+    let (tensors, weights_path) = read_model_weights(dir, device)?;
+    if !tensors.keys().any(|name| name.starts_with("cls.predictions.")) {
+        return Ok(None);
+    }
+    build_pretraining_model(tensors, &weights_path, config, device).map(Some)
+}
+
+fn build_pretraining_model(tensors: HashMap<String, Tensor>, weights_path: &Path, config: ModelConfig, device: &Device) -> Result<PretrainingModel> {
+    build_strict(tensors, weights_path, &config, &["bert.", "decoder."], "model", device, |vb| PretrainingModel::load(vb, &config))
 }
 
 /// Refuses a tokenizer (read from `source`) whose ids reach past the embedding table.

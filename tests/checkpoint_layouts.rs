@@ -172,3 +172,37 @@ fn pickles_that_are_not_state_dicts_are_refused() {
         }
     }
 }
+
+#[test]
+fn a_foreign_mlm_head_is_scored_against_the_plateau_of_the_analysed_text() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("analysis");
+    let corpus = fixture("corpus/wikitext2_valid.txt");
+    let (bert, discriminator) = (fixture("hf-bert-vocab"), fixture("hf-electra-discriminator-tiny"));
+    let (bert_arg, discriminator_arg) = (format!("BERT={}", bert.display()), format!("ELECTRA={}", discriminator.display()));
+    let args =
+        ["analyze", "--model", &bert_arg, "--model", &discriminator_arg, "--data", corpus.to_str().unwrap(), "--tokens", "2048", "--seq-len", "64", "--out"];
+    let mut args = args.to_vec();
+    args.push(out.to_str().unwrap());
+    assert_success(&repdef(&args, &[]));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let scored = &manifest["models"][0]["head_evaluation"];
+    assert_eq!(scored["sequences"], 32, "2048 tokens in 64-token sequences");
+    assert!(scored["n_predictions"].as_u64().unwrap() > 100);
+    let (loss, plateau) = (scored["loss"].as_f64().unwrap(), scored["plateau_loss"].as_f64().unwrap());
+    // A random model is far worse than the unigram guess; the plateau of English text is a few nats.
+    assert!(loss > plateau && (3.0..8.0).contains(&plateau), "loss {loss}, plateau {plateau}");
+    assert!(manifest["models"][1].get("head_evaluation").is_none(), "the ELECTRA discriminator has no MLM head");
+
+    // Alone, the BERT model is judged on the plateau like repdef's own runs.
+    let alone = root.path().join("alone");
+    let args = ["analyze", "--model", &bert_arg, "--data", corpus.to_str().unwrap(), "--tokens", "2048", "--seq-len", "64", "--out", alone.to_str().unwrap()];
+    assert_success(&repdef(&args, &[]));
+    assert_success(&repdef(&["report", alone.to_str().unwrap()], &[]));
+    let report = std::fs::read_to_string(alone.join("report.md")).unwrap();
+    assert!(report.contains("Not trained by repdef: BERT (32 sequences"), "{report}");
+    let claim = report.lines().find(|l| l.starts_with("| 1. MLM allocates")).unwrap();
+    assert!(claim.contains("**inconclusive**") && claim.contains("did not leave the unigram plateau"), "{claim}");
+    let setup = report.lines().find(|l| l.starts_with("| BERT |")).unwrap();
+    assert!(setup.ends_with("| **no** |"), "{setup}");
+}

@@ -4,10 +4,10 @@
 
 use super::training_record::TrainingRecord;
 use crate::data::corpus::fnv1a64;
+use crate::extract::{Extraction, HeadEvaluation};
 use crate::spec::{AnalysisSpec, Plan};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 
@@ -38,10 +38,14 @@ pub struct ModelRecord {
     /// this field existed have none).
     #[serde(default)]
     pub training: Option<TrainingRecord>,
+    /// For a model without a training record that ships its MLM head: that head's masked-token
+    /// loss on the analysed text, and the text's unigram plateau.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_evaluation: Option<HeadEvaluation>,
 }
 
 impl Manifest {
-    pub fn new(plan: &Plan, tokens: &BTreeMap<String, u64>) -> Result<Self> {
+    pub fn new(plan: &Plan, extraction: &Extraction) -> Result<Self> {
         let models = plan
             .models
             .iter()
@@ -57,8 +61,9 @@ impl Manifest {
                     objective: m.config.objective().to_string(),
                     n_layers: m.config.num_hidden_layers,
                     d_model: m.config.hidden_size,
-                    tokens: tokens.get(&m.label).copied().unwrap_or(0),
+                    tokens: extraction.tokens.get(&m.label).copied().unwrap_or(0),
                     training: TrainingRecord::read(&m.path)?,
+                    head_evaluation: extraction.head_evaluations.get(&m.label).cloned(),
                 })
             })
             .collect::<Result<_>>()?;

@@ -30,11 +30,11 @@ pub const SPECTRA_PARQUET_FILE: &str = "spectra.parquet";
 /// Runs the plan and writes its output dir; returns the computed tables.
 pub fn analyze(plan: &Plan, out: &Path) -> Result<Results> {
     claim(out, MANIFEST_FILE)?;
-    let (accumulators, tokens) = extract(plan)?;
-    let manifest = Manifest::new(plan, &tokens)?;
-    let results = compute(&accumulators, &plan.estimators, &plan.spec.measure.centring)?;
+    let extraction = extract(plan)?;
+    let manifest = Manifest::new(plan, &extraction)?;
+    let results = compute(&extraction.accumulators, &plan.estimators, &plan.spec.measure.centring)?;
     let results = in_model_order(results, &manifest);
-    write_output_dir(out, &manifest, &accumulators, &results)?;
+    write_output_dir(out, &manifest, &extraction.accumulators, &results)?;
     Ok(results)
 }
 

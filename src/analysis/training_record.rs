@@ -43,13 +43,18 @@ pub struct SourceRecord {
 }
 
 impl TrainingRecord {
+    /// Whether the model in `dir` was trained by repdef (it has a training state).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(TRAIN_STATE_FILE).exists()
+    }
+
     /// The record of the run in `dir`, or `None` for a model with no training state (a HF
     /// checkpoint).
     pub fn read(dir: &Path) -> Result<Option<Self>> {
-        let state_path = dir.join(TRAIN_STATE_FILE);
-        if !state_path.exists() {
+        if !Self::exists(dir) {
             return Ok(None);
         }
+        let state_path = dir.join(TRAIN_STATE_FILE);
         let state: TrainState = read_json(&state_path)?;
         let metrics = dir.join(METRICS_FILE);
         let curve = if metrics.exists() { read_metrics(&metrics)? } else { Vec::new() };

@@ -2,8 +2,10 @@
 //! (model, condition, group, layer); hidden states are never stored.
 
 pub mod conditions;
+pub mod head_eval;
 mod runner;
 pub mod sequences;
 
 pub use conditions::{Condition, Group};
-pub use runner::{accumulate, accumulate_condition, extract, AccumulatorKey, Accumulators, ModelRun};
+pub use head_eval::HeadEvaluation;
+pub use runner::{accumulate, accumulate_condition, extract, AccumulatorKey, Accumulators, Extraction, ModelRun};

@@ -3,7 +3,9 @@
 //! condition, and each tap's rows are added to the Gram accumulator of their group.
 
 use super::conditions::{condition_inputs, Condition, ConditionInput, Group};
+use super::head_eval::{evaluate_head, HeadEvaluation};
 use super::sequences::{load_sequences, shard_selection};
+use crate::analysis::training_record::TrainingRecord;
 use crate::checkpoint::load_encoder;
 use crate::config::{MaskConfig, MaskPolicy, ModelConfig, Objective};
 use crate::data::masking::Masker;
@@ -31,44 +33,71 @@ pub struct AccumulatorKey {
 
 pub type Accumulators = BTreeMap<AccumulatorKey, GramAccumulator>;
 
-/// Runs every model of the plan over its data; returns the accumulators and tokens per model.
-pub fn extract(plan: &Plan) -> Result<(Accumulators, BTreeMap<String, u64>)> {
+/// What running a plan produced.
+pub struct Extraction {
+    pub accumulators: Accumulators,
+    /// Tokens analysed, by model label.
+    pub tokens: BTreeMap<String, u64>,
+    /// The MLM-head evaluation of each model without a repdef training record that has a head.
+    pub head_evaluations: BTreeMap<String, HeadEvaluation>,
+}
+
+/// Runs every model of the plan over its data.
+pub fn extract(plan: &Plan) -> Result<Extraction> {
     let device = Device::Cpu;
     let mut accumulators = Accumulators::new();
     let mut tokens_per_model = BTreeMap::new();
+    let mut head_evaluations = BTreeMap::new();
     let total = plan.spec.data.tokens * plan.models.len() as u64;
     let progress = Progress::new(total, 0, "tokens");
     let start = Instant::now();
     for (i, model) in plan.models.iter().enumerate() {
         let done_before = plan.spec.data.tokens * i as u64;
-        let tokens = extract_model(plan, model, &device, &mut accumulators, |done| {
+        let (tokens, head_evaluation) = extract_model(plan, model, &device, &mut accumulators, |done| {
             let rate = (done_before + done) as f64 / start.elapsed().as_secs_f64();
             progress.advance(done_before + done, format!("{} {rate:.0} tok/s", model.label));
         })
         .with_context(|| format!("model {:?} ({})", model.label, model.path.display()))?;
         progress.log(&format!("{}: {tokens} tokens, {:.1} s", model.label, start.elapsed().as_secs_f64()));
         tokens_per_model.insert(model.label.clone(), tokens);
+        if let Some(evaluation) = head_evaluation {
+            progress.log(&format!(
+                "{}: its MLM head scores {:.3} nats ({:.3} accuracy) against a unigram plateau of {:.3}",
+                model.label, evaluation.loss, evaluation.accuracy, evaluation.plateau_loss
+            ));
+            head_evaluations.insert(model.label.clone(), evaluation);
+        }
     }
     progress.finish();
-    Ok((accumulators, tokens_per_model))
+    Ok(Extraction { accumulators, tokens: tokens_per_model, head_evaluations })
 }
 
-fn extract_model(plan: &Plan, model: &PlannedModel, device: &Device, accumulators: &mut Accumulators, report: impl Fn(u64)) -> Result<u64> {
+/// Accumulates one model; returns its tokens and, for a model without a repdef training record,
+/// its MLM head's evaluation.
+fn extract_model(
+    plan: &Plan,
+    model: &PlannedModel,
+    device: &Device,
+    accumulators: &mut Accumulators,
+    report: impl Fn(u64),
+) -> Result<(u64, Option<HeadEvaluation>)> {
     let data = &plan.spec.data;
     let loaded = load_encoder(&model.path, model.tokenizer.as_deref(), device)?;
     let sequences = load_sequences(&plan.data, &loaded.tokenizer, data.seq_len)?;
     let selected = shard_selection(sequences.len(), data.seq_len, data.tokens, plan.shard);
     ensure!(!selected.is_empty(), "no sequences to analyse (the data has {} sequences of {} tokens)", sequences.len(), data.seq_len);
-    let run = ModelRun {
-        label: &model.label,
-        config: &model.config,
-        encoder: &loaded.encoder,
-        taps: &model.taps,
-        special: SpecialIds::from_tokenizer(&loaded.tokenizer)?,
-        mask_prob: plan.spec.measure.mask_prob,
-        seed: plan.spec.seed,
+    let special = SpecialIds::from_tokenizer(&loaded.tokenizer)?;
+    let (mask_prob, seed) = (plan.spec.measure.mask_prob, plan.spec.seed);
+    let run = ModelRun { label: &model.label, config: &model.config, encoder: &loaded.encoder, taps: &model.taps, special, mask_prob, seed };
+    let tokens = accumulate(&run, &sequences, &selected, data.batch_size, device, accumulators, report)?;
+    let head_evaluation = if TrainingRecord::exists(&model.path) {
+        None
+    } else {
+        // Every shard scores the same first sequences of the unsharded selection.
+        let n_selected = shard_selection(sequences.len(), data.seq_len, data.tokens, (0, 1)).len();
+        evaluate_head(&model.path, &sequences, n_selected, special, mask_prob, seed)?
     };
-    accumulate(&run, &sequences, &selected, data.batch_size, device, accumulators, report)
+    Ok((tokens, head_evaluation))
 }
 
 /// One loaded model and how to mask its input.

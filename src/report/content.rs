@@ -40,6 +40,7 @@ pub fn build(inputs: &ReportInputs) -> Document {
     blocks.push(Block::Heading(1, "Set-up".into()));
     blocks.push(setup_table(inputs));
     blocks.extend(corpus_paragraph(m));
+    blocks.extend(head_evaluation_paragraph(m));
     blocks.push(Block::Paragraph(format!(
         "Data: {} token(s) per model from {:?} ({}-token sequences, seed {}, masking {}% of non-special positions with `[MASK]`; shards {}). \
 A model has left the plateau when its holdout masked-token loss is at least {PLATEAU_MARGIN_NATS} nats below the unigram plateau: the holdout loss of predicting every token from its training-split frequency alone (add-one smoothed), on the same holdout sequences.",
@@ -152,6 +153,21 @@ fn corpus_paragraph(m: &Manifest) -> Option<Block> {
         })
         .collect();
     (!sentences.is_empty()).then(|| Block::Paragraph(format!("Corpus: {}", sentences.join(" "))))
+}
+
+/// Where the loss and plateau of models without a repdef training record come from.
+fn head_evaluation_paragraph(m: &Manifest) -> Option<Block> {
+    let scored: Vec<String> = m
+        .models
+        .iter()
+        .filter_map(|r| r.head_evaluation.as_ref().map(|h| format!("{} ({} sequences, {} predictions)", r.label, h.sequences, h.n_predictions)))
+        .collect();
+    (!scored.is_empty()).then(|| {
+        Block::Paragraph(format!(
+            "Not trained by repdef: {}. Their holdout loss and accuracy are those of the checkpoint's own MLM head on the first analysed sequences, masked as above, and their plateau is the unigram loss of the analysed text with token frequencies counted on that text itself (so the plateau is if anything low and \"left plateau\" is judged conservatively).",
+            scored.join(", ")
+        ))
+    })
 }
 
 fn setup_table(inputs: &ReportInputs) -> Block {
