@@ -17,6 +17,10 @@ pub enum Objective {
     Mlm,
     /// MAE-LM: picked positions are removed from the encoder; a shallow decoder predicts them.
     MaeLm,
+    /// ELECTRA's discriminator (replaced-token detection): its input never holds `[MASK]`. Only
+    /// analysed (a checkpoint's), never trained by repdef, and part of no claim.
+    #[value(skip)]
+    ReplacedTokenDetection,
 }
 
 impl std::fmt::Display for Objective {
@@ -24,6 +28,7 @@ impl std::fmt::Display for Objective {
         f.write_str(match self {
             Objective::Mlm => "MLM",
             Objective::MaeLm => "MAE-LM",
+            Objective::ReplacedTokenDetection => "RTD",
         })
     }
 }
@@ -210,8 +215,17 @@ impl ModelConfig {
         self.embedding_size.unwrap_or(self.hidden_size)
     }
 
+    /// repdef's own objective, else what the checkpoint's architecture says: an ELECTRA model not
+    /// exported for masked LM is a discriminator; every other foreign encoder is MLM-pretrained.
     pub fn objective(&self) -> Objective {
-        self.repdef.as_ref().map_or(Objective::Mlm, |r| r.objective)
+        if let Some(repdef) = &self.repdef {
+            return repdef.objective;
+        }
+        let masked_lm = self.architectures.iter().any(|a| a.ends_with("ForMaskedLM"));
+        if self.model_type == "electra" && !masked_lm {
+            return Objective::ReplacedTokenDetection;
+        }
+        Objective::Mlm
     }
 
     pub fn decoder_layers(&self) -> usize {
@@ -283,6 +297,7 @@ impl Preset {
         let architectures = match objective {
             Objective::Mlm => vec!["BertForMaskedLM".to_string()],
             Objective::MaeLm => vec!["BertModel".to_string()],
+            Objective::ReplacedTokenDetection => unreachable!("repdef trains MLM and MAE-LM models only"),
         };
         ModelConfig {
             model_type: "bert".into(),

@@ -204,6 +204,7 @@ fn run_name(objective: Objective, seed: u64) -> String {
     let name = match objective {
         Objective::Mlm => "mlm",
         Objective::MaeLm => "maelm",
+        Objective::ReplacedTokenDetection => unreachable!("reproduce trains MLM and MAE-LM models only"),
     };
     format!("{name}-seed{seed}")
 }
@@ -338,6 +339,7 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
         match objective {
             Objective::Mlm => downstream.mlm = accuracies,
             Objective::MaeLm => downstream.mae_lm = accuracies,
+            Objective::ReplacedTokenDetection => unreachable!("reproduce trains MLM and MAE-LM models only"),
         }
     }
     Ok(downstream)

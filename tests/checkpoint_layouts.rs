@@ -193,6 +193,17 @@ fn a_foreign_mlm_head_is_scored_against_the_plateau_of_the_analysed_text() {
     // A random model is far worse than the unigram guess; the plateau of English text is a few nats.
     assert!(loss > plateau && (3.0..8.0).contains(&plateau), "loss {loss}, plateau {plateau}");
     assert!(manifest["models"][1].get("head_evaluation").is_none(), "the ELECTRA discriminator has no MLM head");
+    assert_eq!((&manifest["models"][0]["objective"], &manifest["models"][1]["objective"]), (&"MLM".into(), &"RTD".into()));
+    // A discriminator is part of no claim: with it alone every claim is "not measured".
+    let discriminator_alone = root.path().join("discriminator");
+    let args = ["analyze", "--model", &discriminator_arg, "--data", corpus.to_str().unwrap(), "--tokens", "512", "--seq-len", "64", "--out"];
+    let mut args = args.to_vec();
+    args.push(discriminator_alone.to_str().unwrap());
+    assert_success(&repdef(&args, &[]));
+    assert_success(&repdef(&["report", discriminator_alone.to_str().unwrap()], &[]));
+    let report = std::fs::read_to_string(discriminator_alone.join("report.md")).unwrap();
+    let claims: Vec<&str> = report.lines().filter(|l| l.starts_with("| 1.") || l.starts_with("| 2.") || l.starts_with("| 3.")).collect();
+    assert!(claims.len() == 3 && claims.iter().all(|c| c.contains("**not measured**")), "{claims:?}");
 
     // Alone, the BERT model is judged on the plateau like repdef's own runs.
     let alone = root.path().join("alone");

@@ -22,7 +22,7 @@ pub use taps::{Recorder, Tap, TapCache};
 
 use crate::config::{ModelConfig, Objective};
 use crate::data::masking::{MaskedBatch, TokenClass};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -41,6 +41,7 @@ impl PretrainingModel {
     pub fn load(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
         let decoder = match config.objective() {
             Objective::Mlm => None,
+            Objective::ReplacedTokenDetection => bail!("an ELECTRA discriminator has no MLM head; repdef uses only its encoder"),
             Objective::MaeLm => {
                 let repdef = config.repdef.as_ref().context("an MAE-LM config needs repdef's section")?;
                 Some((Decoder::load(vb.pp("decoder"), config, repdef.decoder_layers)?, repdef.mask_token_id))

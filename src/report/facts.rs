@@ -15,6 +15,7 @@ pub fn load_facts(manifest: &Manifest) -> Result<Vec<ModelFacts>> {
             let objective = match record.objective.as_str() {
                 "MLM" => Objective::Mlm,
                 "MAE-LM" => Objective::MaeLm,
+                "RTD" => Objective::ReplacedTokenDetection,
                 other => bail!("manifest.json: model {:?} has an unknown objective {other:?}", record.label),
             };
             let training = record.training.as_ref();
