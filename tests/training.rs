@@ -280,3 +280,20 @@ fn training_forward_without_dropout_equals_the_inference_forward() {
         assert!(diff < 1e-4, "{objective:?}: train and inference forwards differ by {diff}");
     }
 }
+
+#[test]
+fn masking_is_set_in_one_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let mut request = tiny_request(&data, &dir.path().join("run"), Objective::MaeLm, 1);
+    request.model_overrides = vec!["repdef.mask.policy=bert".into()];
+    let error = format!("{:#}", train(&request).unwrap_err());
+    assert!(error.contains("masking is a training setting") && error.contains("--mask-policy"), "{error}");
+    assert!(!dir.path().join("run/config.json").exists(), "nothing is written");
+    // The training setting is what config.json records, and what the analysis reads.
+    request.model_overrides.clear();
+    request.config.mask.keep_mask_frac = 0.25;
+    train(&request).unwrap();
+    let config = repdef::config::ModelConfig::load(&dir.path().join("run/config.json")).unwrap();
+    assert_eq!(config.repdef.unwrap().mask, request.config.mask);
+}

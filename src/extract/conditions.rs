@@ -4,7 +4,8 @@
 //! `[MASK]`). Groups pick rows of the encoder output: `all` (every non-pad token), `real`
 //! (unpicked non-special tokens — the same positions in both conditions) and `mask` (picked
 //! positions). An MAE-LM encoder's pretraining view drops the picked positions, so its
-//! `masked/mask` group does not exist (n/a); `mask-fed` feeds it `[MASK]` tokens anyway.
+//! `masked/mask` group does not exist (n/a) — unless it was trained with the δ ablation, whose
+//! kept `[MASK]` positions form it; `mask-fed` feeds it `[MASK]` at every picked position.
 
 use crate::config::ModelConfig;
 use crate::data::masking::{MaskedBatch, TokenClass};
@@ -42,19 +43,6 @@ impl Condition {
             Condition::Clean => "clean",
             Condition::MaskFed => "mask-fed",
         }
-    }
-
-    /// The groups measured in this condition for an MLM (`mae_lm = false`) or MAE-LM encoder.
-    pub fn groups(self, mae_lm: bool) -> &'static [Group] {
-        match (self, mae_lm) {
-            (Condition::Clean, _) => &[Group::All, Group::Real],
-            (Condition::Masked, true) => &[Group::All, Group::Real],
-            _ => &[Group::All, Group::Real, Group::Mask],
-        }
-    }
-
-    pub fn applies_to(self, mae_lm: bool) -> bool {
-        self != Condition::MaskFed || mae_lm
     }
 }
 
@@ -111,27 +99,31 @@ pub fn condition_inputs(config: &ModelConfig, batch: &MaskedBatch, mae_lm: bool,
     Ok(inputs)
 }
 
-/// MAE-LM's pretraining view: picked positions removed, kept tokens compacted with their original positions.
+/// MAE-LM's pretraining view: picked positions removed (but for those the masker kept visible,
+/// the δ ablation), the rest compacted with their original positions.
 fn dropped_view(config: &ModelConfig, batch: &MaskedBatch, device: &Device) -> Result<ConditionInput> {
     let compaction = Compaction::new(&batch.input_ids, &batch.encoder_visible, batch.batch, config.pad_token_id)?;
     let (ids, position_ids, attention_mask) = compaction.tensors(device)?;
-    let mut all = Vec::new();
-    let mut real = Vec::new();
+    let (mut all, mut real, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for (original, &slot) in compaction.scatter_index.iter().enumerate() {
         if batch.encoder_visible[original] && batch.classes[original] != TokenClass::Pad {
             all.push(slot);
-            if batch.classes[original] == TokenClass::Real {
-                real.push(slot);
+            match batch.classes[original] {
+                TokenClass::Real => real.push(slot),
+                TokenClass::Mask => mask.push(slot),
+                _ => {}
             }
         }
     }
     all.sort_unstable();
+    real.sort_unstable();
+    mask.sort_unstable();
+    let mut groups = vec![(Group::All, all), (Group::Real, real)];
+    if !mask.is_empty() {
+        groups.push((Group::Mask, mask));
+    }
     let token_type_ids = ids.zeros_like()?;
-    Ok(ConditionInput {
-        condition: Condition::Masked,
-        input: EncoderInput { ids, position_ids, token_type_ids, attention_mask },
-        groups: vec![(Group::All, all), (Group::Real, real)],
-    })
+    Ok(ConditionInput { condition: Condition::Masked, input: EncoderInput { ids, position_ids, token_type_ids, attention_mask }, groups })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::head_eval::{evaluate_head, HeadEvaluation};
 use super::sequences::{load_sequences, shard_selection};
 use crate::analysis::training_record::TrainingRecord;
 use crate::checkpoint::load_encoder;
-use crate::config::{MaskConfig, MaskPolicy, ModelConfig, Objective};
+use crate::config::{MaskConfig, ModelConfig, Objective};
 use crate::data::masking::Masker;
 use crate::data::packing::PackedSequences;
 use crate::data::tokenizer::SpecialIds;
@@ -121,13 +121,12 @@ pub fn accumulate(
     accumulators: &mut Accumulators,
     report: impl Fn(u64),
 ) -> Result<u64> {
-    let masker = Masker {
-        config: MaskConfig { prob: run.mask_prob, policy: MaskPolicy::AllMask, keep_mask_frac: 0.0, protect_special: true },
-        special: run.special,
-        vocab_size: run.config.vocab_size,
-        drop_picked: true,
-    };
+    // The spec's masking rate, with the policy, δ and special-token rule the model was trained
+    // with (a foreign checkpoint: the paper's all-`[MASK]`).
+    let trained_with = run.config.repdef.as_ref().map(|r| r.mask.clone()).unwrap_or_default();
     let mae_lm = run.config.objective() == Objective::MaeLm;
+    let masker =
+        Masker { config: MaskConfig { prob: run.mask_prob, ..trained_with }, special: run.special, vocab_size: run.config.vocab_size, drop_picked: mae_lm };
     let mut tokens = 0u64;
     for chunk in selected.chunks(batch_size) {
         let rows: Vec<&[u32]> = chunk.iter().map(|&i| sequences.seq(i)).collect();
@@ -167,4 +166,41 @@ pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condit
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MaskPolicy;
+    use crate::data::tokenizer::encode_plain;
+
+    /// Accumulates the tiny MAE-LM fixture, its config's masking replaced by `mask`, over a few
+    /// WikiText sequences; returns the (condition, group) pairs that got rows.
+    fn groups_measured(mask: MaskConfig) -> Vec<(Condition, Group)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repdef-tiny-maelm");
+        let loaded = load_encoder(&dir, None, &Device::Cpu).unwrap();
+        let mut config = loaded.config.clone();
+        config.repdef.as_mut().unwrap().mask = mask;
+        let special = SpecialIds::from_tokenizer(&loaded.tokenizer).unwrap();
+        let text = std::fs::read_to_string(dir.join("../corpus/wikitext2_valid.txt")).unwrap();
+        let ids: Vec<u32> = text.lines().take(200).flat_map(|line| encode_plain(&loaded.tokenizer, line).unwrap()).collect();
+        let sequences = PackedSequences::from_stream(&ids, 32, special.cls, special.sep).unwrap();
+        let taps = [Tap::FullEmbed];
+        let run = ModelRun { label: "m", config: &config, encoder: &loaded.encoder, taps: &taps, special, mask_prob: 0.15, seed: 0 };
+        let mut accumulators = Accumulators::new();
+        accumulate(&run, &sequences, &[0, 1, 2, 3], 4, &Device::Cpu, &mut accumulators, |_| {}).unwrap();
+        accumulators.keys().map(|k| (k.condition, k.group)).collect()
+    }
+
+    #[test]
+    fn extraction_masks_as_the_model_was_pretrained() {
+        let paper = MaskConfig::default();
+        let measured = groups_measured(paper.clone());
+        assert!(!measured.contains(&(Condition::Masked, Group::Mask)), "an MAE-LM encoder never saw [MASK]: n/a");
+        assert!(measured.contains(&(Condition::MaskFed, Group::Mask)));
+        // The δ ablation keeps half of the picked positions as [MASK] in the encoder: they are
+        // the pretraining view's [MASK] group.
+        let delta = groups_measured(MaskConfig { keep_mask_frac: 0.5, policy: MaskPolicy::AllMask, ..paper });
+        assert!(delta.contains(&(Condition::Masked, Group::Mask)), "{delta:?}");
+    }
 }

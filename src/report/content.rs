@@ -42,7 +42,7 @@ pub fn build(inputs: &ReportInputs) -> Document {
     blocks.extend(corpus_paragraph(m));
     blocks.extend(head_evaluation_paragraph(m));
     blocks.push(Block::Paragraph(format!(
-        "Data: {} token(s) per model from {:?} ({}-token sequences, seed {}, masking {}% of non-special positions with `[MASK]`; shards {}). \
+        "Data: {} token(s) per model from {:?} ({}-token sequences, seed {}, masking {}% of non-special positions as each model was pretrained: with `[MASK]` unless its config says 80/10/10, and for MAE-LM dropped from the encoder but for its δ share; shards {}). \
 A model has left the plateau when its holdout masked-token loss is at least {PLATEAU_MARGIN_NATS} nats below the unigram plateau: the holdout loss of predicting every token from its training-split frequency alone (add-one smoothed), on the same holdout sequences.",
         m.models.first().map_or(0, |r| r.tokens),
         m.spec.data.paths,
@@ -56,7 +56,7 @@ A model has left the plateau when its holdout masked-token loss is at least {PLA
         "For each (model, condition, group, layer) the token matrix H (tokens × d_model) is summarised by its spectrum σ₁ ≥ … ≥ σ_d, computed from a streamed f64 Gram matrix HᵀH. \
 `var@τ` (the paper's, τ = 0.9) is the smallest k with Σ_{i≤k} σᵢ² ≥ τ Σ σᵢ²; `entropy` is exp of the Shannon entropy of σ/Σσ (Roy & Vetterli 2007); `stable` is Σσ²/σ₁²; `participation` is (Σσ²)²/Σσ⁴; `numerical` counts σᵢ above the float noise floor. \
 Uncentred spectra (the paper's figure) are shown here; `ranks.csv` also has the mean-centred (PCA) ones. \
-Groups: `masked/all`, `masked/real` (unpicked ordinary tokens), `masked/mask` (the `[MASK]` positions), `clean/all`, `clean/real` (the same positions as `masked/real`, without any `[MASK]` in the input). An MAE-LM encoder's pretraining view drops the picked positions, so its `masked/mask` is n/a."
+Groups: `masked/all`, `masked/real` (unpicked ordinary tokens), `masked/mask` (the `[MASK]` positions), `clean/all`, `clean/real` (the same positions as `masked/real`, without any `[MASK]` in the input). An MAE-LM encoder's pretraining view drops the picked positions, so its `masked/mask` is n/a (an MAE-LM trained with δ > 0 keeps that share as `[MASK]`, which then forms it); `mask-fed` feeds it `[MASK]` at every picked position."
             .into(),
     ));
     blocks.push(Block::Heading(1, "Figures".into()));

@@ -86,6 +86,10 @@ fn prepare_run_dir(req: &TrainRequest) -> Result<(TrainConfig, ModelConfig)> {
     }
     let model = apply_overrides(&model, &req.model_overrides)?;
     model.validate()?;
+    // Masking has one home, the training settings; config.json records a copy for the analysis.
+    if model.repdef.as_ref().is_some_and(|r| r.mask != config.mask) {
+        bail!("--set model.repdef.mask…: masking is a training setting; use --mask-policy, --keep-mask-frac or --set mask.KEY=VALUE");
+    }
     if config.seq_len > model.max_position_embeddings {
         bail!("seq_len {} exceeds the model's {} position embeddings", config.seq_len, model.max_position_embeddings);
     }
