@@ -16,6 +16,7 @@ pub mod hidden_states;
 pub mod inspect;
 pub mod model;
 pub mod outdir;
+pub mod panic_guard;
 pub mod progress;
 pub mod rank;
 pub mod report;

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 fn main() {
+    repdef::panic_guard::install_quiet_hook();
     let cli = repdef::cli::Cli::parse();
     if let Err(error) = repdef::cli::run(cli) {
         // One line: candle errors may carry a multi-line backtrace after their message.

@@ -109,7 +109,8 @@ pub(super) fn bert_template((cls, cls_id): (String, u32), (sep, sep_id): (String
 /// Loads an HF `tokenizer.json`, with padding and truncation switched off: repdef packs
 /// sequences itself and some published files force fixed padding (all-MiniLM pads to 128).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path).map_err(tk_err).with_context(|| format!("loading tokenizer {}", path.display()))?;
+    let mut tok =
+        crate::panic_guard::catch_panics(|| Tokenizer::from_file(path).map_err(tk_err)).with_context(|| format!("loading tokenizer {}", path.display()))?;
     tok.with_padding(None);
     tok.with_truncation(None).map_err(tk_err).with_context(|| format!("disabling truncation in {}", path.display()))?;
     Ok(tok)
@@ -204,6 +205,17 @@ pub(crate) mod tests {
             .unwrap();
         let err = SpecialIds::from_tokenizer(&Tokenizer::new(model)).unwrap_err().to_string();
         assert!(err.contains("`[PAD]`") && err.contains("`<pad>`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_the_tokenizers_crate_panics_on_is_an_error() {
+        // Cut inside the decoder section, this file makes tokenizers 0.23 panic ("Helper").
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let whole = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/hf-bert-tiny/tokenizer.json")).unwrap();
+        std::fs::write(&path, &whole[..2425]).unwrap();
+        let err = format!("{:#}", load_tokenizer(&path).unwrap_err());
+        assert!(err.contains("tokenizer.json") && err.contains("malformed input"), "{err}");
     }
 
     #[test]

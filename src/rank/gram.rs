@@ -174,6 +174,33 @@ mod tests {
     }
 
     #[test]
+    fn merge_of_any_partition_equals_one_pass() {
+        // Property over 50 seeded cases: rows dealt to 1..=6 shards in random order and sizes.
+        let mut rng = crate::rng::Rng::new(7);
+        for case in 0..50 {
+            let (n, d) = (1 + rng.below(120), 1 + rng.below(9));
+            let h = gaussian(n, d, case);
+            let mut whole = GramAccumulator::new(d);
+            whole.update_f64(h.view()).unwrap();
+            let n_shards = 1 + rng.below(6);
+            let mut shards = vec![GramAccumulator::new(d); n_shards];
+            let owner: Vec<usize> = (0..n).map(|_| rng.below(n_shards)).collect();
+            for (k, shard) in shards.iter_mut().enumerate() {
+                let rows: Vec<usize> = (0..n).filter(|&i| owner[i] == k).collect();
+                shard.update_f64(h.select(ndarray::Axis(0), &rows).view()).unwrap();
+            }
+            let mut merged = GramAccumulator::new(d);
+            for shard in &shards {
+                merged.merge(shard).unwrap();
+            }
+            assert_eq!(merged.n_tokens(), whole.n_tokens(), "case {case}");
+            let scale = whole.gram.iter().fold(1.0_f64, |m, x| m.max(x.abs()));
+            let diff = (&merged.gram - &whole.gram).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
+            assert!(diff <= 1e-13 * scale * n as f64, "case {case}: merged Gram differs by {diff}");
+        }
+    }
+
+    #[test]
     fn merge_rejects_dimension_mismatch() {
         let mut a = GramAccumulator::new(3);
         let err = a.merge(&GramAccumulator::new(4)).unwrap_err();
