@@ -275,7 +275,8 @@ impl AnalyzeArgs {
 struct FinetuneArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// A bundled task (sst2), or the name of the task given by --train and --dev.
+    /// A bundled task (sst2, cola, rte, stsb), a task description FILE.toml (columns, labels,
+    /// metric; see fixtures/glue/*.toml), or the name of the task given by --train and --dev.
     #[arg(long, required_unless_present = "train")]
     task: Option<String>,
     /// Training TSV: a header row, then label<TAB>text (or label<TAB>a<TAB>b) rows, labels 0..n-1.
@@ -287,13 +288,16 @@ struct FinetuneArgs {
     /// Number of seeds (0, 1, …).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// Output dir for results.csv, ranks.csv and summary.json.
+    /// Output dir: results.csv, ranks.csv and summary.json for one learning rate; for a grid,
+    /// one such dir per learning rate (lr-<lr>/) and grid.json.
     #[arg(long)]
     out: PathBuf,
     #[arg(long)]
     epochs: Option<usize>,
-    #[arg(long)]
-    lr: Option<f64>,
+    /// Peak learning rate, or a comma-separated grid (the default: 1e-4,3e-4,1e-3): each is
+    /// fine-tuned over the seeds and the one with the best median dev score is reported.
+    #[arg(long, value_name = "LR[,LR…]", value_delimiter = ',')]
+    lr: Vec<f64>,
     #[arg(long)]
     batch_size: Option<usize>,
     /// Train on a seeded subsample of N examples, or `all`.
@@ -305,7 +309,8 @@ struct FinetuneArgs {
 }
 
 impl FinetuneArgs {
-    fn into_request(self) -> Result<crate::finetune::FinetuneRequest> {
+    /// The request and its learning-rate grid (empty: the one learning rate in the request).
+    fn into_request(self) -> Result<(crate::finetune::FinetuneRequest, Vec<f64>)> {
         use crate::finetune::{FinetuneConfig, Task};
         let task = match (self.train, self.dev) {
             (Some(train), Some(dev)) => Task::from_files(self.task.as_deref().unwrap_or("custom"), train, dev),
@@ -317,16 +322,21 @@ impl FinetuneArgs {
             Some("all") => None,
             Some(n) => Some(n.parse().with_context(|| format!("--train-examples {n:?}: expected a count or `all`"))?),
         };
+        let grid = match self.lr.as_slice() {
+            [] => crate::finetune::DEFAULT_LR_GRID.to_vec(),
+            [_] => Vec::new(),
+            lrs => lrs.to_vec(),
+        };
         let config = FinetuneConfig {
             epochs: self.epochs.unwrap_or(defaults.epochs),
-            lr: self.lr.unwrap_or(defaults.lr),
+            lr: self.lr.first().copied().unwrap_or(defaults.lr),
             batch_size: self.batch_size.unwrap_or(defaults.batch_size),
             max_len: self.max_len.unwrap_or(defaults.max_len),
             train_examples,
             ..defaults
         };
         let (model, tokenizer) = self.model.resolve()?;
-        Ok(crate::finetune::FinetuneRequest { model, tokenizer, task, seeds: (0..self.seeds).collect(), config, out: self.out })
+        Ok((crate::finetune::FinetuneRequest { model, tokenizer, task, seeds: (0..self.seeds).collect(), config, out: self.out }, grid))
     }
 }
 
@@ -482,9 +492,12 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("merged {} dirs into {}", dirs.len(), out.display());
         }
         Command::Finetune(args) => {
-            let request = args.into_request()?;
-            let outcome = crate::finetune::finetune(&request)?;
-            print!("{}", crate::finetune::render(&outcome.summary));
+            let (request, grid) = args.into_request()?;
+            if grid.is_empty() {
+                print!("{}", crate::finetune::render(&crate::finetune::finetune(&request)?.summary));
+            } else {
+                print!("{}", crate::finetune::render_grid(&crate::finetune::finetune_grid(&request, &grid)?));
+            }
             println!("wrote {}", request.out.display());
         }
         Command::Bench(BenchCommand::Train(args)) => crate::bench::bench_train(&args)?,

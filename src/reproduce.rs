@@ -335,7 +335,7 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
                 finetune(&request).with_context(|| format!("fine-tuning {}", encoder.display()))?.summary
             }
         };
-        let accuracies = summary.seeds.iter().map(|s| s.dev_accuracy).collect();
+        let accuracies = summary.seeds.iter().map(|s| s.dev_score).collect();
         match objective {
             Objective::Mlm => downstream.mlm = accuracies,
             Objective::MaeLm => downstream.mae_lm = accuracies,

@@ -1,8 +1,9 @@
 //! Fine-tuning end to end on the tiny fixture encoder: it can overfit a handful of sentences,
-//! seeds reproduce exactly and differ from each other, and the CLI prints and writes its results.
+//! seeds reproduce exactly and differ from each other, a learning-rate grid reports its best
+//! point, and the CLI prints and writes its results.
 
 use repdef::analysis::tables::{read_csv, RankRow};
-use repdef::finetune::{finetune, EpochRow, FinetuneConfig, FinetuneRequest, Task, RESULTS_FILE, SUMMARY_FILE};
+use repdef::finetune::{finetune, finetune_grid, EpochRow, FinetuneConfig, FinetuneRequest, GridSummary, Task, GRID_FILE, RESULTS_FILE, SUMMARY_FILE};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,7 +33,7 @@ fn overfits_a_handful_of_sentences_and_writes_its_tables() {
     let config = FinetuneConfig { epochs: 50, lr: 3e-3, batch_size: 8, train_examples: None, ..FinetuneConfig::default() };
     let outcome = finetune(&request(dir.path(), task, vec![0], config)).unwrap();
     let last = outcome.epochs.last().unwrap();
-    assert_eq!(last.dev_accuracy, 1.0, "{last:?}");
+    assert_eq!(last.dev_score, 1.0, "{last:?}");
     assert!(last.dev_loss < 0.05, "{last:?}");
 
     let out = dir.path().join("out");
@@ -65,14 +66,15 @@ fn cli_prints_per_seed_accuracy_and_the_median() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ft");
     let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
-        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--task", "sst2", "--seeds", "2", "--epochs", "1"])
+        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--task", "sst2", "--seeds", "2", "--epochs", "1", "--lr", "3e-4"])
         .args(["--train-examples", "40", "--batch-size", "8", "--out", out.to_str().unwrap()])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
-    for needle in ["seed 0 ", "seed 1 ", "median dev accuracy over 2 seeds", "sst2 on 40 train / 872 dev examples"] {
+    for needle in ["seed 0 ", "seed 1 ", "median dev accuracy over 2 seeds", "sst2 on 40 train / 872 dev examples", "chance (best constant predictor): 0.5092"]
+    {
         assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
     }
     let rows: Vec<EpochRow> = read_csv(&out.join(RESULTS_FILE)).unwrap();
@@ -92,4 +94,45 @@ fn cli_names_the_file_and_line_of_a_malformed_row() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("train.tsv line 3: label \"yes\" is not an integer"), "{stderr}");
+}
+
+#[test]
+fn a_grid_reports_the_point_with_the_best_median_and_reuses_finished_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = Task::from_files("small", sst2_head(dir.path(), "train", 48), sst2_head(dir.path(), "dev", 32));
+    let config = FinetuneConfig { epochs: 2, batch_size: 8, train_examples: None, ..FinetuneConfig::default() };
+    let req = request(dir.path(), task, vec![0, 1], config);
+    let grid = finetune_grid(&req, &[1e-5, 3e-3]).unwrap();
+    assert_eq!(grid.points.len(), 2);
+    let best = grid.points.iter().map(|p| p.median).fold(f64::MIN, f64::max);
+    assert_eq!(grid.score, best);
+    assert_eq!(grid.points.iter().find(|p| p.median == best).unwrap().lr, grid.chosen_lr);
+    assert!(grid.points.iter().all(|p| p.scores.len() == 2));
+    assert_eq!(grid.beats_chance, grid.score > grid.chance);
+    let out = dir.path().join("out");
+    let written: GridSummary = serde_json::from_str(&std::fs::read_to_string(out.join(GRID_FILE)).unwrap()).unwrap();
+    assert_eq!(written, grid);
+    // Each point is a fine-tuning run of its own; a rerun finds them done and changes nothing.
+    let point = out.join("lr-1e-5").join(SUMMARY_FILE);
+    let before = std::fs::metadata(&point).unwrap().modified().unwrap();
+    assert_eq!(finetune_grid(&req, &[1e-5, 3e-3]).unwrap(), grid);
+    assert_eq!(std::fs::metadata(&point).unwrap().modified().unwrap(), before, "the point was reused");
+}
+
+#[test]
+fn cli_fine_tunes_a_bundled_glue_task_over_the_default_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rte");
+    let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
+        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--task", "rte", "--seeds", "1", "--epochs", "1"])
+        .args(["--train-examples", "16", "--batch-size", "8", "--out", out.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    for needle in ["lr 1e-4", "lr 3e-4", "lr 1e-3", "chosen by its median", "chance (best constant predictor): 0.5271"] {
+        assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
+    }
+    assert!(out.join(GRID_FILE).exists() && out.join("lr-1e-3").join(SUMMARY_FILE).exists());
 }

@@ -47,7 +47,7 @@ fn out_a_dir_of_user_files_or_a_model_dir_is_refused_by_every_command() {
     assert_fails_naming(&repdef_in(cwd, &["prepare", "--input", corpus.to_str().unwrap(), "--out", out]), &[out, "no meta.json"]);
     assert_fails_naming(&repdef_in(cwd, &["train", "--objective", "mlm", "--data", "nowhere", "--out", out]), &[out, "no train_config.json"]);
     let bert = fixture("hf-bert-tiny");
-    assert_fails_naming(&repdef_in(cwd, &["finetune", "--model", bert.to_str().unwrap(), "--task", "sst2", "--out", out]), &[out, "no summary.json"]);
+    assert_fails_naming(&repdef_in(cwd, &["finetune", "--model", bert.to_str().unwrap(), "--task", "sst2", "--out", out]), &[out, "no grid.json"]);
     let work = dir.path().join("work");
     assert_fails_naming(&repdef_in(cwd, &["reproduce", "--out", out, "--work-dir", work.to_str().unwrap()]), &[out, "no manifest.json"]);
     assert!(!work.exists(), "reproduce started before refusing its report dir");

@@ -22,7 +22,8 @@ pub struct Encoded {
     pub type_ids: Vec<u32>,
     /// Whether each position is a special token, as recorded by the tokenizer.
     pub special: Vec<bool>,
-    pub label: u32,
+    /// The class id or score (see `Example::target`).
+    pub target: f64,
 }
 
 /// Tokenises `examples` with special tokens, each truncated to `max_len` tokens (the longer
@@ -46,7 +47,7 @@ pub fn encode(tokenizer: &Tokenizer, examples: &[Example], max_len: usize) -> Re
             ids: enc.get_ids().to_vec(),
             type_ids: enc.get_type_ids().to_vec(),
             special: enc.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
-            label: example.label,
+            target: example.target,
         })
         .collect();
     ensure!(
@@ -56,10 +57,10 @@ pub fn encode(tokenizer: &Tokenizer, examples: &[Example], max_len: usize) -> Re
     Ok(encoded)
 }
 
-/// A padded batch: the encoder input and the labels, in batch order.
+/// A padded batch: the encoder input and the targets, in batch order.
 pub struct Batch {
     pub input: EncoderInput,
-    pub labels: Vec<u32>,
+    pub targets: Vec<f64>,
 }
 
 /// Pads `examples` to the longest of them; the attention mask comes from the padding id.
@@ -70,7 +71,7 @@ pub fn collate(config: &ModelConfig, examples: &[&Encoded], device: &Device) -> 
     };
     let ids = padded(|e| e.ids.as_slice(), config.pad_token_id);
     let type_ids = padded(|e| e.type_ids.as_slice(), 0);
-    Ok(Batch { input: EncoderInput::from_ids(config, &ids, Some(&type_ids), examples.len(), device)?, labels: examples.iter().map(|e| e.label).collect() })
+    Ok(Batch { input: EncoderInput::from_ids(config, &ids, Some(&type_ids), examples.len(), device)?, targets: examples.iter().map(|e| e.target).collect() })
 }
 
 /// One epoch's training order: shuffled, then sorted by length within buckets of
@@ -105,7 +106,7 @@ mod tests {
     }
 
     fn example(text: &str, pair: Option<&str>) -> Example {
-        Example { label: 1, text: text.into(), pair: pair.map(String::from) }
+        Example { target: 1.0, text: text.into(), pair: pair.map(String::from) }
     }
 
     #[test]
@@ -128,7 +129,7 @@ mod tests {
         let mask = batch.input.attention_mask.to_vec2::<u8>().unwrap();
         assert_eq!(mask[1].len(), encoded[1].ids.len());
         assert_eq!(mask[0].iter().filter(|&&m| m == 1).count(), encoded[0].ids.len());
-        assert_eq!(batch.labels, vec![1, 1]);
+        assert_eq!(batch.targets, vec![1.0, 1.0]);
     }
 
     #[test]

@@ -47,8 +47,8 @@ mod tests {
 
     #[test]
     fn groups_skip_padding_and_special_tokens() {
-        let short = Encoded { ids: vec![2, 7, 3], type_ids: vec![0; 3], special: vec![true, false, true], label: 0 };
-        let long = Encoded { ids: vec![2, 7, 8, 9, 3], type_ids: vec![0; 5], special: vec![true, false, false, false, true], label: 1 };
+        let short = Encoded { ids: vec![2, 7, 3], type_ids: vec![0; 3], special: vec![true, false, true], target: 0.0 };
+        let long = Encoded { ids: vec![2, 7, 8, 9, 3], type_ids: vec![0; 5], special: vec![true, false, false, false, true], target: 1.0 };
         let groups = groups(&[&short, &long]);
         assert_eq!(groups[0], (Group::All, vec![0, 1, 2, 5, 6, 7, 8, 9]));
         assert_eq!(groups[1], (Group::Real, vec![1, 6, 7, 8]));

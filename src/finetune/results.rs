@@ -1,8 +1,10 @@
 //! What a fine-tuning run leaves in its `--out` dir, each file written atomically:
 //! `results.csv` (one row per seed and epoch), `ranks.csv` (the analysis tables' tidy schema:
 //! the encoder before and after fine-tuning) and `summary.json` (settings, each seed's final dev
-//! accuracy, their median); plus the summary printed on the terminal.
+//! score, their median, the chance level); plus the summary printed on the terminal. Scores are
+//! the task's metric (accuracy, Matthews or Pearson/Spearman); older files called them accuracy.
 
+use super::metrics::Metric;
 use super::run::FinetuneConfig;
 use crate::analysis::tables::{write_csv, RankRow};
 use crate::analysis::RANKS_FILE;
@@ -21,7 +23,8 @@ pub struct EpochRow {
     pub seed: u64,
     /// 1-based.
     pub epoch: usize,
-    pub dev_accuracy: f64,
+    #[serde(alias = "dev_accuracy")]
+    pub dev_score: f64,
     pub dev_loss: f64,
     /// Mean training loss over the epoch's batches.
     pub train_loss: f64,
@@ -31,7 +34,8 @@ pub struct EpochRow {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeedResult {
     pub seed: u64,
-    pub dev_accuracy: f64,
+    #[serde(alias = "dev_accuracy")]
+    pub dev_score: f64,
     pub dev_loss: f64,
 }
 
@@ -45,9 +49,15 @@ pub struct FinetuneSummary {
     pub train_examples: usize,
     pub dev_examples: usize,
     pub config: FinetuneConfig,
+    #[serde(default)]
+    pub metric: Metric,
+    /// The dev score of the best constant predictor (absent in older summaries).
+    #[serde(default)]
+    pub chance: Option<f64>,
     pub seeds: Vec<SeedResult>,
     /// The paper reports medians over seeds.
-    pub median_dev_accuracy: f64,
+    #[serde(alias = "median_dev_accuracy")]
+    pub median_dev_score: f64,
     pub elapsed_s: f64,
 }
 
@@ -67,20 +77,26 @@ pub fn write_outputs(out: &Path, outcome: &FinetuneOutcome) -> Result<()> {
     write_json_atomic(&out.join(SUMMARY_FILE), &outcome.summary)
 }
 
-/// Per-seed dev accuracy and the median, one line each.
+/// Per-seed dev score, the median and the chance level, one line each.
 pub fn render(summary: &FinetuneSummary) -> String {
+    let metric = summary.metric.name();
     let mut text = String::new();
     for s in &summary.seeds {
-        let _ = writeln!(text, "seed {:<3} dev accuracy {:.4}  (dev loss {:.4})", s.seed, s.dev_accuracy, s.dev_loss);
+        let _ = writeln!(text, "seed {:<3} dev {metric} {:.4}  (dev loss {:.4})", s.seed, s.dev_score, s.dev_loss);
     }
     let _ = writeln!(
         text,
-        "median dev accuracy over {} seeds: {:.4}  ({} on {} train / {} dev examples)",
+        "median dev {metric} over {} seeds: {:.4}  ({} on {} train / {} dev examples, lr {:.0e})",
         summary.seeds.len(),
-        summary.median_dev_accuracy,
+        summary.median_dev_score,
         summary.task,
         summary.train_examples,
-        summary.dev_examples
+        summary.dev_examples,
+        summary.config.lr
     );
+    if let Some(chance) = summary.chance {
+        let verdict = if summary.median_dev_score > chance { "above it" } else { "NOT above it: the encoder learned nothing usable here" };
+        let _ = writeln!(text, "chance (best constant predictor): {chance:.4}; the median is {verdict}");
+    }
     text
 }

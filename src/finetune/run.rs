@@ -4,19 +4,21 @@
 //!
 //! Hyper-parameters follow fairseq's RoBERTa GLUE recipe (the MAE-LM code is a fairseq fork and
 //! publishes no fine-tuning script): β 0.9/0.98, ε 1e-6, weight decay 0.1, 6% warmup, no
-//! gradient clipping; the default learning rate, 3e-4, is higher because the encoders here are
-//! small (1e-4 leaves the tiny fixture at chance after 3 epochs of 4000 examples, and the
-//! standard budget's MLM encoder at 0.66), but not 1e-3: that kept the standard budget's MLM
-//! encoder at chance (training loss ln 2 for 3 epochs, every seed tried) where 3e-4 reaches 0.71.
+//! gradient clipping; learning rates are higher because the encoders here are small, and no single
+//! one suits every encoder (1e-4 leaves the tiny fixture at chance after 3 epochs of 4000
+//! examples, and an earlier standard-budget MLM encoder at 0.66; 1e-3 kept that encoder at
+//! chance, training loss ln 2 for 3 epochs on every seed, where 3e-4 reached 0.71), hence the
+//! grid of `grid.rs`; one run's default, 3e-4, is the grid's middle point.
 //! Each seed draws its head, batch order and dropout from its own streams; the training
 //! subsample is the same for every seed and model, so seeds differ only in optimisation and
 //! models only in their pretraining.
 
 use super::batching::{collate, encode, eval_batches, train_batches, Encoded};
-use super::classifier::{classification_loss, Classifier};
+use super::classifier::{task_loss, Classifier};
+use super::metrics::Metric;
 use super::ranks::dev_ranks;
 use super::results::{write_outputs, EpochRow, FinetuneOutcome, FinetuneSummary, SeedResult};
-use super::tasks::Task;
+use super::tasks::{Head, Splits, Task};
 use crate::checkpoint::{load_encoder, LoadedEncoder};
 use crate::model::Ctx;
 use crate::progress::Progress;
@@ -84,7 +86,10 @@ pub struct FinetuneRequest {
 struct TaskData {
     train: Vec<Encoded>,
     dev: Vec<Encoded>,
-    n_labels: usize,
+    head: Head,
+    metric: Metric,
+    /// The dev score of the best constant predictor.
+    chance: f64,
 }
 
 /// Fine-tunes the request's encoder once per seed, writes the outputs into `req.out`, and
@@ -102,12 +107,15 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
     let steps_per_seed = (cfg.epochs * data.train.len().div_ceil(cfg.batch_size)) as u64;
     let progress = Progress::new(steps_per_seed * req.seeds.len() as u64, 0, "steps");
     progress.log(&format!(
-        "fine-tuning {} on {}: {} train / {} dev examples, {} labels, {} seeds × {} epochs × {} steps",
+        "fine-tuning {} on {}: {} train / {} dev examples, {}, {} seeds × {} epochs × {} steps",
         req.model.display(),
         req.task.name,
         data.train.len(),
         data.dev.len(),
-        data.n_labels,
+        match data.head {
+            Head::Classes(n) => format!("{n} classes"),
+            Head::Score => "a score".into(),
+        },
         req.seeds.len(),
         cfg.epochs,
         steps_per_seed / cfg.epochs as u64
@@ -119,7 +127,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
         let (model, rows) = train_seed(req, &data, seed, &progress, step_offset, &device).with_context(|| format!("seed {seed}"))?;
         ranks.extend(dev_ranks(&format!("finetuned-seed{seed}"), &model.config, &model.encoder, &data.dev, cfg.batch_size, &device)?);
         let last = rows.last().expect("at least one epoch");
-        seeds.push(SeedResult { seed, dev_accuracy: last.dev_accuracy, dev_loss: last.dev_loss });
+        seeds.push(SeedResult { seed, dev_score: last.dev_score, dev_loss: last.dev_loss });
         epochs.extend(rows);
     }
     progress.finish();
@@ -131,7 +139,9 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
         train_examples: data.train.len(),
         dev_examples: data.dev.len(),
         config: cfg.clone(),
-        median_dev_accuracy: crate::stats::median(&seeds.iter().map(|s| s.dev_accuracy).collect::<Vec<_>>()).unwrap_or(f64::NAN),
+        metric: data.metric,
+        chance: Some(data.chance),
+        median_dev_score: crate::stats::median(&seeds.iter().map(|s| s.dev_score).collect::<Vec<_>>()).unwrap_or(f64::NAN),
         seeds,
         elapsed_s: start.elapsed().as_secs_f64(),
     };
@@ -149,7 +159,14 @@ fn load_task(req: &FinetuneRequest, pretrained: &LoadedEncoder) -> Result<TaskDa
     }
     let max_len = req.config.max_len.min(pretrained.config.max_tokens());
     let tokenize = |examples, split: &PathBuf| encode(&pretrained.tokenizer, examples, max_len).with_context(|| format!("tokenising {}", split.display()));
-    Ok(TaskData { train: tokenize(&splits.train, &req.task.train)?, dev: tokenize(&splits.dev, &req.task.dev)?, n_labels: splits.n_labels })
+    let chance = splits.metric.chance(&Splits::targets(&splits.dev));
+    Ok(TaskData {
+        train: tokenize(&splits.train, &req.task.train)?,
+        dev: tokenize(&splits.dev, &req.task.dev)?,
+        head: splits.head,
+        metric: splits.metric,
+        chance,
+    })
 }
 
 /// One seed: a fresh head, every epoch's training and dev evaluation.
@@ -163,7 +180,7 @@ fn train_seed(
     device: &Device,
 ) -> Result<(Classifier, Vec<EpochRow>)> {
     let cfg = &req.config;
-    let (model, varmap) = Classifier::from_pretrained(&req.model, data.n_labels, &mut Rng::derive(seed, "finetune-head-init"), device)?;
+    let (model, varmap) = Classifier::from_pretrained(&req.model, data.head.outputs(), &mut Rng::derive(seed, "finetune-head-init"), device)?;
     let adamw = AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: cfg.weight_decay };
     let mut optimizer = AdamW::new(&varmap, adamw)?;
     let mut order_rng = Rng::derive(seed, "finetune-batch-order");
@@ -180,20 +197,21 @@ fn train_seed(
         for indices in &batches {
             let lr = lr_at(step, cfg.lr, warmup, total);
             let examples: Vec<&Encoded> = indices.iter().map(|&i| &data.train[i]).collect();
-            let loss = train_step(&model, &mut optimizer, &examples, lr, &mut dropout_rng, device)?;
+            let loss = train_step(&model, &mut optimizer, &examples, data.head, lr, &mut dropout_rng, device)?;
             loss_sum += loss;
             step += 1;
             progress.advance(step_offset + step, format!("seed {seed} epoch {epoch} loss {loss:.3} lr {lr:.1e}"));
         }
         let train_s = epoch_start.elapsed().as_secs_f64();
-        let (dev_loss, dev_accuracy) = evaluate(&model, &data.dev, cfg.batch_size, device)?;
-        let row = EpochRow { seed, epoch, dev_accuracy, dev_loss, train_loss: loss_sum / batches.len() as f64 };
+        let (dev_loss, dev_score) = evaluate(&model, data, cfg.batch_size, device)?;
+        let row = EpochRow { seed, epoch, dev_score, dev_loss, train_loss: loss_sum / batches.len() as f64 };
         progress.log(&format!(
-            "seed {seed} epoch {epoch}/{}: train loss {:.4}, dev loss {:.4}, dev accuracy {:.4} (train {train_s:.1} s, dev {:.1} s)",
+            "seed {seed} epoch {epoch}/{}: train loss {:.4}, dev loss {:.4}, dev {} {:.4} (train {train_s:.1} s, dev {:.1} s)",
             cfg.epochs,
             row.train_loss,
             row.dev_loss,
-            row.dev_accuracy,
+            data.metric.name(),
+            row.dev_score,
             epoch_start.elapsed().as_secs_f64() - train_s
         ));
         rows.push(row);
@@ -202,27 +220,29 @@ fn train_seed(
 }
 
 /// Forward, backward and one AdamW update on one batch; returns the batch's loss.
-fn train_step(model: &Classifier, optimizer: &mut AdamW, examples: &[&Encoded], lr: f64, rng: &mut Rng, device: &Device) -> Result<f64> {
+fn train_step(model: &Classifier, optimizer: &mut AdamW, examples: &[&Encoded], head: Head, lr: f64, rng: &mut Rng, device: &Device) -> Result<f64> {
     let batch = collate(&model.config, examples, device)?;
     let logits = model.logits(&batch.input, &mut Ctx::train(rng))?;
-    let (loss, _) = classification_loss(&logits, &batch.labels)?;
+    let (loss, _) = task_loss(&logits, &batch.targets, head)?;
     let value = loss.to_scalar::<f32>()? as f64;
     ensure!(value.is_finite(), "the loss became {value} at learning rate {lr:.2e}; try a lower --lr");
     optimizer.step(&loss.backward()?, lr, 1.0)?;
     Ok(value)
 }
 
-/// Mean cross-entropy and accuracy on `examples`, without dropout or autograd.
-fn evaluate(model: &Classifier, examples: &[Encoded], batch_size: usize, device: &Device) -> Result<(f64, f64)> {
+/// Mean loss and the task's score on dev, without dropout or autograd.
+fn evaluate(model: &Classifier, data: &TaskData, batch_size: usize, device: &Device) -> Result<(f64, f64)> {
+    let examples = &data.dev;
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-    let (mut loss_sum, mut correct) = (0.0, 0);
+    let (mut loss_sum, mut predictions, mut targets) = (0.0, Vec::with_capacity(examples.len()), Vec::with_capacity(examples.len()));
     for indices in eval_batches(&lengths, batch_size) {
         let batch: Vec<&Encoded> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = collate(&model.config, &batch, device)?;
         let logits = model.logits(&batch.input, &mut Ctx::infer())?;
-        let (loss, n_correct) = classification_loss(&logits, &batch.labels)?;
-        loss_sum += loss.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
-        correct += n_correct;
+        let (loss, predicted) = task_loss(&logits, &batch.targets, data.head)?;
+        loss_sum += loss.to_scalar::<f32>()? as f64 * batch.targets.len() as f64;
+        predictions.extend(predicted);
+        targets.extend(batch.targets);
     }
-    Ok((loss_sum / examples.len() as f64, correct as f64 / examples.len() as f64))
+    Ok((loss_sum / examples.len() as f64, data.metric.score(&predictions, &targets)))
 }

@@ -1,0 +1,114 @@
+//! The paper's fine-tuning protocol, scaled down: every learning rate of a small grid is
+//! fine-tuned over the same seeds (each point a `finetune` run in `OUT/lr-<lr>/`); the task's
+//! result is the median over seeds at the grid point whose median dev score is best, and every
+//! point's per-seed scores are kept (`grid.json`). Points already fine-tuned with the same
+//! settings are reused, so an interrupted grid continues where it stopped.
+
+use super::metrics::Metric;
+use super::results::{FinetuneSummary, SUMMARY_FILE};
+use super::run::{finetune, FinetuneRequest};
+use crate::fsutil::{read_json, write_json_atomic};
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Marks a grid's output dir and holds its result.
+pub const GRID_FILE: &str = "grid.json";
+
+/// The default learning rates (see the README, "Fine-tuning protocol", for the measurements).
+pub const DEFAULT_LR_GRID: [f64; 3] = [1e-4, 3e-4, 1e-3];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridPoint {
+    pub lr: f64,
+    /// `(seed, final dev score)` per seed.
+    pub scores: Vec<(u64, f64)>,
+    pub median: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridSummary {
+    pub model: PathBuf,
+    pub task: String,
+    pub metric: Metric,
+    /// The dev score of the best constant predictor.
+    pub chance: f64,
+    pub points: Vec<GridPoint>,
+    /// The grid point with the best median dev score (the first of equals).
+    pub chosen_lr: f64,
+    /// The median over seeds at the chosen point: the task's result.
+    pub score: f64,
+    pub beats_chance: bool,
+}
+
+/// Fine-tunes `req` at every learning rate of `lrs` (its own `config.lr` is ignored).
+pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> {
+    ensure!(!lrs.is_empty(), "the learning-rate grid is empty");
+    crate::outdir::claim(&req.out, GRID_FILE)?;
+    std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
+    // An empty summary marks the dir as this grid's before the first point is done.
+    if !req.out.join(GRID_FILE).exists() {
+        write_json_atomic(&req.out.join(GRID_FILE), &serde_json::json!({ "complete": false }))?;
+    }
+    let mut summaries = Vec::with_capacity(lrs.len());
+    for &lr in lrs {
+        let point = FinetuneRequest { config: super::FinetuneConfig { lr, ..req.config.clone() }, out: point_dir(&req.out, lr), ..req.clone() };
+        summaries.push(match reusable(&point) {
+            Some(done) => {
+                eprintln!("lr {lr:.0e}: already fine-tuned in {}", point.out.display());
+                done
+            }
+            None => finetune(&point)?.summary,
+        });
+    }
+    let summary = summarise(req, &summaries)?;
+    write_json_atomic(&req.out.join(GRID_FILE), &summary)?;
+    Ok(summary)
+}
+
+fn point_dir(out: &Path, lr: f64) -> PathBuf {
+    out.join(format!("lr-{lr:e}"))
+}
+
+/// The summary of a point fine-tuned earlier with exactly these settings.
+fn reusable(point: &FinetuneRequest) -> Option<FinetuneSummary> {
+    let done: FinetuneSummary = read_json(&point.out.join(SUMMARY_FILE)).ok()?;
+    let same = done.config == point.config && done.task == point.task.name && done.model == point.model;
+    (same && done.seeds.iter().map(|s| s.seed).eq(point.seeds.iter().copied())).then_some(done)
+}
+
+fn summarise(req: &FinetuneRequest, summaries: &[FinetuneSummary]) -> Result<GridSummary> {
+    let first = summaries.first().context("no grid points")?;
+    let points: Vec<GridPoint> = summaries
+        .iter()
+        .map(|s| GridPoint { lr: s.config.lr, scores: s.seeds.iter().map(|r| (r.seed, r.dev_score)).collect(), median: s.median_dev_score })
+        .collect();
+    let best = points.iter().fold(&points[0], |best, p| if p.median > best.median { p } else { best });
+    let chance = first.chance.context("fine-tuning summaries record their chance level")?;
+    let score = best.median;
+    Ok(GridSummary {
+        model: req.model.clone(),
+        task: req.task.name.clone(),
+        metric: first.metric,
+        chance,
+        chosen_lr: best.lr,
+        score,
+        beats_chance: score > chance,
+        points,
+    })
+}
+
+/// One line per grid point, then the choice and the chance level.
+pub fn render_grid(grid: &GridSummary) -> String {
+    let metric = grid.metric.name();
+    let mut text = String::new();
+    for p in &grid.points {
+        let scores: Vec<String> = p.scores.iter().map(|(seed, s)| format!("{seed}: {s:.4}")).collect();
+        let _ = writeln!(text, "lr {:<8.0e} median dev {metric} {:.4}  (seeds {})", p.lr, p.median, scores.join(", "));
+    }
+    let _ = writeln!(text, "{}: lr {:.0e} chosen by its median; dev {metric} {:.4}", grid.task, grid.chosen_lr, grid.score);
+    let verdict = if grid.beats_chance { "above it" } else { "NOT above it: the encoder learned nothing usable here" };
+    let _ = writeln!(text, "chance (best constant predictor): {:.4}; the result is {verdict}", grid.chance);
+    text
+}
