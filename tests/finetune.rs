@@ -20,6 +20,19 @@ fn sst2_head(dir: &Path, split: &str, n: usize) -> PathBuf {
     path
 }
 
+/// Runs `repdef finetune` on the tiny encoder for one epoch in batches of 8 from the repository
+/// root, with `args`; requires success and returns stdout.
+fn finetune_cli(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
+        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--epochs", "1", "--batch-size", "8"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn request(dir: &Path, task: Task, seeds: Vec<u64>, config: FinetuneConfig) -> FinetuneRequest {
     FinetuneRequest { model: tiny_mlm(), tokenizer: None, task, seeds, config, out: dir.join("out") }
 }
@@ -65,14 +78,7 @@ fn same_seed_reproduces_and_seeds_differ() {
 fn cli_prints_per_seed_accuracy_and_the_median() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ft");
-    let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
-        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--task", "sst2", "--seeds", "2", "--epochs", "1", "--lr", "3e-4"])
-        .args(["--train-examples", "40", "--batch-size", "8", "--out", out.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = finetune_cli(&["--task", "sst2", "--seeds", "2", "--lr", "3e-4", "--train-examples", "40", "--out", out.to_str().unwrap()]);
     for needle in ["seed 0 ", "seed 1 ", "median dev accuracy over 2 seeds", "sst2 on 40 train / 872 dev examples", "chance (best constant predictor): 0.5092"]
     {
         assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
@@ -123,14 +129,7 @@ fn a_grid_reports_the_point_with_the_best_median_and_reuses_finished_points() {
 fn cli_fine_tunes_a_bundled_glue_task_over_the_default_grid() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rte");
-    let output = Command::new(env!("CARGO_BIN_EXE_repdef"))
-        .args(["finetune", "--model", tiny_mlm().to_str().unwrap(), "--task", "rte", "--seeds", "1", "--epochs", "1"])
-        .args(["--train-examples", "16", "--batch-size", "8", "--out", out.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = finetune_cli(&["--task", "rte", "--seeds", "1", "--train-examples", "16", "--out", out.to_str().unwrap()]);
     for needle in ["lr 1e-4", "lr 3e-4", "lr 1e-3", "chosen by its median", "chance (best constant predictor): 0.5271"] {
         assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
     }
