@@ -1,6 +1,8 @@
 //! `repdef bench train`: training-step speed of MLM and MAE-LM at a preset, on random tokens,
 //! printed as ms/step and tokens/s, with ratios against a PyTorch reference measured by
-//! `bench/train_reference.py` on the same machine (see `bench/README.md` for the protocol).
+//! `bench/train_reference.py` on the same machine: from its JSON, or (the protocol, see
+//! `bench/README.md`) by running it alternately with repdef and taking the median pair ratio,
+//! with achieved GFLOP/s against the machine's assumed peak.
 
 use crate::config::{MaskConfig, Objective, Preset};
 use crate::data::masking::Masker;
@@ -30,8 +32,17 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// JSON from `bench/train_reference.py` (`{"mlm": ms_per_step, "mae-lm": ms_per_step, ...}`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reference_script")]
     reference: Option<PathBuf>,
+    /// Run this reference script (`bench/train_reference.py`) alternately with repdef, `--pairs`
+    /// times, and report the median of the per-pair ratios with their range (the protocol).
+    #[arg(long)]
+    reference_script: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// The Python that runs the reference script.
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
@@ -84,18 +95,135 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
 }
 
 pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
+    let tokens = (args.batch_size * args.seq_len) as f64;
+    println!("preset {:?}, batch {} × {} tokens, vocab {}, {} timed steps", args.preset, args.batch_size, args.seq_len, args.vocab_size, args.steps);
+    if let Some(script) = &args.reference_script {
+        return bench_pairs(args, script);
+    }
     let reference: Option<HashMap<String, serde_json::Value>> = match &args.reference {
         Some(path) => Some(crate::fsutil::read_json(path).context("reading the PyTorch reference timings")?),
         None => None,
     };
-    let tokens = (args.batch_size * args.seq_len) as f64;
-    println!("preset {:?}, batch {} × {} tokens, vocab {}, {} timed steps", args.preset, args.batch_size, args.seq_len, args.vocab_size, args.steps);
     println!("{:<8} {:>10} {:>10} {:>14} {:>14}", "objective", "ms/step", "tokens/s", "vs PyTorch", "CPU ms/step");
-    for (objective, key) in [(Objective::Mlm, "mlm"), (Objective::MaeLm, "mae-lm")] {
+    for (objective, key) in OBJECTIVES {
         let (ms, cpu_ms) = time_steps(objective, args)?;
         let ratio = reference.as_ref().and_then(|r| r.get(key)?.as_f64()).map_or("-".to_string(), |reference_ms| format!("{:.2}× speed", reference_ms / ms));
         let cpu_ms = cpu_ms.map_or("-".to_string(), |c| format!("{c:.0}"));
         println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14} {cpu_ms:>14}", tokens / (ms / 1000.0));
     }
     Ok(())
+}
+
+const OBJECTIVES: [(Objective, &str); 2] = [(Objective::Mlm, "mlm"), (Objective::MaeLm, "mae-lm")];
+
+/// The alternating protocol: `--pairs` rounds of (repdef, then the reference script), each
+/// timing both objectives; per objective the median of the per-pair speed ratios with its
+/// range, the median step times, and the achieved GFLOP/s against the machine's peak.
+fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
+    anyhow::ensure!(args.pairs > 0, "--pairs must be positive");
+    let threads = rayon::current_num_threads();
+    let peak = Peak::detect(threads);
+    println!("{}", peak.describe());
+    let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
+    let json = out.path().join("reference.json");
+    let mut samples: Vec<[(f64, f64); 2]> = Vec::with_capacity(args.pairs);
+    for pair in 1..=args.pairs {
+        let ours = [time_steps(OBJECTIVES[0].0, args)?.0, time_steps(OBJECTIVES[1].0, args)?.0];
+        let status = std::process::Command::new(&args.python)
+            .arg(script)
+            .args(["--batch-size", &args.batch_size.to_string(), "--seq-len", &args.seq_len.to_string()])
+            .args(["--vocab-size", &args.vocab_size.to_string(), "--steps", &args.steps.to_string(), "--threads", &threads.to_string()])
+            .arg("--out")
+            .arg(&json)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("running {} {}", args.python, script.display()))?;
+        anyhow::ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
+        let reference: HashMap<String, serde_json::Value> = crate::fsutil::read_json(&json)?;
+        let theirs = OBJECTIVES.map(|(_, key)| reference.get(key).and_then(serde_json::Value::as_f64));
+        let [Some(mlm), Some(mae_lm)] = theirs else { anyhow::bail!("{}: no ms/step for mlm and mae-lm", json.display()) };
+        samples.push([(ours[0], mlm), (ours[1], mae_lm)]);
+        eprintln!("pair {pair}/{}: repdef {:.0} / {:.0} ms, reference {mlm:.0} / {mae_lm:.0} ms (mlm / mae-lm)", args.pairs, ours[0], ours[1]);
+    }
+    println!("{:<8} {:>11} {:>11} {:>22} {:>10} {:>9} {:>8}", "objective", "repdef ms", "ref ms", "speed ratio (min–max)", "tokens/s", "GFLOP/s", "of peak");
+    for (i, (objective, key)) in OBJECTIVES.iter().enumerate() {
+        let ours: Vec<f64> = samples.iter().map(|s| s[i].0).collect();
+        let theirs: Vec<f64> = samples.iter().map(|s| s[i].1).collect();
+        let ratios: Vec<f64> = samples.iter().map(|s| s[i].1 / s[i].0).collect();
+        let (ms, reference_ms, ratio) = (median(&ours), median(&theirs), median(&ratios));
+        let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        let gflops = step_flops(*objective, args) / (ms / 1000.0) / 1e9;
+        let tokens_per_s = (args.batch_size * args.seq_len) as f64 / (ms / 1000.0);
+        let spread = format!("{ratio:.2}× ({low:.2}–{high:.2})");
+        println!("{key:<8} {ms:>11.1} {reference_ms:>11.1} {spread:>22} {tokens_per_s:>10.0} {gflops:>9.1} {:>7.1}%", 100.0 * gflops / peak.gflops());
+    }
+    println!("speed ratio = reference ms / repdef ms per pair (above 1: repdef is faster); FLOPs: matmuls only, backward counted as twice the forward");
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    crate::stats::median(values).unwrap_or(f64::NAN)
+}
+
+/// Matmul FLOPs of one training step at the benchmark's shapes: the encoder over the full
+/// length (MLM) or over the kept ~85% (MAE-LM, plus its decoder over the full length), the head
+/// at the ~15% picked positions; backward costs twice the forward.
+fn step_flops(objective: Objective, args: &TrainBenchArgs) -> f64 {
+    let cfg = args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
+    let (d, d_mlp, v) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.vocab_size as f64);
+    let (batch, len) = (args.batch_size as f64, args.seq_len as f64);
+    let picked = (0.15 * (len - 2.0)).round();
+    // Per token of a block attending over `span` tokens: QKV and output projections, the MLP,
+    // and the two attention matmuls.
+    let block = |tokens: f64, span: f64| tokens * (8.0 * d * d + 4.0 * d * d_mlp + 4.0 * span * d);
+    let layers = cfg.num_hidden_layers as f64;
+    let encoder_and_decoder = match objective {
+        Objective::MaeLm => layers * block(batch * (len - picked), len - picked) + cfg.decoder_layers() as f64 * block(batch * len, len),
+        _ => layers * block(batch * len, len),
+    };
+    let head = batch * picked * (2.0 * d * d + 2.0 * d * v);
+    3.0 * (encoder_and_decoder + head)
+}
+
+/// The machine's f32 peak as assumed here: threads × clock × SIMD lanes × 2 FMA units × 2.
+struct Peak {
+    threads: usize,
+    ghz: f64,
+    lanes: usize,
+    simd: &'static str,
+}
+
+impl Peak {
+    fn detect(threads: usize) -> Self {
+        let ghz = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse::<f64>().ok())
+            .map_or(2.0, |mhz| mhz / 1000.0);
+        #[cfg(target_arch = "x86_64")]
+        let (lanes, simd) = if std::arch::is_x86_feature_detected!("avx512f") {
+            (16, "AVX-512")
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            (8, "AVX2+FMA")
+        } else {
+            (4, "SSE")
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (lanes, simd) = (4, "128-bit SIMD");
+        Peak { threads, ghz, lanes, simd }
+    }
+
+    fn gflops(&self) -> f64 {
+        self.threads as f64 * self.ghz * self.lanes as f64 * 2.0 * 2.0
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "peak assumed: {} threads × {:.2} GHz (nominal, /proc/cpuinfo) × {} f32 lanes ({}) × 2 FMA units × 2 = {:.0} GFLOP/s",
+            self.threads,
+            self.ghz,
+            self.lanes,
+            self.simd,
+            self.gflops()
+        )
+    }
 }
