@@ -71,16 +71,20 @@ fn check_against_golden(model_dir: &str, golden: &str, prefix: &str) {
     assert!(diff < TOLERANCE, "{model_dir} {prefix}logits: max diff {diff}");
 }
 
+/// [`check_against_golden`] on the golden's clean and `[MASK]`-bearing inputs.
+fn check_clean_and_masked(model_dir: &str, golden: &str) {
+    check_against_golden(model_dir, golden, "");
+    check_against_golden(model_dir, golden, "masked_");
+}
+
 #[test]
 fn bert_matches_transformers_on_clean_and_masked_input() {
-    check_against_golden("hf-bert-tiny", "golden/bert_tiny_golden.safetensors", "");
-    check_against_golden("hf-bert-tiny", "golden/bert_tiny_golden.safetensors", "masked_");
+    check_clean_and_masked("hf-bert-tiny", "golden/bert_tiny_golden.safetensors");
 }
 
 #[test]
 fn roberta_from_pytorch_bin_matches_transformers() {
-    check_against_golden("hf-roberta-tiny", "golden/roberta_tiny_golden.safetensors", "");
-    check_against_golden("hf-roberta-tiny", "golden/roberta_tiny_golden.safetensors", "masked_");
+    check_clean_and_masked("hf-roberta-tiny", "golden/roberta_tiny_golden.safetensors");
 }
 
 #[test]
@@ -95,18 +99,15 @@ fn repdef_mae_lm_encoder_means_the_same_in_transformers() {
 
 #[test]
 fn distilbert_matches_transformers() {
-    check_against_golden("hf-distilbert-tiny", "golden/distilbert_tiny_golden.safetensors", "");
-    check_against_golden("hf-distilbert-tiny", "golden/distilbert_tiny_golden.safetensors", "masked_");
+    check_clean_and_masked("hf-distilbert-tiny", "golden/distilbert_tiny_golden.safetensors");
 }
 
 #[test]
 fn electra_generator_with_narrow_embeddings_matches_transformers() {
-    check_against_golden("hf-electra-generator-tiny", "golden/electra_generator_tiny_golden.safetensors", "");
-    check_against_golden("hf-electra-generator-tiny", "golden/electra_generator_tiny_golden.safetensors", "masked_");
+    check_clean_and_masked("hf-electra-generator-tiny", "golden/electra_generator_tiny_golden.safetensors");
 }
 
 #[test]
 fn electra_discriminator_encoder_matches_transformers() {
-    check_against_golden("hf-electra-discriminator-tiny", "golden/electra_discriminator_tiny_golden.safetensors", "");
-    check_against_golden("hf-electra-discriminator-tiny", "golden/electra_discriminator_tiny_golden.safetensors", "masked_");
+    check_clean_and_masked("hf-electra-discriminator-tiny", "golden/electra_discriminator_tiny_golden.safetensors");
 }

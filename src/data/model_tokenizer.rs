@@ -21,7 +21,7 @@ use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::corpus::TOKENIZER_FILE;
-use super::tokenizer::{bert_template, load_tokenizer};
+use super::tokenizer::{bert_template, load_tokenizer, tk_err};
 
 const WORDPIECE_VOCAB: &str = "vocab.txt";
 const BPE_VOCAB: &str = "vocab.json";
@@ -183,10 +183,6 @@ impl TokenizerSettings {
         let pick = |set: &Option<SpecialToken>, default: &str| set.clone().unwrap_or_else(|| SpecialToken::named(default));
         [pick(&self.unk_token, unk), pick(&self.sep_token, sep), pick(&self.pad_token, pad), pick(&self.cls_token, cls), pick(&self.mask_token, mask)]
     }
-}
-
-fn tk_err(e: tokenizers::Error) -> anyhow::Error {
-    anyhow!(e)
 }
 
 fn path_text(path: &Path) -> Result<&str> {

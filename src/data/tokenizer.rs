@@ -56,7 +56,7 @@ impl SpecialIds {
 type BertPipeline = TokenizerImpl<WordPiece, BertNormalizer, BertPreTokenizer, TemplateProcessing, WordPieceDecoder>;
 
 /// The tokenizers crate returns boxed errors that `?` cannot convert; keep their message.
-fn tk_err(e: tokenizers::Error) -> anyhow::Error {
+pub(super) fn tk_err(e: tokenizers::Error) -> anyhow::Error {
     anyhow!(e)
 }
 
