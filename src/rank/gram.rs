@@ -1,38 +1,61 @@
-//! Streamed Gram accumulator for one (model, condition, group, layer):
-//! G = HᵀH, Σh and N in f64, so a spectrum over millions of tokens needs
-//! O(d²) memory and shards computed anywhere can be merged.
+//! Streamed Gram accumulator for one (model, condition, group, layer): G = HᵀH, Σh and N,
+//! summed exactly in fixed point, so a spectrum over millions of tokens needs O(d²) memory and
+//! shards computed anywhere — any split, any order, any machine — merge to the same bits as one
+//! pass.
+//!
+//! How the sums stay exact: each row is rounded once to [`ROW_BITS`] significant bits relative to
+//! its largest entry (an f32 hidden state is kept exactly unless it is 2¹⁶ times smaller than
+//! the largest entry of its row). A batch's rows are grouped by that scale and each entry split
+//! into two [`SLICE_BITS`]-bit integer slices, so the three f64 matrix products of the slices
+//! only ever add integers below 2⁵³: exact, whatever order the product kernel sums in. The
+//! results are combined and added in `i128`, whose addition is associative. Only the lower
+//! triangle of the symmetric Gram is kept.
 
-use anyhow::{bail, ensure, Result};
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use anyhow::{bail, ensure, Context, Result};
+use ndarray::{Array1, Array2, ArrayView2};
 
 use super::linalg;
 
-/// Running sums over the rows (tokens) of a hidden-state matrix H (N × d).
+/// Significant bits a row keeps: its entries become multiples of 2^(s − ROW_BITS), where s ≥ 0
+/// is the smallest with |largest entry| < 2^s.
+const ROW_BITS: i32 = 40;
+/// Each rounded entry n = hi·2^SLICE_BITS + lo with |hi|, lo ≤ 2^SLICE_BITS: slice products stay
+/// below 2^40.
+const SLICE_BITS: i32 = ROW_BITS / 2;
+/// Rows per slice product: sums of MAX_BLOCK_ROWS products below 2^40 stay below 2^53, where
+/// f64 holds every integer.
+const MAX_BLOCK_ROWS: usize = 4096;
+
+/// Running sums over the rows (tokens) of a hidden-state matrix H (N × d), in fixed point: Σh in
+/// units of 2^−ROW_BITS, HᵀH in units of 2^−2·ROW_BITS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GramAccumulator {
     d: usize,
     n_tokens: u64,
-    /// Σ over tokens of h (d).
-    sum: Array1<f64>,
-    /// HᵀH (d × d), standard layout.
-    gram: Array2<f64>,
+    sum: Vec<i128>,
+    /// The lower triangle of HᵀH, row by row: entry (i, j ≤ i) at i(i+1)/2 + j.
+    gram_lower: Vec<i128>,
 }
 
-/// A flat, serialisable copy of an accumulator (row-major Gram), for writers
-/// such as the safetensors shard files.
+/// The accumulator's exact state, for writers such as the safetensors shard files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GramParts {
     pub d: usize,
     pub n_tokens: u64,
-    pub sum: Vec<f64>,
-    /// d·d values, row-major.
-    pub gram: Vec<f64>,
+    /// d values, in units of 2^−40.
+    pub sum: Vec<i128>,
+    /// d(d+1)/2 values, the lower triangle row by row, in units of 2^−80.
+    pub gram_lower: Vec<i128>,
+}
+
+fn triangle_len(d: usize) -> usize {
+    d * (d + 1) / 2
 }
 
 impl GramAccumulator {
     /// An empty accumulator for hidden size `d`.
     pub fn new(d: usize) -> Self {
-        Self { d, n_tokens: 0, sum: Array1::zeros(d), gram: Array2::zeros((d, d)) }
+        Self { d, n_tokens: 0, sum: vec![0; d], gram_lower: vec![0; triangle_len(d)] }
     }
 
     pub fn d(&self) -> usize {
@@ -44,20 +67,30 @@ impl GramAccumulator {
     }
 
     /// Σh over all tokens seen.
-    pub fn sum(&self) -> &Array1<f64> {
-        &self.sum
+    pub fn sum(&self) -> Array1<f64> {
+        let unit = (-ROW_BITS as f64).exp2();
+        self.sum.iter().map(|&s| s as f64 * unit).collect()
     }
 
     /// The uncentred Gram HᵀH.
-    pub fn gram(&self) -> &Array2<f64> {
-        &self.gram
+    pub fn gram(&self) -> Array2<f64> {
+        let unit = (-2.0 * ROW_BITS as f64).exp2();
+        Array2::from_shape_fn((self.d, self.d), |(i, j)| {
+            let (i, j) = if j <= i { (i, j) } else { (j, i) };
+            self.gram_lower[i * (i + 1) / 2 + j] as f64 * unit
+        })
+    }
+
+    /// tr(HᵀH): the total energy.
+    pub fn trace(&self) -> f64 {
+        let unit = (-2.0 * ROW_BITS as f64).exp2();
+        (0..self.d).map(|i| self.gram_lower[i * (i + 1) / 2 + i] as f64 * unit).sum()
     }
 
     /// Adds a batch of f32 hidden states (tokens × d).
     ///
-    /// The batch is cast to f64 *before* the product: an f32 Gram loses the
-    /// small singular values (DESIGN §5 measured the entropy rank of a
-    /// low-rank group moving by 0.56).
+    /// The values are cast to f64 *before* any product: an f32 Gram loses the small singular
+    /// values (DESIGN §5 measured the entropy rank of a low-rank group moving by 0.56).
     pub fn update(&mut self, rows: ArrayView2<f32>) -> Result<()> {
         self.update_f64(rows.mapv(f64::from).view())
     }
@@ -66,14 +99,46 @@ impl GramAccumulator {
     pub fn update_f64(&mut self, rows: ArrayView2<f64>) -> Result<()> {
         ensure!(rows.ncols() == self.d, "batch has {} columns but the accumulator was created for d = {}", rows.ncols(), self.d);
         check_finite(rows)?;
-        let rows = rows.as_standard_layout();
-        linalg::add_gram(&mut self.gram, rows.view());
-        self.sum += &rows.sum_axis(Axis(0));
-        self.n_tokens += rows.nrows() as u64;
+        let mut delta = Self::new(self.d);
+        let mut by_scale: std::collections::BTreeMap<i32, Vec<Vec<i64>>> = Default::default();
+        for row in rows.rows() {
+            let (scale, rounded) = round_row(row.iter().copied())?;
+            for (sum, &n) in delta.sum.iter_mut().zip(&rounded) {
+                *sum += (n as i128) << scale;
+            }
+            by_scale.entry(scale).or_default().push(rounded);
+        }
+        for (scale, rounded) in by_scale {
+            for block in rounded.chunks(MAX_BLOCK_ROWS) {
+                delta.add_block(scale, block)?;
+            }
+        }
+        delta.n_tokens = rows.nrows() as u64;
+        self.merge(&delta)
+    }
+
+    /// Adds Σ nᵀn of rounded rows that share `scale`, computed from their slices exactly.
+    fn add_block(&mut self, scale: i32, block: &[Vec<i64>]) -> Result<()> {
+        let (rows, d) = (block.len(), self.d);
+        let mask = (1i64 << SLICE_BITS) - 1;
+        let hi: Vec<f64> = block.iter().flatten().map(|&n| (n >> SLICE_BITS) as f64).collect();
+        let lo: Vec<f64> = block.iter().flatten().map(|&n| (n & mask) as f64).collect();
+        let high = linalg::transpose_product(&hi, &hi, rows, d, true);
+        let cross = linalg::transpose_product(&hi, &lo, rows, d, false);
+        let low = linalg::transpose_product(&lo, &lo, rows, d, true);
+        let exact = |x: f64| x as i64 as i128;
+        for i in 0..d {
+            for j in 0..=i {
+                let (ij, ji) = (i * d + j, j * d + i);
+                let value = (exact(high[ij]) << (2 * SLICE_BITS)) + ((exact(cross[ij]) + exact(cross[ji])) << SLICE_BITS) + exact(low[ij]);
+                let entry = &mut self.gram_lower[i * (i + 1) / 2 + j];
+                *entry = value.checked_mul(1i128 << (2 * scale)).and_then(|v| entry.checked_add(v)).context(TOO_LARGE)?;
+            }
+        }
         Ok(())
     }
 
-    /// Adds another shard's sums: the result equals one pass over both shards' rows.
+    /// Adds another shard's sums: the result equals one pass over both shards' rows, exactly.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         ensure!(
             other.d == self.d,
@@ -82,9 +147,9 @@ impl GramAccumulator {
             self.d,
             other.d
         );
-        self.gram += &other.gram;
-        self.sum += &other.sum;
-        self.n_tokens += other.n_tokens;
+        let add = |a: &[i128], b: &[i128]| a.iter().zip(b).map(|(x, y)| x.checked_add(*y)).collect::<Option<Vec<i128>>>().context(TOO_LARGE);
+        let (sum, gram_lower) = (add(&self.sum, &other.sum)?, add(&self.gram_lower, &other.gram_lower)?);
+        *self = Self { d: self.d, n_tokens: self.n_tokens + other.n_tokens, sum, gram_lower };
         Ok(())
     }
 
@@ -95,30 +160,45 @@ impl GramAccumulator {
     /// rounding noise of order ε·tr(G); the spectrum's noise floor accounts
     /// for it.
     pub fn centred_gram(&self) -> Array2<f64> {
+        let gram = self.gram();
         if self.n_tokens == 0 {
-            return self.gram.clone();
+            return gram;
         }
-        let s = self.sum.view().insert_axis(Axis(1));
+        let s = self.sum().insert_axis(ndarray::Axis(1));
         let outer = s.dot(&s.t());
-        &self.gram - &(outer / self.n_tokens as f64)
+        gram - outer / self.n_tokens as f64
     }
 
-    /// A flat copy for serialisation.
+    /// The exact state, for serialisation.
     pub fn to_parts(&self) -> GramParts {
-        GramParts { d: self.d, n_tokens: self.n_tokens, sum: self.sum.to_vec(), gram: self.gram.iter().copied().collect() }
+        GramParts { d: self.d, n_tokens: self.n_tokens, sum: self.sum.clone(), gram_lower: self.gram_lower.clone() }
     }
 
     /// Rebuilds an accumulator from [`GramParts`], checking that the pieces fit together.
     pub fn from_parts(parts: GramParts) -> Result<Self> {
-        let GramParts { d, n_tokens, sum, gram } = parts;
+        let GramParts { d, n_tokens, sum, gram_lower } = parts;
         ensure!(sum.len() == d, "stored Σh has {} values, expected d = {d}", sum.len());
-        ensure!(gram.len() == d * d, "stored Gram has {} values, expected d·d = {}", gram.len(), d * d);
-        let acc = Self { d, n_tokens, sum: Array1::from(sum), gram: Array2::from_shape_vec((d, d), gram)? };
-        check_finite(acc.gram.view())?;
-        ensure!(acc.sum.iter().all(|x| x.is_finite()), "stored Σh contains NaN or Inf");
-        ensure!(n_tokens > 0 || acc.gram.iter().all(|&x| x == 0.0), "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent");
+        ensure!(gram_lower.len() == triangle_len(d), "stored Gram has {} values, expected d(d+1)/2 = {}", gram_lower.len(), triangle_len(d));
+        let acc = Self { d, n_tokens, sum, gram_lower };
+        ensure!(n_tokens > 0 || acc.gram_lower.iter().all(|&x| x == 0), "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent");
+        ensure!((0..d).all(|i| acc.gram_lower[i * (i + 1) / 2 + i] >= 0), "stored Gram has a negative diagonal entry: the file is corrupt");
         Ok(acc)
     }
+}
+
+const TOO_LARGE: &str = "hidden-state values too large to sum exactly: an entry of HᵀH would exceed 2⁴⁷ (about 1.4e14); analyse fewer tokens per shard";
+
+/// The row rounded to ROW_BITS significant bits: (s, the entries in units of 2^(s − ROW_BITS)).
+fn round_row(values: impl Iterator<Item = f64> + Clone) -> Result<(i32, Vec<i64>)> {
+    let largest = values.clone().fold(0.0_f64, |m, x| m.max(x.abs()));
+    // The binary exponent e of `largest` (2^e ≤ largest < 2^(e+1)); s = e + 1, at least 0.
+    let exponent = ((largest.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let scale = (exponent + 1).max(0);
+    if scale > 23 {
+        bail!("{TOO_LARGE} (a value of {largest:e})");
+    }
+    let unit = ((ROW_BITS - scale) as f64).exp2();
+    Ok((scale, values.map(|x| (x * unit).round() as i64).collect()))
 }
 
 /// Rejects NaN/Inf, naming the first offending position.
@@ -136,7 +216,11 @@ fn check_finite(rows: ArrayView2<f64>) -> Result<()> {
 mod tests {
     use super::super::testutil::gaussian;
     use super::*;
-    use ndarray::{array, s};
+    use ndarray::{array, s, Axis};
+
+    fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+        (a - b).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x))
+    }
 
     #[test]
     fn one_batch_matches_definition() {
@@ -144,8 +228,25 @@ mod tests {
         let mut acc = GramAccumulator::new(2);
         acc.update_f64(h.view()).unwrap();
         assert_eq!(acc.n_tokens(), 3);
-        assert_eq!(acc.sum(), &array![4.5, 1.0]);
-        assert_eq!(acc.gram(), &h.t().dot(&h));
+        assert_eq!(acc.sum(), array![4.5, 1.0]);
+        assert_eq!(acc.gram(), h.t().dot(&h));
+    }
+
+    #[test]
+    fn gram_equals_the_f64_product_to_rounding() {
+        // Rows spanning six orders of magnitude, so they fall into several scales.
+        let mut h = gaussian(300, 9, 11);
+        for (i, mut row) in h.rows_mut().into_iter().enumerate() {
+            row *= 10f64.powi(i as i32 % 7 - 3);
+        }
+        let mut acc = GramAccumulator::new(9);
+        acc.update_f64(h.view()).unwrap();
+        let expected = h.t().dot(&h);
+        let scale = expected.iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+        assert!(max_abs_diff(&acc.gram(), &expected) <= 1e-11 * scale, "differs by {}", max_abs_diff(&acc.gram(), &expected));
+        let sum_diff = (&acc.sum() - &h.sum_axis(Axis(0))).iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+        // Each entry is off by at most half its row's unit, 2^(s − 41) ≤ 2^−40 of the row's largest.
+        assert!(sum_diff <= 1e-12 * h.mapv(f64::abs).sum(), "Σh differs by {sum_diff}");
     }
 
     #[test]
@@ -159,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_of_shards_equals_one_pass() {
+    fn merge_of_shards_equals_one_pass_exactly() {
         let h = gaussian(100, 6, 2);
         let mut whole = GramAccumulator::new(6);
         whole.update_f64(h.view()).unwrap();
@@ -167,37 +268,71 @@ mod tests {
         left.update_f64(h.slice(s![..37, ..])).unwrap();
         right.update_f64(h.slice(s![37.., ..])).unwrap();
         left.merge(&right).unwrap();
-        assert_eq!(left.n_tokens(), whole.n_tokens());
-        let diff = (&left.gram - &whole.gram).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
-        assert!(diff < 1e-12, "merged Gram differs by {diff}");
-        assert!((&left.sum - &whole.sum).iter().all(|x| x.abs() < 1e-12));
+        assert_eq!(left, whole);
     }
 
     #[test]
-    fn merge_of_any_partition_equals_one_pass() {
-        // Property over 50 seeded cases: rows dealt to 1..=6 shards in random order and sizes.
+    fn any_partition_in_any_order_equals_one_pass_exactly() {
+        // Property over 50 seeded cases: rows of mixed magnitudes dealt to 1..=6 shards, each
+        // shard fed in random batches in a shuffled order, the shards merged in a random order.
         let mut rng = crate::rng::Rng::new(7);
         for case in 0..50 {
             let (n, d) = (1 + rng.below(120), 1 + rng.below(9));
-            let h = gaussian(n, d, case);
+            let mut h = gaussian(n, d, case);
+            for mut row in h.rows_mut() {
+                row *= 4f64.powi(rng.below(9) as i32 - 4);
+            }
             let mut whole = GramAccumulator::new(d);
             whole.update_f64(h.view()).unwrap();
             let n_shards = 1 + rng.below(6);
             let mut shards = vec![GramAccumulator::new(d); n_shards];
+            let mut order: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut order);
             let owner: Vec<usize> = (0..n).map(|_| rng.below(n_shards)).collect();
             for (k, shard) in shards.iter_mut().enumerate() {
-                let rows: Vec<usize> = (0..n).filter(|&i| owner[i] == k).collect();
-                shard.update_f64(h.select(ndarray::Axis(0), &rows).view()).unwrap();
+                let rows: Vec<usize> = order.iter().copied().filter(|&i| owner[i] == k).collect();
+                for batch in rows.chunks(1 + rng.below(8)) {
+                    shard.update_f64(h.select(Axis(0), batch).view()).unwrap();
+                }
             }
+            rng.shuffle(&mut shards);
             let mut merged = GramAccumulator::new(d);
             for shard in &shards {
                 merged.merge(shard).unwrap();
             }
-            assert_eq!(merged.n_tokens(), whole.n_tokens(), "case {case}");
-            let scale = whole.gram.iter().fold(1.0_f64, |m, x| m.max(x.abs()));
-            let diff = (&merged.gram - &whole.gram).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
-            assert!(diff <= 1e-13 * scale * n as f64, "case {case}: merged Gram differs by {diff}");
+            assert_eq!(merged, whole, "case {case}");
         }
+    }
+
+    #[test]
+    fn batches_longer_than_a_block_stay_exact() {
+        // Every entry rounds to the largest integer of its scale, so each slice product is as
+        // large as it can be: 10,000 rows span three blocks and must still sum exactly.
+        let h = Array2::from_elem((10_000, 3), 0.999_999_9_f64);
+        let mut acc = GramAccumulator::new(3);
+        acc.update_f64(h.view()).unwrap();
+        let n = (0.999_999_9_f64 * 2f64.powi(ROW_BITS)).round() as i128;
+        let expected = (n * n * 10_000) as f64 * (-2.0 * ROW_BITS as f64).exp2();
+        assert!(acc.gram().iter().all(|&g| g == expected), "{:?} vs {expected}", acc.gram());
+        let mut batched = GramAccumulator::new(3);
+        for chunk in 0..10 {
+            batched.update_f64(h.slice(s![chunk * 1000..(chunk + 1) * 1000, ..])).unwrap();
+        }
+        assert_eq!(batched, acc);
+    }
+
+    #[test]
+    fn values_too_large_to_sum_exactly_are_refused_and_change_nothing() {
+        let mut acc = GramAccumulator::new(2);
+        acc.update_f64(array![[1.0, 2.0]].view()).unwrap();
+        let before = acc.clone();
+        let err = acc.update_f64(array![[1.0, 3e7]].view()).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        // Large enough to fit one row but not the running sum.
+        let big = Array2::from_elem((4000, 2), 4e6);
+        let err = acc.update_f64(big.view()).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert_eq!(acc, before);
     }
 
     #[test]
@@ -249,8 +384,8 @@ mod tests {
         acc.update_f64(h.view()).unwrap();
         let centred = &h - &h.mean_axis(Axis(0)).unwrap();
         let expected = centred.t().dot(&centred);
-        let diff = (&acc.centred_gram() - &expected).mapv(f64::abs).fold(0.0_f64, |m, &x| m.max(x));
-        assert!(diff < 1e-10, "centred Gram differs by {diff}");
+        let diff = max_abs_diff(&acc.centred_gram(), &expected);
+        assert!(diff < 1e-9, "centred Gram differs by {diff}");
     }
 
     #[test]
@@ -260,10 +395,10 @@ mod tests {
         let back = GramAccumulator::from_parts(acc.to_parts()).unwrap();
         assert_eq!(back, acc);
         let mut short = acc.to_parts();
-        short.gram.pop();
+        short.gram_lower.pop();
         assert!(GramAccumulator::from_parts(short).is_err());
         let mut empty_but_nonzero = GramAccumulator::new(2).to_parts();
-        empty_but_nonzero.gram[0] = 1.0;
+        empty_but_nonzero.gram_lower[0] = 1;
         assert!(GramAccumulator::from_parts(empty_but_nonzero).is_err());
     }
 }

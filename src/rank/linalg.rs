@@ -57,17 +57,16 @@ impl FromStr for EigenSolver {
     }
 }
 
-/// `gram += rowsᵀ · rows` as one matrix product.
-///
-/// faer's multi-threaded matmul; `rows` and `gram` must be in standard
-/// (row-major, contiguous) layout, which the callers guarantee.
-pub(super) fn add_gram(gram: &mut Array2<f64>, rows: ArrayView2<f64>) {
-    let (n, d) = rows.dim();
-    let rows_slice = rows.as_slice().expect("caller passes a standard-layout batch");
-    let gram_slice = gram.as_slice_mut().expect("accumulator Gram is standard layout");
-    let h = MatRef::from_row_major_slice(rows_slice, n, d);
-    let g = MatMut::from_row_major_slice_mut(gram_slice, d, d);
-    faer::linalg::matmul::matmul(g, Accum::Add, h.transpose(), h, 1.0, faer::get_global_parallelism());
+/// `aᵀ·b` (d × d, row-major) for row-major `a` and `b` (rows × d), as one faer matrix product;
+/// with `lower_only`, only the lower triangle (diagonal included) is computed, the rest is 0.
+pub(super) fn transpose_product(a: &[f64], b: &[f64], rows: usize, d: usize, lower_only: bool) -> Vec<f64> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let mut out = vec![0.0; d * d];
+    let structure = if lower_only { BlockStructure::TriangularLower } else { BlockStructure::Rectangular };
+    let (a, b) = (MatRef::from_row_major_slice(a, rows, d), MatRef::from_row_major_slice(b, rows, d));
+    let dst = MatMut::from_row_major_slice_mut(&mut out, d, d);
+    matmul(dst, structure, Accum::Replace, a.transpose(), BlockStructure::Rectangular, b, BlockStructure::Rectangular, 1.0, faer::get_global_parallelism());
+    out
 }
 
 /// Eigenvalues of the symmetric matrix `a`, descending, with the chosen solver.

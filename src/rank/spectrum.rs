@@ -47,7 +47,7 @@ impl Spectrum {
     /// the Gram path resolves σ down to ~√(max(N,d)·ε)·‖H‖_F, not the
     /// max(N,d)·ε·σ₁ of an SVD: use [`Spectrum::exact`] for finer numerical ranks.
     pub(super) fn from_gram_eigenvalues(acc: &GramAccumulator, values: Vec<f64>) -> Self {
-        let trace = acc.gram().diag().sum();
+        let trace = acc.trace();
         let floor = size_factor(acc.n_tokens(), acc.d()) * trace;
         Self::new(values, acc.n_tokens(), acc.d(), floor)
     }

@@ -63,7 +63,7 @@ fn gram(acc: &GramAccumulator, centred: bool) -> Array2<f64> {
     if centred {
         acc.centred_gram()
     } else {
-        acc.gram().clone()
+        acc.gram()
     }
 }
 
