@@ -1,14 +1,14 @@
 //! `repdef reproduce`: the whole chain on the bundled corpus with matched MLM and MAE-LM budgets
 //! (same data, steps, batch, seeds and encoder size): prepare → train → analyze → fine-tune on
-//! SST-2 → figures → report. Every stage skips what is already done and training resumes where
+//! the bundled GLUE tasks over a learning-rate grid → figures → report. Every stage skips what is already done and training resumes where
 //! it stopped, so re-running an interrupted reproduction continues it.
 
 use crate::analysis::analyze;
 use crate::config::{Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
 use crate::data::sources::{read_bundle, CorpusFile, HoldoutRule, BUNDLE_MANIFEST};
-use crate::finetune::{finetune, FinetuneConfig, FinetuneRequest, FinetuneSummary, Task, SUMMARY_FILE};
-use crate::report::verdicts::{Downstream, Verdict};
+use crate::finetune::{finetune_grid, FinetuneConfig, FinetuneRequest, Task, BUNDLED_TASKS, DEFAULT_LR_GRID};
+use crate::report::verdicts::{Downstream, TaskDownstream, Verdict};
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
 use crate::train::{train, TrainRequest};
@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 pub enum BudgetName {
     /// A few steps of the `tiny` preset: checks the pipeline end to end (CI), not the science.
     Tiny,
-    /// About 20 minutes on 2 CPU cores.
+    /// About 36 minutes on 2 CPU cores (6 preparing, 17 training, 10 fine-tuning, the rest analysis).
     Quick,
-    /// The quick models trained about eight times longer, SST-2 over five seeds (about 3 hours on 2 CPU
-    /// cores; it can be continued across sittings, see the README).
+    /// The quick models trained about eight times longer, fine-tuned over five seeds (about 3½
+    /// hours on 2 CPU cores; it can be continued across sittings, see the README).
     Standard,
 }
 
@@ -45,7 +45,7 @@ pub struct Budget {
     pub seeds: Vec<u64>,
     pub eval_every: u64,
     pub analysis_tokens: u64,
-    /// SST-2 fine-tuning of each objective's first-seed encoder (claim 4).
+    /// Fine-tuning of each objective's first-seed encoder on the bundled tasks (claim 4).
     pub finetune: FinetuneBudget,
 }
 
@@ -66,12 +66,36 @@ pub enum BundledCorpus {
 /// half-way continue on a fresh clone.
 pub const BUNDLE_TOKENIZER: &str = "fixtures/corpus/tokenizer.json";
 
-/// How much fine-tuning a budget does; the rest of [`FinetuneConfig`] keeps its defaults.
+/// How much fine-tuning a budget does on every bundled task; the rest of [`FinetuneConfig`]
+/// keeps its defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinetuneBudget {
+    pub lrs: &'static [f64],
     pub seeds: &'static [u64],
     pub epochs: usize,
+    /// Per task (a task with fewer uses all of them).
     pub train_examples: usize,
+}
+
+impl FinetuneBudget {
+    fn config(&self) -> FinetuneConfig {
+        FinetuneConfig { epochs: self.epochs, train_examples: Some(self.train_examples), ..FinetuneConfig::default() }
+    }
+
+    /// The protocol in words, for the report.
+    fn describe(&self) -> String {
+        let config = self.config();
+        let list = |values: Vec<String>| values.join(", ");
+        format!(
+            "learning rates {} × seeds {}, at most {} training examples per task, {} epochs, batch {}, at most {} tokens per example",
+            list(self.lrs.iter().map(|lr| format!("{lr:.0e}")).collect()),
+            list(self.seeds.iter().map(u64::to_string).collect()),
+            self.train_examples,
+            config.epochs,
+            config.batch_size,
+            config.max_len
+        )
+    }
 }
 
 impl BudgetName {
@@ -91,7 +115,7 @@ impl BudgetName {
                 seeds: vec![0],
                 eval_every: 2,
                 analysis_tokens: 1024,
-                finetune: FinetuneBudget { seeds: &[0], epochs: 1, train_examples: 64 },
+                finetune: FinetuneBudget { lrs: &[3e-4, 1e-3], seeds: &[0], epochs: 1, train_examples: 64 },
             },
             BudgetName::Quick => Budget {
                 name: "quick",
@@ -111,14 +135,16 @@ impl BudgetName {
                 seeds: vec![0],
                 eval_every: 200,
                 analysis_tokens: 40_000,
-                finetune: FinetuneBudget { seeds: &[0, 1, 2], epochs: 3, train_examples: 4000 },
+                // Two learning rates on 1000 examples per task keep the 16 grid points (2 encoders × 4
+                // tasks × 2 rates, 3 seeds each) to ~8 minutes on 2 cores; standard runs the full grid.
+                finetune: FinetuneBudget { lrs: &[3e-4, 1e-3], seeds: &[0, 1, 2], epochs: 3, train_examples: 1000 },
             },
             BudgetName::Standard => Budget {
                 name: "standard",
                 steps: 10_000,
                 warmup_steps: 400,
                 eval_every: 500,
-                finetune: FinetuneBudget { seeds: &[0, 1, 2, 3, 4], epochs: 3, train_examples: 8000 },
+                finetune: FinetuneBudget { lrs: &DEFAULT_LR_GRID, seeds: &[0, 1, 2, 3, 4], epochs: 3, train_examples: 2000 },
                 ..BudgetName::Quick.budget()
             },
         }
@@ -283,64 +309,59 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     crate::report::plot_and_report(&req.out)
 }
 
-/// Trains the runs at the same time, each in its own thread pool with its share of the cores: a
-/// small model cannot keep two cores busy on its own, and runs sharing one pool contend for it
-/// (measured on the quick budget: 8.5k tokens/s for both runs together in one shared pool,
-/// ~10.3k with a pool each). A run's numbers do not depend on its pool: kernels and matmuls split
-/// their work by the configured thread count, not by the threads that execute it.
+/// Trains the runs at the same time (see [`run_concurrently`]).
 fn train_concurrently(requests: &[TrainRequest]) -> Result<()> {
-    let threads = (candle_core::utils::get_num_threads() / requests.len().max(1)).max(1);
+    run_concurrently(requests, |request| train(request).map(|_| ()).with_context(|| format!("training {}", request.out.display())))?;
+    Ok(())
+}
+
+/// Runs `work` on every item at the same time, each in its own thread pool with its share of
+/// the cores: a small model cannot keep two cores busy on its own, and runs sharing one pool
+/// contend for it (measured on the quick budget: 8.5k tokens/s for both training runs together in
+/// one shared pool, ~10.3k with a pool each). A run's numbers do not depend on its pool: kernels
+/// and matmuls split their work by the configured thread count, not by the threads that execute it.
+fn run_concurrently<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = (candle_core::utils::get_num_threads() / items.len().max(1)).max(1);
+    let work = &work;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = requests
+        let handles: Vec<_> = items
             .iter()
-            .map(|request| {
+            .map(|item| {
                 scope.spawn(move || {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting a training thread pool")?;
-                    pool.install(|| train(request)).map(|_| ())
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting a thread pool")?;
+                    pool.install(|| work(item))
                 })
             })
             .collect();
-        requests.iter().zip(handles).try_for_each(|(request, handle)| {
-            let outcome = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            outcome.with_context(|| format!("training {}", request.out.display()))
-        })
+        handles.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     })
 }
 
-/// Fine-tunes each objective's first-seed run on SST-2 into `work/finetune-<run name>` (skipping
-/// those already fine-tuned with these settings) and collects the per-seed dev accuracies.
+/// Fine-tunes each objective's first-seed run on every bundled task over the budget's grid into
+/// `work/finetune-<run name>/<task>/` (the two encoders side by side; points already fine-tuned
+/// with these settings are reused) and collects the grids.
 fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
     let plan = &budget.finetune;
-    let task = Task::named("sst2")?;
-    let config = FinetuneConfig { epochs: plan.epochs, train_examples: Some(plan.train_examples), ..FinetuneConfig::default() };
-    let mut downstream = Downstream { task: task.name.clone(), seeds: plan.seeds.to_vec(), ..Downstream::default() };
-    for objective in [Objective::Mlm, Objective::MaeLm] {
-        let encoder = run_dir(work, objective, budget.seeds[0]);
-        let out = work.join(format!("finetune-{}", run_name(objective, budget.seeds[0])));
-        let summary = match crate::fsutil::read_json::<FinetuneSummary>(&out.join(SUMMARY_FILE)) {
-            Ok(done) if done.config == config && done.seeds.iter().map(|s| s.seed).eq(plan.seeds.iter().copied()) => {
-                eprintln!("[4/5] {} is already fine-tuned", out.display());
-                done
-            }
-            _ => {
-                eprintln!("[4/5] fine-tuning {objective} on {} ({} seeds) → {}", task.name, plan.seeds.len(), out.display());
-                let request = FinetuneRequest {
-                    model: encoder.clone(),
-                    tokenizer: None,
-                    task: task.clone(),
-                    seeds: plan.seeds.to_vec(),
-                    config: config.clone(),
-                    out: out.clone(),
-                };
-                finetune(&request).with_context(|| format!("fine-tuning {}", encoder.display()))?.summary
-            }
-        };
-        let accuracies = summary.seeds.iter().map(|s| s.dev_score).collect();
-        match objective {
-            Objective::Mlm => downstream.mlm = accuracies,
-            Objective::MaeLm => downstream.mae_lm = accuracies,
-            Objective::ReplacedTokenDetection => unreachable!("reproduce trains MLM and MAE-LM models only"),
-        }
+    let mut tasks = Vec::with_capacity(BUNDLED_TASKS.len());
+    for (name, _, _) in BUNDLED_TASKS {
+        let task = Task::named(name)?;
+        let requests: Vec<FinetuneRequest> = [Objective::Mlm, Objective::MaeLm]
+            .map(|objective| FinetuneRequest {
+                model: run_dir(work, objective, budget.seeds[0]),
+                tokenizer: None,
+                task: task.clone(),
+                seeds: plan.seeds.to_vec(),
+                config: plan.config(),
+                out: work.join(format!("finetune-{}", run_name(objective, budget.seeds[0]))).join(name),
+            })
+            .to_vec();
+        eprintln!("[4/5] fine-tuning both encoders on {name}: {}", plan.describe());
+        let mut grids = run_concurrently(&requests, |request| {
+            finetune_grid(request, plan.lrs).with_context(|| format!("fine-tuning {} on {name}", request.model.display()))
+        })?;
+        let mae_lm = grids.pop().expect("two grids");
+        let mlm = grids.pop().expect("two grids");
+        tasks.push(TaskDownstream { mlm, mae_lm });
     }
-    Ok(downstream)
+    Ok(Downstream { protocol: plan.describe(), tasks })
 }

@@ -118,6 +118,22 @@ fn a_grid_reports_the_point_with_the_best_median_and_reuses_finished_points() {
     let out = dir.path().join("out");
     let written: GridSummary = serde_json::from_str(&std::fs::read_to_string(out.join(GRID_FILE)).unwrap()).unwrap();
     assert_eq!(written, grid);
+    // The real-token ranks before and after, read back from the chosen point's ranks.csv.
+    let ranks: Vec<RankRow> = read_csv(&out.join(format!("lr-{:e}", grid.chosen_lr)).join("ranks.csv")).unwrap();
+    let real = |model: &str, layer: usize| {
+        ranks
+            .iter()
+            .find(|r| r.model == model && r.group == "real" && r.condition == "clean" && r.estimator == "var@0.9" && !r.centred && r.layer == layer)
+            .unwrap()
+            .value
+    };
+    let layers = grid.rank_before.len();
+    assert_eq!((layers, grid.rank_after.len()), (3, 3), "embeddings and the tiny encoder's 2 blocks");
+    for layer in 0..layers {
+        assert_eq!(grid.rank_before[layer], real("pretrained", layer));
+        let (a, b) = (real("finetuned-seed0", layer), real("finetuned-seed1", layer));
+        assert_eq!(grid.rank_after[layer], (a + b) / 2.0, "median of two seeds");
+    }
     // Each point is a fine-tuning run of its own; a rerun finds them done and changes nothing.
     let point = out.join("lr-1e-5").join(SUMMARY_FILE);
     let before = std::fs::metadata(&point).unwrap().modified().unwrap();
@@ -130,7 +146,14 @@ fn cli_fine_tunes_a_bundled_glue_task_over_the_default_grid() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rte");
     let stdout = finetune_cli(&["--task", "rte", "--seeds", "1", "--train-examples", "16", "--out", out.to_str().unwrap()]);
-    for needle in ["lr 1e-4", "lr 3e-4", "lr 1e-3", "chosen by its median", "chance (best constant predictor): 0.5271"] {
+    for needle in [
+        "lr 1e-4",
+        "lr 3e-4",
+        "lr 1e-3",
+        "chosen by its median",
+        "chance (best constant predictor): 0.5271",
+        "real-token var@0.9 rank on dev at the last layer",
+    ] {
         assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
     }
     assert!(out.join(GRID_FILE).exists() && out.join("lr-1e-3").join(SUMMARY_FILE).exists());

@@ -31,7 +31,18 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
         }
         assert!(report.contains(&format!("{figure}.png")), "report does not show {figure}");
     }
-    assert!(report.contains("## Downstream fine-tuning") && report.contains("| MAE-LM |"), "{report}");
+    // Both encoders on the four bundled tasks, over the budget's two-point grid, with the real
+    // ranks before and after fine-tuning at every layer (embeddings + 2 blocks).
+    let downstream: repdef::report::verdicts::Downstream = serde_json::from_str(&std::fs::read_to_string(out.join("downstream.json")).unwrap()).unwrap();
+    assert_eq!(downstream.tasks.iter().map(|t| t.task()).collect::<Vec<_>>(), ["sst2", "cola", "rte", "stsb"]);
+    for grid in downstream.tasks.iter().flat_map(|t| [&t.mlm, &t.mae_lm]) {
+        assert_eq!(grid.points.iter().map(|p| p.lr).collect::<Vec<_>>(), [3e-4, 1e-3], "{grid:?}");
+        assert!(grid.points.iter().any(|p| p.lr == grid.chosen_lr && p.median == grid.score), "{grid:?}");
+        assert_eq!((grid.rank_before.len(), grid.rank_after.len()), (3, 3), "{grid:?}");
+    }
+    for section in ["## Downstream fine-tuning", "| **average** |", "### Rank after fine-tuning", "### `rte`: dev accuracy per seed", "| MAE-LM | 1e-3 |"] {
+        assert!(report.contains(section), "no {section} in {report}");
+    }
     assert!(report.contains("1. MLM allocates dimensions to [MASK]") && report.contains("**inconclusive**"), "{report}");
     let ranks = std::fs::read_to_string(out.join("ranks.csv")).unwrap();
 

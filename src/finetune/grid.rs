@@ -1,13 +1,18 @@
 //! The paper's fine-tuning protocol, scaled down: every learning rate of a small grid is
 //! fine-tuned over the same seeds (each point a `finetune` run in `OUT/lr-<lr>/`); the task's
 //! result is the median over seeds at the grid point whose median dev score is best, and every
-//! point's per-seed scores are kept (`grid.json`). Points already fine-tuned with the same
+//! point's per-seed scores are kept (`grid.json`), with the encoder's real-token rank on dev
+//! before and after fine-tuning at the chosen point. Points already fine-tuned with the same
 //! settings are reused, so an interrupted grid continues where it stopped.
 
 use super::metrics::Metric;
 use super::results::{FinetuneSummary, SUMMARY_FILE};
 use super::run::{finetune, FinetuneRequest};
+use crate::analysis::tables::{paper_rank, read_csv, RankRow};
+use crate::analysis::RANKS_FILE;
+use crate::extract::{Condition, Group};
 use crate::fsutil::{read_json, write_json_atomic};
+use crate::stats::median;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -40,6 +45,10 @@ pub struct GridSummary {
     /// The median over seeds at the chosen point: the task's result.
     pub score: f64,
     pub beats_chance: bool,
+    /// var@0.9 (uncentred) of the real tokens of dev, per layer (0 = embeddings): the pretrained
+    /// encoder's, and the median over seeds of the fine-tuned encoders' at the chosen point.
+    pub rank_before: Vec<f64>,
+    pub rank_after: Vec<f64>,
 }
 
 /// Fine-tunes `req` at every learning rate of `lrs` (its own `config.lr` is ignored).
@@ -62,7 +71,7 @@ pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> 
             None => finetune(&point)?.summary,
         });
     }
-    let summary = summarise(req, &summaries)?;
+    let summary = summarise(req, lrs, &summaries)?;
     write_json_atomic(&req.out.join(GRID_FILE), &summary)?;
     Ok(summary)
 }
@@ -78,7 +87,7 @@ fn reusable(point: &FinetuneRequest) -> Option<FinetuneSummary> {
     (same && done.seeds.iter().map(|s| s.seed).eq(point.seeds.iter().copied())).then_some(done)
 }
 
-fn summarise(req: &FinetuneRequest, summaries: &[FinetuneSummary]) -> Result<GridSummary> {
+fn summarise(req: &FinetuneRequest, lrs: &[f64], summaries: &[FinetuneSummary]) -> Result<GridSummary> {
     let first = summaries.first().context("no grid points")?;
     let points: Vec<GridPoint> = summaries
         .iter()
@@ -87,6 +96,8 @@ fn summarise(req: &FinetuneRequest, summaries: &[FinetuneSummary]) -> Result<Gri
     let best = points.iter().fold(&points[0], |best, p| if p.median > best.median { p } else { best });
     let chance = first.chance.context("fine-tuning summaries record their chance level")?;
     let score = best.median;
+    let chosen = lrs.iter().position(|&lr| lr == best.lr).expect("every point comes from the grid");
+    let (rank_before, rank_after) = real_ranks(&point_dir(&req.out, lrs[chosen]), &summaries[chosen])?;
     Ok(GridSummary {
         model: req.model.clone(),
         task: req.task.name.clone(),
@@ -96,7 +107,31 @@ fn summarise(req: &FinetuneRequest, summaries: &[FinetuneSummary]) -> Result<Gri
         score,
         beats_chance: score > chance,
         points,
+        rank_before,
+        rank_after,
     })
+}
+
+/// Per layer, the real-token rank of the pretrained encoder and the median over the fine-tuned
+/// seeds, from a point's `ranks.csv`.
+fn real_ranks(point: &Path, summary: &FinetuneSummary) -> Result<(Vec<f64>, Vec<f64>)> {
+    let path = point.join(RANKS_FILE);
+    let ranks: Vec<RankRow> = read_csv(&path)?;
+    let rank = |model: &str, layer| paper_rank(&ranks, model, Condition::Clean, Group::Real, layer);
+    let mut before = Vec::new();
+    while let Some(value) = rank("pretrained", before.len()) {
+        before.push(value);
+    }
+    ensure!(!before.is_empty(), "{}: no real-token ranks of the pretrained encoder", path.display());
+    let after = (0..before.len())
+        .map(|layer| {
+            let seeds: Option<Vec<f64>> = summary.seeds.iter().map(|s| rank(&format!("finetuned-seed{}", s.seed), layer)).collect();
+            seeds
+                .and_then(|values| median(&values))
+                .with_context(|| format!("{}: a fine-tuned seed's real-token rank at layer {layer} is missing", path.display()))
+        })
+        .collect::<Result<_>>()?;
+    Ok((before, after))
 }
 
 /// One line per grid point, then the choice and the chance level.
@@ -110,5 +145,8 @@ pub fn render_grid(grid: &GridSummary) -> String {
     let _ = writeln!(text, "{}: lr {:.0e} chosen by its median; dev {metric} {:.4}", grid.task, grid.chosen_lr, grid.score);
     let verdict = if grid.beats_chance { "above it" } else { "NOT above it: the encoder learned nothing usable here" };
     let _ = writeln!(text, "chance (best constant predictor): {:.4}; the result is {verdict}", grid.chance);
+    if let (Some(before), Some(after)) = (grid.rank_before.last(), grid.rank_after.last()) {
+        let _ = writeln!(text, "real-token var@0.9 rank on dev at the last layer: {before:.0} before fine-tuning, {after:.0} after (median over seeds)");
+    }
     text
 }

@@ -120,11 +120,13 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
         cfg.epochs,
         steps_per_seed / cfg.epochs as u64
     ));
+    // Names the run in each epoch's line: grids of two encoders may be fine-tuned side by side.
+    let tag = format!("{} {} lr {:.0e}", req.model.file_name().map_or("model".into(), |n| n.to_string_lossy()), req.task.name, cfg.lr);
     let mut ranks = dev_ranks("pretrained", &pretrained.config, &pretrained.encoder, &data.dev, cfg.batch_size, &device)?;
     let (mut epochs, mut seeds) = (Vec::new(), Vec::new());
     for (i, &seed) in req.seeds.iter().enumerate() {
         let step_offset = i as u64 * steps_per_seed;
-        let (model, rows) = train_seed(req, &data, seed, &progress, step_offset, &device).with_context(|| format!("seed {seed}"))?;
+        let (model, rows) = train_seed(req, &data, seed, (&progress, &tag, step_offset), &device).with_context(|| format!("seed {seed}"))?;
         ranks.extend(dev_ranks(&format!("finetuned-seed{seed}"), &model.config, &model.encoder, &data.dev, cfg.batch_size, &device)?);
         let last = rows.last().expect("at least one epoch");
         seeds.push(SeedResult { seed, dev_score: last.dev_score, dev_loss: last.dev_loss });
@@ -169,16 +171,10 @@ fn load_task(req: &FinetuneRequest, pretrained: &LoadedEncoder) -> Result<TaskDa
     })
 }
 
-/// One seed: a fresh head, every epoch's training and dev evaluation.
-/// `step_offset`: optimiser steps of earlier seeds, for the progress bar.
-fn train_seed(
-    req: &FinetuneRequest,
-    data: &TaskData,
-    seed: u64,
-    progress: &Progress,
-    step_offset: u64,
-    device: &Device,
-) -> Result<(Classifier, Vec<EpochRow>)> {
+/// One seed: a fresh head, every epoch's training and dev evaluation. `report`: the progress bar,
+/// the run's name for log lines, and the optimiser steps of earlier seeds.
+fn train_seed(req: &FinetuneRequest, data: &TaskData, seed: u64, report: (&Progress, &str, u64), device: &Device) -> Result<(Classifier, Vec<EpochRow>)> {
+    let (progress, tag, step_offset) = report;
     let cfg = &req.config;
     let (model, varmap) = Classifier::from_pretrained(&req.model, data.head.outputs(), &mut Rng::derive(seed, "finetune-head-init"), device)?;
     let adamw = AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: cfg.weight_decay };
@@ -206,7 +202,7 @@ fn train_seed(
         let (dev_loss, dev_score) = evaluate(&model, data, cfg.batch_size, device)?;
         let row = EpochRow { seed, epoch, dev_score, dev_loss, train_loss: loss_sum / batches.len() as f64 };
         progress.log(&format!(
-            "seed {seed} epoch {epoch}/{}: train loss {:.4}, dev loss {:.4}, dev {} {:.4} (train {train_s:.1} s, dev {:.1} s)",
+            "{tag} seed {seed} epoch {epoch}/{}: train loss {:.4}, dev loss {:.4}, dev {} {:.4} (train {train_s:.1} s, dev {:.1} s)",
             cfg.epochs,
             row.train_loss,
             row.dev_loss,

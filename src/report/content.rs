@@ -2,11 +2,12 @@
 //! training facts and the computed verdicts. Every number shown comes from those inputs.
 
 use super::document::{Block, Document};
-use super::verdicts::{Downstream, ModelFacts, Verdict, MASK_OUTSIDE_THRESHOLD, PLATEAU_MARGIN_NATS};
+use super::verdicts::{Downstream, ModelFacts, TaskDownstream, Verdict, MASK_OUTSIDE_THRESHOLD, PLATEAU_MARGIN_NATS};
 use crate::analysis::manifest::Manifest;
 use crate::analysis::summary::{models, rank_table};
 use crate::analysis::tables::{RankRow, SubspaceRow};
 use crate::analysis::training_record::CorpusRecord;
+use crate::finetune::GridSummary;
 
 pub struct ReportInputs<'a> {
     pub manifest: &'a Manifest,
@@ -97,21 +98,7 @@ Groups: `masked/all`, `masked/real` (unpicked ordinary tokens), `masked/mask` (t
         ));
     }
     if let Some(d) = inputs.downstream {
-        blocks.push(Block::Heading(1, "Downstream fine-tuning".into()));
-        blocks.push(Block::Paragraph(format!(
-            "Dev accuracy on `{}` after fine-tuning each pretrained encoder with a classification head, one run per seed (same seeds, data and settings for both encoders; per-epoch numbers in `finetune-*/results.csv` of the work dir).",
-            d.task
-        )));
-        let row = |name: &str, accuracies: &[f64]| {
-            let mut row = vec![name.to_string()];
-            row.extend(accuracies.iter().map(|a| format!("{a:.3}")));
-            row.push(crate::stats::median(accuracies).map_or("—".into(), |m| format!("{m:.3}")));
-            row
-        };
-        let mut header = vec!["encoder".to_string()];
-        header.extend(d.seeds.iter().map(|s| format!("seed {s}")));
-        header.push("median".into());
-        blocks.push(Block::Table(header, vec![row("MLM", &d.mlm), row("MAE-LM", &d.mae_lm)]));
+        blocks.extend(downstream_blocks(d));
     }
     blocks.push(Block::Heading(1, "Provenance".into()));
     blocks.push(Block::Table(
@@ -195,4 +182,69 @@ fn setup_table(inputs: &ReportInputs) -> Block {
         })
         .collect();
     Block::Table(header.map(String::from).to_vec(), rows)
+}
+
+/// The downstream section: a summary over tasks with the GLUE-style average, the real-token rank
+/// before and after fine-tuning, then every task's grid with each seed's score.
+fn downstream_blocks(d: &Downstream) -> Vec<Block> {
+    let mut blocks = vec![
+        Block::Heading(1, "Downstream fine-tuning".into()),
+        Block::Paragraph(format!(
+            "Each pretrained encoder fine-tuned with a task head on every task, {}. Same grid, seeds, data and settings for both encoders. A task's score is the median over seeds at the learning rate whose median dev score is best; chance is the dev score of the best constant predictor (the majority class; 0 for correlations), and a score not above it is flagged. The average is GLUE's: the unweighted mean of the task scores.",
+            d.protocol
+        )),
+    ];
+    let score = |grid: &GridSummary| {
+        let flag = if grid.beats_chance { "" } else { " **at chance**" };
+        format!("{:.3} (lr {:.0e}){flag}", grid.score, grid.chosen_lr)
+    };
+    let mut rows: Vec<Vec<String>> = d
+        .tasks
+        .iter()
+        .map(|t| vec![format!("`{}`", t.task()), t.mlm.metric.name().into(), format!("{:.3}", t.mlm.chance), score(&t.mlm), score(&t.mae_lm)])
+        .collect();
+    if let Some((mlm, mae)) = d.average() {
+        rows.push(vec!["**average**".into(), String::new(), String::new(), format!("{mlm:.3}"), format!("{mae:.3}")]);
+    }
+    blocks.push(Block::Table(["task", "metric", "chance", "MLM", "MAE-LM"].map(String::from).to_vec(), rows));
+    blocks.push(Block::Heading(2, "Rank after fine-tuning".into()));
+    blocks.push(Block::Paragraph(
+        "var@0.9 effective rank (uncentred) of the real tokens of each task's dev sentences at the encoder's last layer, before fine-tuning and after (median over the seeds at the chosen learning rate); every layer is in `grid.json` of the fine-tuning dirs."
+            .into(),
+    ));
+    let last = |ranks: &[f64]| fmt_opt(ranks.last().copied(), 0);
+    let rank_rows = d
+        .tasks
+        .iter()
+        .flat_map(|t| {
+            [("MLM", &t.mlm), ("MAE-LM", &t.mae_lm)].map(|(name, g)| vec![format!("`{}`", t.task()), name.into(), last(&g.rank_before), last(&g.rank_after)])
+        })
+        .collect();
+    blocks.push(Block::Table(["task", "encoder", "before", "after"].map(String::from).to_vec(), rank_rows));
+    for task in &d.tasks {
+        blocks.push(Block::Heading(2, format!("`{}`: dev {} per seed", task.task(), task.mlm.metric.name())));
+        blocks.push(grid_table(task));
+    }
+    blocks
+}
+
+/// One row per encoder and learning rate: each seed's score and their median, the chosen point marked.
+fn grid_table(task: &TaskDownstream) -> Block {
+    let seeds: Vec<u64> = task.mlm.points.first().map(|p| p.scores.iter().map(|(seed, _)| *seed).collect()).unwrap_or_default();
+    let mut header = vec!["encoder".to_string(), "lr".into()];
+    header.extend(seeds.iter().map(|s| format!("seed {s}")));
+    header.push("median".into());
+    let rows = [("MLM", &task.mlm), ("MAE-LM", &task.mae_lm)]
+        .into_iter()
+        .flat_map(|(name, grid)| {
+            grid.points.iter().map(move |point| {
+                let mut row = vec![name.to_string(), format!("{:.0e}", point.lr)];
+                row.extend(point.scores.iter().map(|(_, s)| format!("{s:.3}")));
+                let chosen = if point.lr == grid.chosen_lr { " ← chosen" } else { "" };
+                row.push(format!("{:.3}{chosen}", point.median));
+                row
+            })
+        })
+        .collect();
+    Block::Table(header, rows)
 }

@@ -7,6 +7,7 @@
 use crate::analysis::tables::{RankRow, SubspaceRow};
 use crate::config::Objective;
 use crate::extract::{Condition, Group};
+use crate::finetune::GridSummary;
 use crate::rank::Estimator;
 use crate::stats::median;
 use std::collections::BTreeMap;
@@ -68,15 +69,36 @@ pub struct Verdict {
     pub evidence: String,
 }
 
-/// Dev-set accuracies of the fine-tuned encoders, per fine-tuning seed (`downstream.json` in a
-/// report dir).
+/// The fine-tuning of both encoders on every task (`downstream.json` in a report dir).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Downstream {
-    /// The task's name (`sst2`).
-    pub task: String,
-    pub seeds: Vec<u64>,
-    pub mlm: Vec<f64>,
-    pub mae_lm: Vec<f64>,
+    /// The protocol, in words: grid, seeds, training examples, epochs.
+    pub protocol: String,
+    pub tasks: Vec<TaskDownstream>,
+}
+
+/// One task: each encoder's learning-rate grid over the same seeds, data and settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskDownstream {
+    pub mlm: GridSummary,
+    pub mae_lm: GridSummary,
+}
+
+impl TaskDownstream {
+    pub fn task(&self) -> &str {
+        &self.mlm.task
+    }
+}
+
+impl Downstream {
+    /// The GLUE-style average over the tasks of (MLM, MAE-LM) scores; `None` without tasks.
+    pub fn average(&self) -> Option<(f64, f64)> {
+        let n = self.tasks.len() as f64;
+        (!self.tasks.is_empty()).then(|| {
+            let sum = |score: fn(&TaskDownstream) -> f64| self.tasks.iter().map(score).sum::<f64>() / n;
+            (sum(|t| t.mlm.score), sum(|t| t.mae_lm.score))
+        })
+    }
 }
 
 /// Per-layer medians (across seeds) of one objective's var@0.9 ranks and subspace measures.
@@ -245,25 +267,25 @@ fn decide(claim: &'static str, rule: String, holds: bool, evidence: &mut String,
     verdict(claim, rule, outcome, evidence.clone())
 }
 
-/// Below this median dev accuracy an SST-2 classifier is too close to chance (0.5) to compare.
-pub const DOWNSTREAM_MIN_ACCURACY: f64 = 0.6;
-
 fn claim_downstream(downstream: Option<&Downstream>, mlm: Option<&ObjectiveView>, mae: Option<&ObjectiveView>) -> Verdict {
-    let claim = "4. Fine-tuned MAE-LM ≥ MLM downstream (SST-2)";
-    let rule = format!(
-        "median SST-2 dev accuracy over seeds: MAE-LM ≥ MLM; inconclusive if either median is below {DOWNSTREAM_MIN_ACCURACY} or either pretrained encoder did not leave the unigram plateau"
-    );
-    let Some(d) = downstream else { return verdict(claim, rule, Outcome::NotMeasured, "no fine-tuning results".into()) };
-    let (Some(mlm_accuracy), Some(mae_accuracy)) = (median(&d.mlm), median(&d.mae_lm)) else {
-        return verdict(claim, rule, Outcome::NotMeasured, "fine-tuning results missing for one encoder".into());
+    let claim = "4. Fine-tuned MAE-LM ≥ MLM downstream";
+    let rule = "GLUE-style average over the tasks of each encoder's score (median over seeds at its best learning rate): MAE-LM ≥ MLM; inconclusive if either encoder is not above chance (the best constant predictor) on more than half of the tasks, or either pretrained encoder did not leave the unigram plateau".to_string();
+    let Some((d, (mlm_average, mae_average))) = downstream.and_then(|d| Some((d, d.average()?))) else {
+        return verdict(claim, rule, Outcome::NotMeasured, "no fine-tuning results".into());
     };
-    let mut evidence = format!("median dev accuracy: MAE-LM {mae_accuracy:.3} ({} seeds), MLM {mlm_accuracy:.3} ({} seeds)", d.mae_lm.len(), d.mlm.len());
-    if mlm_accuracy.min(mae_accuracy) < DOWNSTREAM_MIN_ACCURACY {
-        evidence.push_str(&format!("; below {DOWNSTREAM_MIN_ACCURACY}, too close to chance to compare"));
+    let per_task: Vec<String> = d.tasks.iter().map(|t| format!("{} {:.3} vs {:.3}", t.task(), t.mae_lm.score, t.mlm.score)).collect();
+    let mut evidence = format!("average over {} tasks: MAE-LM {mae_average:.3}, MLM {mlm_average:.3} ({})", d.tasks.len(), per_task.join(", "));
+    let at_chance = |name: &str, grid: fn(&TaskDownstream) -> &GridSummary| {
+        let tasks: Vec<&str> = d.tasks.iter().filter(|t| !grid(t).beats_chance).map(|t| t.task()).collect();
+        (tasks.len() * 2 > d.tasks.len()).then(|| format!("{name} not above chance on {}", tasks.join(", ")))
+    };
+    let chance_notes: Vec<String> = [at_chance("MLM", |t| &t.mlm), at_chance("MAE-LM", |t| &t.mae_lm)].into_iter().flatten().collect();
+    if !chance_notes.is_empty() {
+        evidence.push_str(&format!("; {}: too close to chance to compare", chance_notes.join(" and ")));
         return verdict(claim, rule, Outcome::Inconclusive, evidence);
     }
     let pretrained: Vec<(&str, &ObjectiveView)> = [("MLM", mlm), ("MAE-LM", mae)].into_iter().filter_map(|(name, view)| Some((name, view?))).collect();
-    decide(claim, rule, mae_accuracy >= mlm_accuracy, &mut evidence, &pretrained)
+    decide(claim, rule, mae_average >= mlm_average, &mut evidence, &pretrained)
 }
 
 /// Every claim's verdict, in the order of DESIGN §1.
@@ -402,20 +424,57 @@ mod tests {
         assert_eq!(verdicts[1].outcome, Outcome::Holds, "{}", verdicts[1].evidence);
     }
 
+    /// A grid result with the given score and chance level.
+    fn grid(task: &str, score: f64, chance: f64) -> GridSummary {
+        GridSummary {
+            model: "enc".into(),
+            task: task.into(),
+            metric: crate::finetune::metrics::Metric::Accuracy,
+            chance,
+            points: vec![],
+            chosen_lr: 1e-3,
+            score,
+            beats_chance: score > chance,
+            rank_before: vec![],
+            rank_after: vec![],
+        }
+    }
+
+    /// Tasks given as (MLM score, MAE-LM score), every one with chance level 0.5.
+    fn downstream(scores: &[(f64, f64)]) -> Downstream {
+        let tasks = scores
+            .iter()
+            .enumerate()
+            .map(|(i, &(mlm, mae))| TaskDownstream { mlm: grid(&format!("t{i}"), mlm, 0.5), mae_lm: grid(&format!("t{i}"), mae, 0.5) });
+        Downstream { protocol: String::new(), tasks: tasks.collect() }
+    }
+
     #[test]
-    fn downstream_uses_medians_and_refuses_near_chance_results() {
-        let d = Downstream { mlm: vec![0.80, 0.81, 0.79], mae_lm: vec![0.82, 0.83, 0.70], ..Default::default() };
-        assert_eq!(claim_downstream(Some(&d), None, None).outcome, Outcome::Holds);
-        let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80], ..Default::default() };
-        assert_eq!(claim_downstream(Some(&d), None, None).outcome, Outcome::DoesNotHold);
-        let d = Downstream { mlm: vec![0.55], mae_lm: vec![0.52], ..Default::default() };
-        assert_eq!(claim_downstream(Some(&d), None, None).outcome, Outcome::Inconclusive);
+    fn downstream_compares_the_average_over_tasks() {
+        // MAE-LM loses one task but wins on average: the average decides.
+        let d = downstream(&[(0.80, 0.78), (0.60, 0.70)]);
+        assert_eq!(d.average(), Some((0.70, 0.74)));
+        let verdict = claim_downstream(Some(&d), None, None);
+        assert_eq!(verdict.outcome, Outcome::Holds, "{}", verdict.evidence);
+        assert!(verdict.evidence.contains("t0 0.780 vs 0.800"), "{}", verdict.evidence);
+        assert_eq!(claim_downstream(Some(&downstream(&[(0.85, 0.80)])), None, None).outcome, Outcome::DoesNotHold);
         assert_eq!(claim_downstream(None, None, None).outcome, Outcome::NotMeasured);
+        assert_eq!(claim_downstream(Some(&downstream(&[])), None, None).outcome, Outcome::NotMeasured);
+    }
+
+    #[test]
+    fn downstream_at_chance_on_most_tasks_is_inconclusive() {
+        // MLM at chance (0.5) on two of three tasks.
+        let verdict = claim_downstream(Some(&downstream(&[(0.5, 0.7), (0.45, 0.7), (0.8, 0.7)])), None, None);
+        assert_eq!(verdict.outcome, Outcome::Inconclusive);
+        assert!(verdict.evidence.contains("MLM not above chance on t0, t1"), "{}", verdict.evidence);
+        // At chance on one of three: still compared.
+        assert_eq!(claim_downstream(Some(&downstream(&[(0.5, 0.7), (0.6, 0.7), (0.8, 0.7)])), None, None).outcome, Outcome::Holds);
     }
 
     #[test]
     fn downstream_on_encoders_stuck_on_the_plateau_is_inconclusive() {
-        let d = Downstream { mlm: vec![0.85], mae_lm: vec![0.80], ..Default::default() };
+        let d = downstream(&[(0.85, 0.80)]);
         let subspace: Vec<SubspaceRow> = (1..=4).map(|l| outside("MLM", l, 0.4)).collect();
         let verdict = |mlm_loss: f64| {
             let models = [facts("MLM", Objective::Mlm, mlm_loss), facts("MAE-LM", Objective::MaeLm, 4.0)];
