@@ -345,22 +345,19 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
     let mut tasks = Vec::with_capacity(BUNDLED_TASKS.len());
     for (name, _, _) in BUNDLED_TASKS {
         let task = Task::named(name)?;
-        let requests: Vec<FinetuneRequest> = [Objective::Mlm, Objective::MaeLm]
-            .map(|objective| FinetuneRequest {
-                model: run_dir(work, objective, budget.seeds[0]),
-                tokenizer: None,
-                task: task.clone(),
-                seeds: plan.seeds.to_vec(),
-                config: plan.config(),
-                out: work.join(format!("finetune-{}", run_name(objective, budget.seeds[0]))).join(name),
-            })
-            .to_vec();
+        let requests = [Objective::Mlm, Objective::MaeLm].map(|objective| FinetuneRequest {
+            model: run_dir(work, objective, budget.seeds[0]),
+            tokenizer: None,
+            task: task.clone(),
+            seeds: plan.seeds.to_vec(),
+            config: plan.config(),
+            out: work.join(format!("finetune-{}", run_name(objective, budget.seeds[0]))).join(name),
+        });
         eprintln!("[4/5] fine-tuning both encoders on {name}: {}", plan.describe());
-        let mut grids = run_concurrently(&requests, |request| {
+        let grids = run_concurrently(&requests, |request| {
             finetune_grid(request, plan.lrs).with_context(|| format!("fine-tuning {} on {name}", request.model.display()))
         })?;
-        let mae_lm = grids.pop().expect("two grids");
-        let mlm = grids.pop().expect("two grids");
+        let [mlm, mae_lm]: [_; 2] = grids.try_into().expect("one grid per request");
         tasks.push(TaskDownstream { mlm, mae_lm });
     }
     Ok(Downstream { protocol: plan.describe(), tasks })

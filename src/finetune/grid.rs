@@ -71,7 +71,7 @@ pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> 
             None => finetune(&point)?.summary,
         });
     }
-    let summary = summarise(req, lrs, &summaries)?;
+    let summary = summarise(req, &summaries)?;
     write_json_atomic(&req.out.join(GRID_FILE), &summary)?;
     Ok(summary)
 }
@@ -87,17 +87,18 @@ fn reusable(point: &FinetuneRequest) -> Option<FinetuneSummary> {
     (same && done.seeds.iter().map(|s| s.seed).eq(point.seeds.iter().copied())).then_some(done)
 }
 
-fn summarise(req: &FinetuneRequest, lrs: &[f64], summaries: &[FinetuneSummary]) -> Result<GridSummary> {
+fn summarise(req: &FinetuneRequest, summaries: &[FinetuneSummary]) -> Result<GridSummary> {
     let first = summaries.first().context("no grid points")?;
     let points: Vec<GridPoint> = summaries
         .iter()
         .map(|s| GridPoint { lr: s.config.lr, scores: s.seeds.iter().map(|r| (r.seed, r.dev_score)).collect(), median: s.median_dev_score })
         .collect();
-    let best = points.iter().fold(&points[0], |best, p| if p.median > best.median { p } else { best });
+    // The first of the points with the best median.
+    let chosen = (1..points.len()).fold(0, |best, i| if points[i].median > points[best].median { i } else { best });
+    let best = &points[chosen];
     let chance = first.chance.context("fine-tuning summaries record their chance level")?;
     let score = best.median;
-    let chosen = lrs.iter().position(|&lr| lr == best.lr).expect("every point comes from the grid");
-    let (rank_before, rank_after) = real_ranks(&point_dir(&req.out, lrs[chosen]), &summaries[chosen])?;
+    let (rank_before, rank_after) = real_ranks(&point_dir(&req.out, best.lr), &summaries[chosen])?;
     Ok(GridSummary {
         model: req.model.clone(),
         task: req.task.name.clone(),

@@ -52,6 +52,11 @@ fn triangle_len(d: usize) -> usize {
     d * (d + 1) / 2
 }
 
+/// Where entry (i, j ≤ i) of the lower triangle is kept.
+fn lower_index(i: usize, j: usize) -> usize {
+    i * (i + 1) / 2 + j
+}
+
 impl GramAccumulator {
     /// An empty accumulator for hidden size `d`.
     pub fn new(d: usize) -> Self {
@@ -72,19 +77,20 @@ impl GramAccumulator {
         self.sum.iter().map(|&s| s as f64 * unit).collect()
     }
 
+    /// Entry (i, j) of HᵀH.
+    fn gram_entry(&self, i: usize, j: usize) -> f64 {
+        let (i, j) = if j <= i { (i, j) } else { (j, i) };
+        self.gram_lower[lower_index(i, j)] as f64 * (-2.0 * ROW_BITS as f64).exp2()
+    }
+
     /// The uncentred Gram HᵀH.
     pub fn gram(&self) -> Array2<f64> {
-        let unit = (-2.0 * ROW_BITS as f64).exp2();
-        Array2::from_shape_fn((self.d, self.d), |(i, j)| {
-            let (i, j) = if j <= i { (i, j) } else { (j, i) };
-            self.gram_lower[i * (i + 1) / 2 + j] as f64 * unit
-        })
+        Array2::from_shape_fn((self.d, self.d), |(i, j)| self.gram_entry(i, j))
     }
 
     /// tr(HᵀH): the total energy.
     pub fn trace(&self) -> f64 {
-        let unit = (-2.0 * ROW_BITS as f64).exp2();
-        (0..self.d).map(|i| self.gram_lower[i * (i + 1) / 2 + i] as f64 * unit).sum()
+        (0..self.d).map(|i| self.gram_entry(i, i)).sum()
     }
 
     /// Adds a batch of f32 hidden states (tokens × d).
@@ -100,16 +106,20 @@ impl GramAccumulator {
         ensure!(rows.ncols() == self.d, "batch has {} columns but the accumulator was created for d = {}", rows.ncols(), self.d);
         check_finite(rows)?;
         let mut delta = Self::new(self.d);
-        let mut by_scale: std::collections::BTreeMap<i32, Vec<Vec<i64>>> = Default::default();
+        // The rounded rows of each scale, one after another.
+        let mut by_scale: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
         for row in rows.rows() {
-            let (scale, rounded) = round_row(row.iter().copied())?;
-            for (sum, &n) in delta.sum.iter_mut().zip(&rounded) {
+            let scale = row_scale(row.iter().copied())?;
+            let rounded = by_scale.entry(scale).or_default();
+            let unit = ((ROW_BITS - scale) as f64).exp2();
+            for (sum, &x) in delta.sum.iter_mut().zip(row) {
+                let n = (x * unit).round() as i64;
                 *sum += (n as i128) << scale;
+                rounded.push(n);
             }
-            by_scale.entry(scale).or_default().push(rounded);
         }
         for (scale, rounded) in by_scale {
-            for block in rounded.chunks(MAX_BLOCK_ROWS) {
+            for block in rounded.chunks(MAX_BLOCK_ROWS * self.d) {
                 delta.add_block(scale, block)?;
             }
         }
@@ -117,12 +127,13 @@ impl GramAccumulator {
         self.merge(&delta)
     }
 
-    /// Adds Σ nᵀn of rounded rows that share `scale`, computed from their slices exactly.
-    fn add_block(&mut self, scale: i32, block: &[Vec<i64>]) -> Result<()> {
-        let (rows, d) = (block.len(), self.d);
+    /// Adds Σ nᵀn of rounded rows (row-major, d per row) that share `scale`, computed from their
+    /// slices exactly.
+    fn add_block(&mut self, scale: i32, block: &[i64]) -> Result<()> {
+        let (rows, d) = (block.len() / self.d, self.d);
         let mask = (1i64 << SLICE_BITS) - 1;
-        let hi: Vec<f64> = block.iter().flatten().map(|&n| (n >> SLICE_BITS) as f64).collect();
-        let lo: Vec<f64> = block.iter().flatten().map(|&n| (n & mask) as f64).collect();
+        let hi: Vec<f64> = block.iter().map(|&n| (n >> SLICE_BITS) as f64).collect();
+        let lo: Vec<f64> = block.iter().map(|&n| (n & mask) as f64).collect();
         let high = linalg::transpose_product(&hi, &hi, rows, d, true);
         let cross = linalg::transpose_product(&hi, &lo, rows, d, false);
         let low = linalg::transpose_product(&lo, &lo, rows, d, true);
@@ -131,7 +142,7 @@ impl GramAccumulator {
             for j in 0..=i {
                 let (ij, ji) = (i * d + j, j * d + i);
                 let value = (exact(high[ij]) << (2 * SLICE_BITS)) + ((exact(cross[ij]) + exact(cross[ji])) << SLICE_BITS) + exact(low[ij]);
-                let entry = &mut self.gram_lower[i * (i + 1) / 2 + j];
+                let entry = &mut self.gram_lower[lower_index(i, j)];
                 *entry = value.checked_mul(1i128 << (2 * scale)).and_then(|v| entry.checked_add(v)).context(TOO_LARGE)?;
             }
         }
@@ -147,9 +158,13 @@ impl GramAccumulator {
             self.d,
             other.d
         );
-        let add = |a: &[i128], b: &[i128]| a.iter().zip(b).map(|(x, y)| x.checked_add(*y)).collect::<Option<Vec<i128>>>().context(TOO_LARGE);
-        let (sum, gram_lower) = (add(&self.sum, &other.sum)?, add(&self.gram_lower, &other.gram_lower)?);
-        *self = Self { d: self.d, n_tokens: self.n_tokens + other.n_tokens, sum, gram_lower };
+        // Checked first, so that an overflow leaves the sums as they were.
+        let fits = |a: &[i128], b: &[i128]| a.iter().zip(b).all(|(x, y)| x.checked_add(*y).is_some());
+        ensure!(fits(&self.sum, &other.sum) && fits(&self.gram_lower, &other.gram_lower), TOO_LARGE);
+        for (a, b) in self.sum.iter_mut().zip(&other.sum).chain(self.gram_lower.iter_mut().zip(&other.gram_lower)) {
+            *a += b;
+        }
+        self.n_tokens += other.n_tokens;
         Ok(())
     }
 
@@ -181,24 +196,23 @@ impl GramAccumulator {
         ensure!(gram_lower.len() == triangle_len(d), "stored Gram has {} values, expected d(d+1)/2 = {}", gram_lower.len(), triangle_len(d));
         let acc = Self { d, n_tokens, sum, gram_lower };
         ensure!(n_tokens > 0 || acc.gram_lower.iter().all(|&x| x == 0), "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent");
-        ensure!((0..d).all(|i| acc.gram_lower[i * (i + 1) / 2 + i] >= 0), "stored Gram has a negative diagonal entry: the file is corrupt");
+        ensure!((0..d).all(|i| acc.gram_lower[lower_index(i, i)] >= 0), "stored Gram has a negative diagonal entry: the file is corrupt");
         Ok(acc)
     }
 }
 
 const TOO_LARGE: &str = "hidden-state values too large to sum exactly: an entry of HᵀH would exceed 2⁴⁷ (about 1.4e14); analyse fewer tokens per shard";
 
-/// The row rounded to ROW_BITS significant bits: (s, the entries in units of 2^(s − ROW_BITS)).
-fn round_row(values: impl Iterator<Item = f64> + Clone) -> Result<(i32, Vec<i64>)> {
-    let largest = values.clone().fold(0.0_f64, |m, x| m.max(x.abs()));
+/// The row's scale s: its entries are rounded to units of 2^(s − ROW_BITS).
+fn row_scale(values: impl Iterator<Item = f64>) -> Result<i32> {
+    let largest = values.fold(0.0_f64, |m, x| m.max(x.abs()));
     // The binary exponent e of `largest` (2^e ≤ largest < 2^(e+1)); s = e + 1, at least 0.
     let exponent = ((largest.to_bits() >> 52) & 0x7ff) as i32 - 1023;
     let scale = (exponent + 1).max(0);
     if scale > 23 {
         bail!("{TOO_LARGE} (a value of {largest:e})");
     }
-    let unit = ((ROW_BITS - scale) as f64).exp2();
-    Ok((scale, values.map(|x| (x * unit).round() as i64).collect()))
+    Ok(scale)
 }
 
 /// Rejects NaN/Inf, naming the first offending position.
