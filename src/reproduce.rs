@@ -121,8 +121,17 @@ impl BudgetName {
                 name: "quick",
                 preset: Preset::Mini,
                 // The official encoders' relative-position bias (32 buckets, as the fork's RoBERTa
-                // baseline; max distance 128) on top of the absolute positions.
-                model_overrides: &["hidden_size=128", "intermediate_size=512", "num_attention_heads=2", "relative_attention_num_buckets=32"],
+                // baseline; max distance 128) on top of the absolute positions. Weights drawn with
+                // the per-matrix gain of BERT's N(0, 0.02) at width 768: 0.02 · √(768 / 128) ≈ 0.049.
+                // At 0.02 a 128-wide MAE-LM encoder reaches the loss only through a decoder value path
+                // of gain ~0.05 and never leaves the plateau (reports/recipe/README.md).
+                model_overrides: &[
+                    "hidden_size=128",
+                    "intermediate_size=512",
+                    "num_attention_heads=2",
+                    "relative_attention_num_buckets=32",
+                    "initializer_range=0.049",
+                ],
                 vocab_size: 8192,
                 corpus: BundledCorpus::Full,
                 steps: 1200,
@@ -361,4 +370,28 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
         tasks.push(TaskDownstream { mlm, mae_lm });
     }
     Ok(Downstream { protocol: plan.describe(), tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{apply_overrides, MaskConfig};
+    use crate::data::tokenizer::SpecialIds;
+
+    /// Every budget draws its weights with the per-matrix gain BERT's N(0, 0.02) has at width 768
+    /// (σ·√width), whatever width its overrides give the encoder: at 0.02 a narrow MAE-LM encoder
+    /// is starved of gradient (reports/recipe/README.md, "Initialisation").
+    #[test]
+    fn budgets_keep_bert_base_init_gain() {
+        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        for name in [BudgetName::Quick, BudgetName::Standard] {
+            let budget = name.budget();
+            let preset = budget.preset.model_config(100, &special, Objective::MaeLm, MaskConfig::default());
+            let overrides: Vec<String> = budget.model_overrides.iter().map(|s| s.to_string()).collect();
+            let config = apply_overrides(&preset, &overrides).unwrap();
+            let gain = config.initializer_range * (config.hidden_size as f64).sqrt();
+            let base_gain = 0.02 * 768f64.sqrt();
+            assert!((gain / base_gain - 1.0).abs() < 0.01, "{}: σ {} at width {}", budget.name, config.initializer_range, config.hidden_size);
+        }
+    }
 }
