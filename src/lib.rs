@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod extract;
 pub mod finetune;
+pub mod fingerprint;
 pub mod fsutil;
 pub mod hf_cache;
 pub mod hidden_states;

@@ -152,7 +152,7 @@ impl AnalysisSpec {
     /// A stable hash of the spec's contents (for the manifest).
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_string(self).expect("specs serialise");
-        format!("{:016x}", crate::data::corpus::fnv1a64(canonical.as_bytes()))
+        format!("{:016x}", crate::fingerprint::fnv1a64(canonical.as_bytes()))
     }
 
     pub fn resolve(self) -> Result<Plan> {

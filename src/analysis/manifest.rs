@@ -3,7 +3,7 @@
 //! pretraining record, so the analysis dir is all that reports and figures need.
 
 use super::training_record::TrainingRecord;
-use crate::data::corpus::fnv1a64;
+use crate::fingerprint::fnv1a64;
 use crate::extract::{Extraction, HeadEvaluation};
 use crate::spec::{AnalysisSpec, Plan};
 use anyhow::{Context, Result};

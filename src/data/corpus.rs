@@ -264,41 +264,6 @@ pub fn read_ids(path: &Path) -> Result<Vec<u32>> {
     Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
-/// 64-bit FNV-1a of `bytes`. A fingerprint to notice that an input file changed, NOT a
-/// cryptographic hash (no sha crate is a dependency, and provenance needs no more).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h = Fnv1a64::new();
-    h.update(bytes);
-    h.finish()
-}
-
-/// [`fnv1a64`] fed in pieces, for files hashed while they are read.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv1a64(u64);
-
-impl Fnv1a64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    pub fn new() -> Self {
-        Self(Self::OFFSET_BASIS)
-    }
-
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(Self::PRIME));
-    }
-
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl Default for Fnv1a64 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// WikiText marks out-of-vocabulary words as `<unk>`. A subword tokenizer would split that marker
 /// into `<`, `unk`, `>`: 14% of WikiText-2's ids, the three most frequent and trivially
 /// predictable, which would inflate masked-token accuracy. It becomes the tokenizer's own unknown token.
@@ -406,13 +371,6 @@ mod tests {
         let text = fs::read_to_string(path).unwrap();
         let head: Vec<&str> = text.lines().take(700).collect();
         write(dir, "small.txt", head.join("\n").as_bytes())
-    }
-
-    #[test]
-    fn fnv1a64_matches_reference_vectors() {
-        assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x85944171f73967e8);
     }
 
     #[test]

@@ -10,13 +10,13 @@ use anyhow::{anyhow, ensure, Context, Result};
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
-use super::corpus::Fnv1a64;
+use crate::fingerprint::Fnv1a64;
 
 /// One file that went into the corpus, identified well enough to notice it changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputFile {
     pub path: PathBuf,
-    /// [`super::corpus::fnv1a64`] of the file's bytes as stored (compressed for `.gz`), 16 hex digits.
+    /// [`crate::fingerprint::fnv1a64`] of the file's bytes as stored (compressed for `.gz`), 16 hex digits.
     pub fnv1a64: String,
     /// Size of the file as stored.
     pub bytes: u64,
@@ -94,7 +94,7 @@ impl<R: Read> Read for Fingerprinting<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::corpus::fnv1a64;
+    use crate::fingerprint::fnv1a64;
     use flate2::write::GzEncoder;
     use flate2::Compression;
     use std::io::Write;
