@@ -3,8 +3,8 @@
 //! pretraining record, so the analysis dir is all that reports and figures need.
 
 use super::training_record::TrainingRecord;
-use crate::fingerprint::fnv1a64;
 use crate::extract::{Extraction, HeadEvaluation};
+use crate::fingerprint::fnv1a64;
 use crate::spec::{AnalysisSpec, Plan};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
