@@ -314,7 +314,7 @@ impl Preset {
             type_vocab_size: 2,
             embedding_size: None,
             layer_norm_eps: 1e-12,
-            initializer_range: 0.02,
+            initializer_range: crate::model::init::width_scaled_std(d_model),
             pad_token_id: special.pad,
             position_embedding_type: "absolute".into(),
             relative_attention_num_buckets: 0,
