@@ -35,8 +35,12 @@ pub fn inspect(dir: &Path, tokenizer: Option<&Path>) -> Result<()> {
     }
     if let Some(repdef) = &config.repdef {
         println!(
-            "  repdef: decoder layers {}, mask prob {}, policy {:?}, keep-mask fraction {}",
-            repdef.decoder_layers, repdef.mask.prob, repdef.mask.policy, repdef.mask.keep_mask_frac
+            "  repdef: decoder layers {}{}, mask prob {}, policy {:?}, keep-mask fraction {}",
+            repdef.decoder_layers,
+            if repdef.decoder_relative_attention { " (own relative-position bias)" } else { "" },
+            repdef.mask.prob,
+            repdef.mask.policy,
+            repdef.mask.keep_mask_frac
         );
     }
     let mut names: Vec<&String> = tensors.keys().collect();

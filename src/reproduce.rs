@@ -26,13 +26,19 @@ pub enum BudgetName {
     Standard,
 }
 
-/// Everything a reproduction varies; MLM and MAE-LM always get the same values.
+/// Everything a reproduction varies; MLM and MAE-LM always get the same values (the decoder,
+/// which only MAE-LM has, aside).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Budget {
     pub name: &'static str,
     pub preset: Preset,
     /// `key=value` model-config overrides of the preset.
     pub model_overrides: &'static [&'static str],
+    /// MAE-LM's decoder gets its own relative-position bias table (the official
+    /// `--decoder-rel-pos 1`; needs the encoder's bucketing). MLM's `[MASK]` positions see the
+    /// encoder's bias in every layer; without a decoder table, MAE-LM's dropped positions would
+    /// see none (reports/recipe/README.md, "MAE-LM on real text").
+    pub decoder_relative_attention: bool,
     pub vocab_size: usize,
     /// The corpus used when `--corpus` is not given.
     pub corpus: BundledCorpus,
@@ -105,6 +111,7 @@ impl BudgetName {
                 name: "tiny",
                 preset: Preset::Tiny,
                 model_overrides: &[],
+                decoder_relative_attention: false,
                 vocab_size: 2000,
                 corpus: BundledCorpus::WikiText,
                 steps: 4,
@@ -132,6 +139,7 @@ impl BudgetName {
                     "relative_attention_num_buckets=32",
                     "initializer_range=0.049",
                 ],
+                decoder_relative_attention: true,
                 vocab_size: 8192,
                 corpus: BundledCorpus::Full,
                 steps: 1200,
@@ -266,15 +274,11 @@ fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Object
         Ok(_) => true,
         Err(_) => false,
     };
-    Some(TrainRequest {
-        data_dir: data_dir.to_path_buf(),
-        out: out.to_path_buf(),
-        config,
-        model_overrides: budget.model_overrides.iter().map(|s| s.to_string()).collect(),
-        decoder_layers: None,
-        resume,
-        stop_at: None,
-    })
+    let mut model_overrides: Vec<String> = budget.model_overrides.iter().map(|s| s.to_string()).collect();
+    if objective == Objective::MaeLm && budget.decoder_relative_attention {
+        model_overrides.push("repdef.decoder_relative_attention=true".into());
+    }
+    Some(TrainRequest { data_dir: data_dir.to_path_buf(), out: out.to_path_buf(), config, model_overrides, decoder_layers: None, resume, stop_at: None })
 }
 
 pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
@@ -393,5 +397,21 @@ mod tests {
             let base_gain = 0.02 * 768f64.sqrt();
             assert!((gain / base_gain - 1.0).abs() < 0.01, "{}: σ {} at width {}", budget.name, config.initializer_range, config.hidden_size);
         }
+    }
+
+    /// The decoder's bias table is MAE-LM's alone: both runs' configs stay valid, and MLM's has none.
+    #[test]
+    fn decoder_bias_goes_to_mae_lm_only() {
+        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let budget = BudgetName::Standard.budget();
+        let model = |objective| {
+            let request = train_request(&budget, Path::new("data"), Path::new("/nonexistent/run"), objective, 0).unwrap();
+            let preset = budget.preset.model_config(100, &special, objective, MaskConfig::default());
+            let config = apply_overrides(&preset, &request.model_overrides).unwrap();
+            config.validate().unwrap();
+            config.repdef.unwrap().decoder_relative_attention
+        };
+        assert!(model(Objective::MaeLm));
+        assert!(!model(Objective::Mlm));
     }
 }
