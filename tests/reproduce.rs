@@ -44,6 +44,7 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
         assert!(report.contains(section), "no {section} in {report}");
     }
     assert!(report.contains("1. MLM allocates dimensions to [MASK]") && report.contains("**inconclusive**"), "{report}");
+    assert!(report.contains("| MLM | MLM | 2 × 64 |") && report.contains("| MAE-LM | MAE-LM | 2 × 64, decoder 1 layer(s) |"), "set-up: {report}");
     let ranks = std::fs::read_to_string(out.join("ranks.csv")).unwrap();
 
     let second = repdef(&args);

@@ -3,6 +3,7 @@
 //! pretraining record, so the analysis dir is all that reports and figures need.
 
 use super::training_record::TrainingRecord;
+use crate::config::ModelConfig;
 use crate::extract::{Extraction, HeadEvaluation};
 use crate::fingerprint::fnv1a64;
 use crate::spec::{AnalysisSpec, Plan};
@@ -33,6 +34,9 @@ pub struct ModelRecord {
     pub objective: String,
     pub n_layers: usize,
     pub d_model: usize,
+    /// MAE-LM's decoder (manifests written before this field existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderRecord>,
     pub tokens: u64,
     /// How the model was pretrained, for models trained by repdef (manifests written before
     /// this field existed have none).
@@ -42,6 +46,23 @@ pub struct ModelRecord {
     /// loss on the analysed text, and the text's unigram plateau.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_evaluation: Option<HeadEvaluation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecoderRecord {
+    pub layers: usize,
+    /// Whether it has its own relative-position bias table.
+    pub relative_attention: bool,
+}
+
+impl DecoderRecord {
+    fn of(config: &ModelConfig) -> Option<Self> {
+        config
+            .repdef
+            .as_ref()
+            .filter(|r| r.decoder_layers > 0)
+            .map(|r| DecoderRecord { layers: r.decoder_layers, relative_attention: r.decoder_relative_attention })
+    }
 }
 
 impl Manifest {
@@ -61,6 +82,7 @@ impl Manifest {
                     objective: m.config.objective().to_string(),
                     n_layers: m.config.num_hidden_layers,
                     d_model: m.config.hidden_size,
+                    decoder: DecoderRecord::of(&m.config),
                     tokens: extraction.tokens.get(&m.label).copied().unwrap_or(0),
                     training: TrainingRecord::read(&m.path)?,
                     head_evaluation: extraction.head_evaluations.get(&m.label).cloned(),

@@ -168,7 +168,13 @@ fn setup_table(inputs: &ReportInputs) -> Block {
             vec![
                 record.label.clone(),
                 record.objective.clone(),
-                format!("{} × {}", record.n_layers, record.d_model),
+                match &record.decoder {
+                    None => format!("{} × {}", record.n_layers, record.d_model),
+                    Some(d) => {
+                        let bias = if d.relative_attention { " with its own relative-position bias" } else { "" };
+                        format!("{} × {}, decoder {} layer(s){bias}", record.n_layers, record.d_model, d.layers)
+                    }
+                },
                 record.training.as_ref().map_or("—".into(), |t| format!("{:.1} M ({} steps)", t.pretraining_tokens as f64 / 1e6, t.steps)),
                 fmt_opt(facts.and_then(|f| f.holdout_loss), 3),
                 fmt_opt(facts.and_then(|f| f.holdout_accuracy), 3),
