@@ -468,9 +468,32 @@ pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, o
     serde_json::from_value(doc).context("--set: the overridden configuration is invalid")
 }
 
+/// A preset's model config with `--set model.KEY=VALUE` overrides. Unless σ is set itself, it
+/// follows an overridden width, so that the init keeps BERT-base's gain
+/// ([`crate::model::init::width_scaled_std`]).
+pub fn apply_model_overrides(preset: &ModelConfig, overrides: &[String]) -> Result<ModelConfig> {
+    let mut model = apply_overrides(preset, overrides)?;
+    if !overrides.iter().any(|o| o.starts_with("initializer_range=")) {
+        model.initializer_range = crate::model::init::width_scaled_std(model.hidden_size);
+    }
+    Ok(model)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_std_keeps_bert_base_gain_unless_set() {
+        let tiny = Preset::Tiny.model_config(100, &SPECIAL, Objective::MaeLm, MaskConfig::default());
+        let base = Preset::Base.model_config(100, &SPECIAL, Objective::MaeLm, MaskConfig::default());
+        assert!((tiny.initializer_range - 0.02 * 12f64.sqrt()).abs() < 1e-12, "64 = 768 / 12");
+        assert_eq!(base.initializer_range, 0.02);
+        let widened = apply_model_overrides(&tiny, &["hidden_size=192".into()]).unwrap();
+        assert!((widened.initializer_range - 0.04).abs() < 1e-12, "192 = 768 / 4");
+        let set = apply_model_overrides(&tiny, &["hidden_size=192".into(), "initializer_range=0.02".into()]).unwrap();
+        assert_eq!(set.initializer_range, 0.02);
+    }
 
     #[test]
     fn overrides_change_existing_keys_and_reject_unknown_or_mistyped_ones() {

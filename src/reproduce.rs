@@ -128,17 +128,10 @@ impl BudgetName {
                 name: "quick",
                 preset: Preset::Mini,
                 // The official encoders' relative-position bias (32 buckets, as the fork's RoBERTa
-                // baseline; max distance 128) on top of the absolute positions. Weights drawn with
-                // the per-matrix gain of BERT's N(0, 0.02) at width 768: 0.02 · √(768 / 128) ≈ 0.049.
-                // At 0.02 a 128-wide MAE-LM encoder reaches the loss only through a decoder value path
-                // of gain ~0.05 and never leaves the plateau (reports/recipe/README.md).
-                model_overrides: &[
-                    "hidden_size=128",
-                    "intermediate_size=512",
-                    "num_attention_heads=2",
-                    "relative_attention_num_buckets=32",
-                    "initializer_range=0.049",
-                ],
+                // baseline; max distance 128) on top of the absolute positions. Weights are drawn
+                // with the per-matrix gain of BERT's N(0, 0.02) at width 768, σ = 0.02 · √(768 / 128)
+                // ≈ 0.049, which the width override carries with it (`apply_model_overrides`).
+                model_overrides: &["hidden_size=128", "intermediate_size=512", "num_attention_heads=2", "relative_attention_num_buckets=32"],
                 decoder_relative_attention: true,
                 vocab_size: 8192,
                 corpus: BundledCorpus::Full,
@@ -379,7 +372,7 @@ fn fine_tune_encoders(budget: &Budget, work: &Path) -> Result<Downstream> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{apply_overrides, MaskConfig};
+    use crate::config::{apply_model_overrides, MaskConfig};
     use crate::data::tokenizer::SpecialIds;
 
     /// Every budget draws its weights with the per-matrix gain BERT's N(0, 0.02) has at width 768
@@ -392,7 +385,7 @@ mod tests {
             let budget = name.budget();
             let preset = budget.preset.model_config(100, &special, Objective::MaeLm, MaskConfig::default());
             let overrides: Vec<String> = budget.model_overrides.iter().map(|s| s.to_string()).collect();
-            let config = apply_overrides(&preset, &overrides).unwrap();
+            let config = apply_model_overrides(&preset, &overrides).unwrap();
             let gain = config.initializer_range * (config.hidden_size as f64).sqrt();
             let base_gain = 0.02 * 768f64.sqrt();
             assert!((gain / base_gain - 1.0).abs() < 0.01, "{}: σ {} at width {}", budget.name, config.initializer_range, config.hidden_size);
@@ -407,7 +400,7 @@ mod tests {
         let model = |objective| {
             let request = train_request(&budget, Path::new("data"), Path::new("/nonexistent/run"), objective, 0).unwrap();
             let preset = budget.preset.model_config(100, &special, objective, MaskConfig::default());
-            let config = apply_overrides(&preset, &request.model_overrides).unwrap();
+            let config = apply_model_overrides(&preset, &request.model_overrides).unwrap();
             config.validate().unwrap();
             config.repdef.unwrap().decoder_relative_attention
         };

@@ -12,7 +12,7 @@ use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::lr_at;
 use super::state::{read_checkpoint, write_checkpoint, TrainState, DATA_META_FILE, METRICS_FILE, TRAIN_CONFIG_FILE, TRAIN_STATE_FILE};
 use crate::checkpoint::{CONFIG_FILE, TOKENIZER_FILE};
-use crate::config::{apply_overrides, ModelConfig, Objective, TrainConfig};
+use crate::config::{apply_model_overrides, ModelConfig, Objective, TrainConfig};
 use crate::data::batches::BatchSampler;
 use crate::data::corpus::{read_meta, META_FILE};
 use crate::data::masking::Masker;
@@ -84,7 +84,7 @@ fn prepare_run_dir(req: &TrainRequest) -> Result<(TrainConfig, ModelConfig)> {
         }
         repdef.decoder_layers = layers;
     }
-    let model = overridden_model_config(&model, &req.model_overrides)?;
+    let model = apply_model_overrides(&model, &req.model_overrides)?;
     model.validate()?;
     // Masking has one home, the training settings; config.json records a copy for the analysis.
     if model.repdef.as_ref().is_some_and(|r| r.mask != config.mask) {
@@ -99,16 +99,6 @@ fn prepare_run_dir(req: &TrainRequest) -> Result<(TrainConfig, ModelConfig)> {
     write_json_atomic(&out.join(CONFIG_FILE), &model)?;
     write_json_atomic(&out.join(TRAIN_CONFIG_FILE), config)?;
     Ok((config.clone(), model))
-}
-
-/// A preset's model config with `--set model.KEY=VALUE` overrides. Unless σ is set itself, it
-/// follows an overridden width, so that the init keeps BERT-base's gain ([`init::width_scaled_std`]).
-fn overridden_model_config(preset: &ModelConfig, overrides: &[String]) -> Result<ModelConfig> {
-    let mut model = apply_overrides(preset, overrides)?;
-    if !overrides.iter().any(|o| o.starts_with("initializer_range=")) {
-        model.initializer_range = init::width_scaled_std(model.hidden_size);
-    }
-    Ok(model)
 }
 
 pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
@@ -256,24 +246,4 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
     }
     progress.finish();
     Ok(TrainOutcome { steps: state.step, last_eval: state.last_eval, run_dir: out.to_path_buf() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{MaskConfig, Preset};
-    use crate::data::tokenizer::SpecialIds;
-
-    #[test]
-    fn init_std_keeps_bert_base_gain_unless_set() {
-        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-        let tiny = Preset::Tiny.model_config(100, &special, Objective::MaeLm, MaskConfig::default());
-        let base = Preset::Base.model_config(100, &special, Objective::MaeLm, MaskConfig::default());
-        assert!((tiny.initializer_range - 0.02 * 12f64.sqrt()).abs() < 1e-12, "64 = 768 / 12");
-        assert_eq!(base.initializer_range, 0.02);
-        let widened = overridden_model_config(&tiny, &["hidden_size=192".into()]).unwrap();
-        assert!((widened.initializer_range - 0.04).abs() < 1e-12, "192 = 768 / 4");
-        let set = overridden_model_config(&tiny, &["hidden_size=192".into(), "initializer_range=0.02".into()]).unwrap();
-        assert_eq!(set.initializer_range, 0.02);
-    }
 }
