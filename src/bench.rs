@@ -166,23 +166,28 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// Matmul FLOPs of one training step at the benchmark's shapes: the encoder over the full
-/// length (MLM) or over the kept ~85% (MAE-LM, plus its decoder over the full length), the head
-/// at the ~15% picked positions; backward costs twice the forward.
+/// length (MLM) or over the kept ~85% (MAE-LM, plus its decoder over the full length), the last
+/// block past its attention and the head only at the ~15% picked positions
+/// (`Layer::forward_at`); backward costs twice the forward.
 fn step_flops(objective: Objective, args: &TrainBenchArgs) -> f64 {
     let cfg = args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
     let (d, d_mlp, v) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.vocab_size as f64);
     let (batch, len) = (args.batch_size as f64, args.seq_len as f64);
-    let picked = (0.15 * (len - 2.0)).round();
-    // Per token of a block attending over `span` tokens: QKV and output projections, the MLP,
-    // and the two attention matmuls.
-    let block = |tokens: f64, span: f64| tokens * (8.0 * d * d + 4.0 * d * d_mlp + 4.0 * span * d);
-    let layers = cfg.num_hidden_layers as f64;
-    let encoder_and_decoder = match objective {
-        Objective::MaeLm => layers * block(batch * (len - picked), len - picked) + cfg.decoder_layers() as f64 * block(batch * len, len),
-        _ => layers * block(batch * len, len),
+    let picked = batch * (0.15 * (len - 2.0)).round();
+    // A block of `tokens` tokens attending over `span` each (QKV projections and the two
+    // attention matmuls), then the output projection and the MLP at `outputs` of them.
+    let block = |tokens: f64, span: f64, outputs: f64| tokens * (6.0 * d * d + 4.0 * span * d) + outputs * (2.0 * d * d + 4.0 * d * d_mlp);
+    // `layers` blocks over `tokens` tokens, the last one output at the picked positions only.
+    let stack = |layers: usize, tokens: f64, span: f64| (layers.max(1) - 1) as f64 * block(tokens, span, tokens) + block(tokens, span, picked);
+    let blocks = match objective {
+        Objective::MaeLm => {
+            let kept = batch * len - picked;
+            cfg.num_hidden_layers as f64 * block(kept, kept / batch, kept) + stack(cfg.decoder_layers(), batch * len, len)
+        }
+        _ => stack(cfg.num_hidden_layers, batch * len, len),
     };
-    let head = batch * picked * (2.0 * d * d + 2.0 * d * v);
-    3.0 * (encoder_and_decoder + head)
+    let head = picked * (2.0 * d * d + 2.0 * d * v);
+    3.0 * (blocks + head)
 }
 
 /// The machine's f32 peak as assumed here: threads × clock × SIMD lanes × 2 FMA units × 2.

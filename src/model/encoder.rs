@@ -4,7 +4,7 @@
 //! through the context's recorder instead of a second layer loop.
 
 use super::embeddings::Embeddings;
-use super::layer::Layer;
+use super::layer::{run_blocks, Layer};
 use super::ops::{AttentionMask, Ctx, Linear};
 use super::relative_position::RelativePositionBias;
 use super::taps::Tap;
@@ -103,6 +103,13 @@ impl Encoder {
     /// [`Encoder::forward`] with the output as `[batch·pos, d_model]` rows, the layout the
     /// blocks work in (a reshape would cost two passes in backward).
     pub fn forward_rows(&self, input: &EncoderInput, ctx: &mut Ctx) -> Result<Tensor> {
+        self.forward_rows_at(input, None, ctx)
+    }
+
+    /// [`Encoder::forward_rows`] whose output is wanted only at `rows` (of the `[batch·pos]`
+    /// flattening), if given → `[rows.len(), d_model]`; the last block then runs only there
+    /// ([`Layer::forward_at`]), so its tap is not recorded.
+    pub fn forward_rows_at(&self, input: &EncoderInput, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let mut mask = AttentionMask::new(&input.attention_mask)?;
         if let Some(bias) = &self.relative_position {
             mask = mask.with_position_bias(bias.forward(&input.position_ids)?)?;
@@ -112,10 +119,6 @@ impl Encoder {
             hidden = project.forward(&hidden)?;
         }
         ctx.record(Tap::FullEmbed, &hidden, &mask)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            hidden = layer.forward(&hidden, &mask, ctx)?;
-            ctx.record(Tap::BlockOutput(i), &hidden, &mask)?;
-        }
-        Ok(hidden)
+        run_blocks(&self.layers, hidden, &mask, rows, Tap::BlockOutput, ctx)
     }
 }

@@ -4,6 +4,7 @@
 
 use super::kernels;
 use super::ops::{Activation, AttentionMask, Ctx, LayerNorm, Linear};
+use super::taps::Tap;
 use crate::config::ModelConfig;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -47,8 +48,20 @@ impl Layer {
 
     /// `xs`: `[batch·pos, d_model]` → the same shape.
     pub fn forward(&self, xs: &Tensor, mask: &AttentionMask, ctx: &mut Ctx) -> Result<Tensor> {
+        self.forward_at(xs, mask, None, ctx)
+    }
+
+    /// [`Layer::forward`] whose output is wanted only at `rows` (of `xs`), if given: every row
+    /// is still attended to, but the output projection, the FFN and both LayerNorms run at
+    /// those rows only → `[rows.len(), d_model]`. The pretraining loss reads the last block at
+    /// the picked ~15% of positions, so this skips most of that block's work.
+    pub fn forward_at(&self, xs: &Tensor, mask: &AttentionMask, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let attended = self.self_attention(xs, mask, ctx)?;
-        let resid_mid = self.attention_norm.forward_residual(&self.attention_out, &attended, xs, self.hidden_dropout, ctx)?;
+        let (attended, xs) = match rows {
+            Some(rows) => (attended.index_select(rows, 0)?, xs.index_select(rows, 0)?),
+            None => (attended, xs.clone()),
+        };
+        let resid_mid = self.attention_norm.forward_residual(&self.attention_out, &attended, &xs, self.hidden_dropout, ctx)?;
         let mlp = self.intermediate.forward_activated(&resid_mid, self.activation, ctx)?;
         self.output_norm.forward_residual(&self.output, &mlp, &resid_mid, self.hidden_dropout, ctx)
     }
@@ -76,4 +89,21 @@ impl Layer {
         // [batch, n_heads, pos, d_head] → [batch·pos, d_model]
         Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((rows, d_model))?)
     }
+}
+
+/// Runs `layers` in order over `hidden` (`[batch·pos, d_model]`), recording each block's output
+/// as `tap(i)`. With `rows`, the output is wanted only there → `[rows.len(), d_model]`: the last
+/// block runs only at those rows ([`Layer::forward_at`]) and its tap is not recorded.
+pub fn run_blocks(layers: &[Layer], mut hidden: Tensor, mask: &AttentionMask, rows: Option<&Tensor>, tap: fn(usize) -> Tap, ctx: &mut Ctx) -> Result<Tensor> {
+    for (i, layer) in layers.iter().enumerate() {
+        if let Some(rows) = rows.filter(|_| i + 1 == layers.len()) {
+            return layer.forward_at(&hidden, mask, Some(rows), ctx);
+        }
+        hidden = layer.forward(&hidden, mask, ctx)?;
+        ctx.record(tap(i), &hidden, mask)?;
+    }
+    Ok(match rows {
+        Some(rows) => hidden.index_select(rows, 0)?,
+        None => hidden,
+    })
 }

@@ -7,7 +7,7 @@
 //! contiguous positions.
 
 use super::embeddings::lookup;
-use super::layer::Layer;
+use super::layer::{run_blocks, Layer};
 use super::ops::{AttentionMask, Ctx, LayerNorm};
 use super::relative_position::RelativePositionBias;
 use super::taps::Tap;
@@ -103,21 +103,18 @@ impl Decoder {
         })
     }
 
-    /// `scattered`: `[batch·pos, d_model]`, `attention_mask`: `[batch, pos]` → `[batch·pos, d_model]`.
-    pub fn forward(&self, scattered: &Tensor, attention_mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// `scattered`: `[batch·pos, d_model]`, `attention_mask`: `[batch, pos]` → `[batch·pos, d_model]`,
+    /// or `[rows.len(), d_model]` when the output is wanted only at `rows` (see [`run_blocks`]).
+    pub fn forward(&self, scattered: &Tensor, attention_mask: &Tensor, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let mut mask = AttentionMask::new(attention_mask)?;
         let position_ids = Tensor::arange(0u32, mask.pos as u32, scattered.device())?.unsqueeze(0)?.repeat((mask.batch, 1))?;
         if let Some(bias) = &self.relative_position {
             mask = mask.with_position_bias(bias.forward(&position_ids)?)?;
         }
         let summed = scattered.add(&lookup(&self.position, &position_ids)?)?;
-        let mut hidden = self.layer_norm.forward(&summed, ctx)?;
+        let hidden = self.layer_norm.forward(&summed, ctx)?;
         ctx.record(Tap::DecoderFullEmbed, &hidden, &mask)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            hidden = layer.forward(&hidden, &mask, ctx)?;
-            ctx.record(Tap::DecoderBlockOutput(i), &hidden, &mask)?;
-        }
-        Ok(hidden)
+        run_blocks(&self.layers, hidden, &mask, rows, Tap::DecoderBlockOutput, ctx)
     }
 }
 

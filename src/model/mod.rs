@@ -23,7 +23,7 @@ pub use taps::{Recorder, Tap, TapCache};
 use crate::config::{ModelConfig, Objective};
 use crate::data::masking::{MaskedBatch, TokenClass};
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Encoder + pretraining head (+ decoder for MAE-LM): what `train` optimises.
@@ -61,24 +61,26 @@ impl PretrainingModel {
     }
 
     /// Logits `[n_picked, d_vocab]` at the batch's picked positions (in `picked_indices` order).
-    /// The only place where MLM and MAE-LM differ.
+    /// The only place where MLM and MAE-LM differ. The last block (the encoder's, or MAE-LM's
+    /// decoder's) runs only at the picked rows, the only ones the head reads.
     pub fn picked_logits(&self, batch: &MaskedBatch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.encoder.embeddings.word.device().clone();
-        let hidden = match &self.decoder {
-            None => {
-                let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
-                self.encoder.forward_rows(&input, ctx)?
-            }
-            Some((decoder, mask_token_id)) => self.mae_lm_hidden(decoder, *mask_token_id, batch, &device, ctx)?,
-        };
         let picked = batch.picked_indices();
         let picked = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
-        let at_picked = hidden.index_select(&picked, 0)?;
+        let at_picked = match &self.decoder {
+            None => {
+                let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
+                self.encoder.forward_rows_at(&input, Some(&picked), ctx)?
+            }
+            Some((decoder, mask_token_id)) => self.mae_lm_hidden(decoder, *mask_token_id, batch, &picked, ctx)?,
+        };
         self.head_logits(&at_picked, ctx)
     }
 
-    /// Encoder on the kept tokens only, scattered back for the decoder → `[batch·pos, d_model]`.
-    fn mae_lm_hidden(&self, decoder: &Decoder, mask_token_id: u32, batch: &MaskedBatch, device: &Device, ctx: &mut Ctx) -> Result<Tensor> {
+    /// Encoder on the kept tokens only, scattered back for the decoder → the decoder's output at
+    /// the `picked` rows of `[batch·pos]`: `[n_picked, d_model]`.
+    fn mae_lm_hidden(&self, decoder: &Decoder, mask_token_id: u32, batch: &MaskedBatch, picked: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let device = picked.device();
         let compaction = Compaction::new(&batch.input_ids, &batch.encoder_visible, batch.batch, self.config.pad_token_id)?;
         let (ids, position_ids, attention_mask) = compaction.tensors(device)?;
         let token_type_ids = ids.zeros_like()?;
@@ -88,6 +90,6 @@ impl PretrainingModel {
         let scattered = compaction.scatter(&encoded, &mask_row)?;
         let not_pad: Vec<u8> = batch.classes.iter().map(|&c| u8::from(c != TokenClass::Pad)).collect();
         let full_mask = Tensor::from_vec(not_pad, (batch.batch, batch.pos), device)?;
-        decoder.forward(&scattered, &full_mask, ctx)
+        decoder.forward(&scattered, &full_mask, Some(picked), ctx)
     }
 }

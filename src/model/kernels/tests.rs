@@ -1,7 +1,8 @@
 //! Each kernel against the composed candle ops it replaces: the same module run with
 //! `Ctx::train` (kernels) and `Ctx::train_composed` (reference), from the same dropout seed, must
 //! give the same output and the same gradient for its input and every parameter; and so must a
-//! whole MLM and MAE-LM training step.
+//! whole MLM and MAE-LM training step. Likewise a block run only at the rows the loss reads
+//! (`Layer::forward_at`) against the full block read at those rows.
 
 use crate::config::{MaskConfig, ModelConfig, Objective, Preset};
 use crate::data::masking::Masker;
@@ -96,6 +97,25 @@ fn assert_same_as_composed(varmap: &VarMap, x: Option<&Var>, run: impl Fn(&mut C
     }
 }
 
+/// Compares `a(x, ctx)` with `b(x, ctx)`, both run with the fused kernels, dropout 0: outputs
+/// and the gradients of `x` and of every variable of `varmap` for the loss `Σ out ⊙ probe`.
+fn assert_same_training_pass(varmap: &VarMap, x: &Var, a: impl Fn(&Tensor, &mut Ctx) -> Result<Tensor>, b: impl Fn(&Tensor, &mut Ctx) -> Result<Tensor>) {
+    let run = |forward: &dyn Fn(&Tensor, &mut Ctx) -> Result<Tensor>| {
+        let mut rng = Rng::new(7);
+        let out = forward(x.as_tensor(), &mut Ctx::train(&mut rng)).unwrap();
+        let probe = random(out.shape(), &mut Rng::new(3));
+        let grads = (&out * probe).unwrap().sum_all().unwrap().backward().unwrap();
+        (out, grads)
+    };
+    let ((out_a, grads_a), (out_b, grads_b)) = (run(&a), run(&b));
+    assert_close(&out_a, &out_b, 1e-5, "output");
+    let vars = varmap.data().lock().unwrap();
+    for (name, var) in vars.iter().map(|(name, var)| (name.as_str(), var)).chain([("input", x)]) {
+        let (Some(got), Some(want)) = (grads_a.get(var), grads_b.get(var)) else { panic!("{name}: no gradient from one of the passes") };
+        assert_close(got, want, 1e-5, &format!("gradient of {name}"));
+    }
+}
+
 /// 37 rows: a partial block of rows at the end.
 const ROWS: usize = 37;
 
@@ -143,6 +163,24 @@ fn attention_block_matches_composed_with_padding_and_dropout() {
         let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
         assert_matches_composed(&varmap, &x, |x, ctx| layer.forward(x, &mask, ctx));
     }
+}
+
+#[test]
+fn block_at_picked_rows_matches_full_block_read_there() {
+    let cfg = config("gelu", 0.0);
+    let (varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
+    let (batch, pos) = (3, 11);
+    let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
+    let mask = AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap();
+    let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
+    // Unsorted, across all three sequences, as `picked_indices` of a masked batch never are.
+    let rows = Tensor::new(&[12u32, 0, 5, 20, 32, 13], &Device::Cpu).unwrap();
+    assert_same_training_pass(
+        &varmap,
+        &x,
+        |x, ctx| layer.forward_at(x, &mask, Some(&rows), ctx),
+        |x, ctx| Ok(layer.forward(x, &mask, ctx)?.index_select(&rows, 0)?),
+    );
 }
 
 #[test]
