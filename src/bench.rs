@@ -178,7 +178,10 @@ fn step_flops(objective: Objective, args: &TrainBenchArgs) -> f64 {
     // attention matmuls), then the output projection and the MLP at `outputs` of them.
     let block = |tokens: f64, span: f64, outputs: f64| tokens * (6.0 * d * d + 4.0 * span * d) + outputs * (2.0 * d * d + 4.0 * d * d_mlp);
     // `layers` blocks over `tokens` tokens, the last one output at the picked positions only.
-    let stack = |layers: usize, tokens: f64, span: f64| (layers.max(1) - 1) as f64 * block(tokens, span, tokens) + block(tokens, span, picked);
+    let stack = |layers: usize, tokens: f64, span: f64| match layers {
+        0 => 0.0,
+        n => (n - 1) as f64 * block(tokens, span, tokens) + block(tokens, span, picked),
+    };
     let blocks = match objective {
         Objective::MaeLm => {
             let kept = batch * len - picked;
@@ -230,5 +233,32 @@ impl Peak {
             self.simd,
             self.gflops()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_flops_count_the_last_block_past_attention_at_the_picked_rows_only() {
+        // Preset tiny: 2 layers, d 64, d_mlp 256; 2 sequences of 12 tokens, round(0.15 · 10) = 2
+        // picked each. Per forward, in multiply-adds: a layer's QKV and attention over all 24
+        // tokens: 24 · (3 · 64² + 2 · 12 · 64) = 331,776; its output projection and MLP per
+        // output row: 64² + 2 · 64 · 256 = 36,864, at 24 rows (first layer) or 4 (last);
+        // the head at 4 rows: 4 · (64² + 64 · 100) = 41,984. FLOPs = 2 · MACs, times 3 for backward.
+        let args = TrainBenchArgs {
+            preset: Preset::Tiny,
+            batch_size: 2,
+            seq_len: 12,
+            vocab_size: 100,
+            steps: 1,
+            reference: None,
+            reference_script: None,
+            pairs: 1,
+            python: "python3".into(),
+        };
+        let macs = 2.0 * 331_776.0 + 28.0 * 36_864.0 + 41_984.0;
+        assert_eq!(step_flops(Objective::Mlm, &args), 6.0 * macs);
     }
 }
