@@ -69,6 +69,12 @@ impl<'a> Ctx<'a> {
         self.training() && self.kernels && xs.device().is_cpu()
     }
 
+    /// Whether a pass over `xs` runs the fused kernels that keep nothing for backward (bias +
+    /// activation): in training as [`Ctx::fused`], and in every inference pass on the CPU.
+    fn fused_stateless(&self, xs: &Tensor) -> bool {
+        self.fused(xs) || (!self.training() && xs.device().is_cpu())
+    }
+
     /// A dropout mask for `n` elements, drawn from repdef's seeded generator (candle's CPU RNG
     /// cannot be seeded); `None` in inference or when `p` is 0.
     pub(super) fn dropout_mask(&mut self, n: usize, p: f64) -> Option<Arc<DropoutMask>> {
@@ -118,7 +124,7 @@ impl Linear {
 
     /// `activation(x Wᵀ + b)` for `xs`: `[rows, in]`.
     pub fn forward_activated(&self, xs: &Tensor, activation: Activation, ctx: &Ctx) -> Result<Tensor> {
-        if ctx.fused(xs) {
+        if ctx.fused_stateless(xs) {
             return Ok(kernels::bias_activation(&self.project(xs)?, &self.bias, activation)?);
         }
         activation.forward(&self.forward(xs)?)

@@ -146,6 +146,16 @@ fn bias_activation_matches_composed_for_every_activation() {
 }
 
 #[test]
+fn bias_activation_serves_inference_as_the_composed_ops_would() {
+    for activation in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
+        let (_varmap, linear) = module(|vb| Linear::load(vb.pp("dense"), 48, 64));
+        let x = random((ROWS, 48), &mut Rng::new(1));
+        let fused = linear.forward_activated(&x, activation, &Ctx::infer()).unwrap();
+        assert_close(&fused, &activation.forward(&linear.forward(&x).unwrap()).unwrap(), 1e-5, "inference output");
+    }
+}
+
+#[test]
 fn dropout_matches_composed() {
     let x = Var::from_tensor(&random((ROWS, 64), &mut Rng::new(1))).unwrap();
     assert_matches_composed(&VarMap::new(), &x, |x, ctx| ctx.dropout(x, 0.25));
