@@ -66,7 +66,8 @@ impl PretrainingModel {
     pub fn picked_logits(&self, batch: &MaskedBatch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.encoder.embeddings.word.device().clone();
         let picked = batch.picked_indices();
-        let picked = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
+        let n_picked = picked.len();
+        let picked = Tensor::from_vec(picked, n_picked, &device)?;
         let at_picked = match &self.decoder {
             None => {
                 let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
