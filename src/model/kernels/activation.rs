@@ -85,8 +85,7 @@ impl CustomOp2 for BiasActivation {
     fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, bias: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (ys, bias) = (cpu_f32(ys, yl)?, cpu_f32(bias, bl)?);
         let n = bias.len();
-        let mut out = vec![0f32; ys.len()];
-        par_row_blocks(rows_of(ys.len(), n)?, [(&mut out, n)], |rows, [o]| {
+        let (_, [out]) = par_row_blocks(rows_of(ys.len(), n)?, [n], |rows, [o]| {
             let ys = &ys[rows.start * n..rows.end * n];
             match self.0 {
                 Activation::Gelu => map_rows(ys, bias, o, gelu),
@@ -104,8 +103,7 @@ impl CustomOp2 for BiasActivation {
         let (g_s, g_l) = grad.storage_and_layout();
         let (ys_v, b, g) = (storage_f32(&ys_s, ys_l)?, storage_f32(&b_s, b_l)?, storage_f32(&g_s, g_l)?);
         let n = b.len();
-        let mut dy = vec![0f32; ys_v.len()];
-        let partials = par_row_blocks(rows_of(ys_v.len(), n)?, [(&mut dy, n)], |rows, [o]| {
+        let (partials, [dy]) = par_row_blocks(rows_of(ys_v.len(), n)?, [n], |rows, [o]| {
             let span = rows.start * n..rows.end * n;
             let (ys, g) = (&ys_v[span.clone()], &g[span]);
             let mut db = vec![0f32; n];

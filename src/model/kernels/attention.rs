@@ -273,8 +273,7 @@ impl CustomOp3 for Attention {
         let (dims, batch) = self.dims(ql.shape(), al.shape())?;
         let (qkv, bias, additive) = (cpu_f32(qkv, ql)?, cpu_f32(bias, bl)?, cpu_f32(additive, al)?);
         let (d, pos) = (dims.d_model(), dims.pos);
-        let mut out = vec![0f32; batch * pos * d];
-        let saved = par_row_chunks(batch, SEQS_PER_CHUNK, [(&mut out, pos * d)], |seqs, [o]| {
+        let (saved, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
             let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
             self.forward_chunk(dims, seqs, (qkv, bias, additive), o)
         });
@@ -291,14 +290,12 @@ impl CustomOp3 for Attention {
         let grad = grad.contiguous()?;
         let (g_s, g_l) = grad.storage_and_layout();
         let g = storage_f32(&g_s, g_l)?;
-        let mut dqkv = vec![0f32; batch * pos * 3 * d];
         // ∂/∂additive: written per sequence when each has its own term, otherwise summed over
         // chunk-local copies of the shared term (none for a padding mask).
         let per_seq = dims.additive.per_query() && dims.additive.per_sequence();
         let shared_len = if dims.additive.per_query() && !per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
         let seq_len = if per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
-        let mut d_additive = vec![0f32; batch * seq_len];
-        let partials = par_row_chunks(batch, SEQS_PER_CHUNK, [(&mut dqkv, pos * 3 * d), (&mut d_additive, seq_len)], |seqs, [o, da]| {
+        let (partials, [dqkv, d_additive]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * 3 * d, seq_len], |seqs, [o, da]| {
             let chunk = seqs.start / SEQS_PER_CHUNK;
             let mut shared = vec![0f32; shared_len];
             let target = if per_seq { da } else { &mut shared[..] };

@@ -22,8 +22,7 @@ impl CustomOp2 for AddBias {
         if n == 0 || ys.len() % n != 0 {
             bail!("bias of {n} for {} elements", ys.len());
         }
-        let mut out = vec![0f32; ys.len()];
-        par_row_blocks(ys.len() / n, [(&mut out, n)], |rows, [o]| {
+        let (_, [out]) = par_row_blocks(ys.len() / n, [n], |rows, [o]| {
             for (o, ys) in o.chunks_exact_mut(n).zip(ys[rows.start * n..rows.end * n].chunks_exact(n)) {
                 o.iter_mut().zip(ys).zip(bias).for_each(|((o, &y), &b)| *o = y + b);
             }
@@ -37,7 +36,7 @@ impl CustomOp2 for AddBias {
         let db = {
             let (g_s, g_l) = grad.storage_and_layout();
             let g = storage_f32(&g_s, g_l)?;
-            let partials = par_row_blocks(g.len() / n, [], |rows, []| {
+            let (partials, []) = par_row_blocks(g.len() / n, [], |rows, []| {
                 let mut db = vec![0f32; n];
                 for g in g[rows.start * n..rows.end * n].chunks_exact(n) {
                     db.iter_mut().zip(g).for_each(|(a, &x)| *a += x);

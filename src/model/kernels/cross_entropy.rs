@@ -30,8 +30,7 @@ impl CustomOp2 for CrossEntropy {
         if targets.len() != n || targets.iter().any(|&t| t as usize >= vocab) {
             bail!("cross-entropy: {} targets for {n} rows, or a target beyond the {vocab} classes", targets.len());
         }
-        let mut lse = vec![0f32; n];
-        let losses = par_row_blocks(n, [(&mut lse, 1)], |rows, [lse]| {
+        let (losses, [lse]) = par_row_blocks(n, [1], |rows, [lse]| {
             let (mut loss, mut exps) = (0f64, vec![0f32; vocab]);
             for (lse, r) in lse.iter_mut().zip(rows) {
                 let row = &logits[r * vocab..(r + 1) * vocab];
@@ -54,8 +53,7 @@ impl CustomOp2 for CrossEntropy {
         let targets = targets.to_vec1::<u32>()?;
         let (l_s, l_l) = logits.storage_and_layout();
         let logits_v = storage_f32(&l_s, l_l)?;
-        let mut d = vec![0f32; n * vocab];
-        par_row_blocks(n, [(&mut d, vocab)], |rows, [d]| {
+        let (_, [d]) = par_row_blocks(n, [vocab], |rows, [d]| {
             for (d, r) in d.chunks_exact_mut(vocab).zip(rows) {
                 let row = &logits_v[r * vocab..(r + 1) * vocab];
                 d.iter_mut().zip(row).for_each(|(d, &x)| *d = exp(x - lse[r]) * scale);

@@ -43,9 +43,7 @@ impl DropoutMask {
 
     /// `xs · mask` elementwise, spread over the threads.
     fn apply_all(&self, xs: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; xs.len()];
-        par_elementwise(&mut out, |range, o| self.apply(&xs[range.clone()], range.start, o));
-        out
+        par_elementwise(xs.len(), |range, o| self.apply(&xs[range.clone()], range.start, o))
     }
 }
 

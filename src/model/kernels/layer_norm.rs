@@ -82,8 +82,7 @@ impl CustomOp3 for LayerNorm {
         let (xs, w, b) = (cpu_f32(xs, xl)?, cpu_f32(w, wl)?, cpu_f32(b, bl)?);
         let d = w.len();
         let rows = check_width(xs.len(), d, "layer norm")?;
-        let mut out = vec![0f32; xs.len()];
-        par_row_blocks(rows, [(&mut out, d)], |r, [o]| {
+        let (_, [out]) = par_row_blocks(rows, [d], |r, [o]| {
             for (i, row) in r.enumerate() {
                 forward_row(&xs[row * d..(row + 1) * d], w, b, self.eps, &mut o[i * d..(i + 1) * d]);
             }
@@ -99,8 +98,7 @@ impl CustomOp3 for LayerNorm {
         let (xs_v, w_v, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&g_s, g_l)?);
         let d = w_v.len();
         let rows = check_width(xs_v.len(), d, "layer norm backward")?;
-        let mut dx = vec![0f32; xs_v.len()];
-        let partials = par_row_blocks(rows, [(&mut dx, d)], |r, [o]| {
+        let (partials, [dx]) = par_row_blocks(rows, [d], |r, [o]| {
             let (mut dw, mut db, mut scratch) = (vec![0f32; d], vec![0f32; d], vec![0f32; 2 * d]);
             for (i, row) in r.enumerate() {
                 let span = row * d..(row + 1) * d;
@@ -147,8 +145,7 @@ impl CustomOp3 for ResidualLayerNorm {
             bail!("residual layer norm: input, residual and dropout mask sizes differ");
         }
         let (bias, w, b) = (&p[..d], &p[d..2 * d], &p[2 * d..]);
-        let mut out = vec![0f32; ys.len()];
-        par_row_blocks(rows, [(&mut out, d)], |r, [o]| {
+        let (_, [out]) = par_row_blocks(rows, [d], |r, [o]| {
             let mut h = vec![0f32; d];
             for (i, row) in r.enumerate() {
                 let span = row * d..(row + 1) * d;
@@ -170,10 +167,8 @@ impl CustomOp3 for ResidualLayerNorm {
         let rows = check_width(ys_v.len(), d, "residual layer norm backward")?;
         let (bias, w) = (&p_v[..d], &p_v[d..2 * d]);
         // ∂/∂residual is ∂/∂h; ∂/∂y is that times the dropout factors (the same tensor without dropout).
-        let mut dh = vec![0f32; ys_v.len()];
-        let mut dy = vec![0f32; if self.dropout.is_some() { ys_v.len() } else { 0 }];
         let dy_width = if self.dropout.is_some() { d } else { 0 };
-        let partials = par_row_blocks(rows, [(&mut dh, d), (&mut dy, dy_width)], |r, [dh_o, dy_o]| {
+        let (partials, [dh, dy]) = par_row_blocks(rows, [d, dy_width], |r, [dh_o, dy_o]| {
             let (mut dbias, mut dw, mut db) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
             let (mut h, mut scratch) = (vec![0f32; d], vec![0f32; 2 * d]);
             for (i, row) in r.enumerate() {

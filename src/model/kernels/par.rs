@@ -2,6 +2,7 @@
 //! worker threads (the rayon pool its matmuls use, so the two never oversubscribe the cores).
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -23,27 +24,32 @@ pub fn storage_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32
 /// same whatever the number of threads (bit-exact resume on another machine).
 pub const BLOCK_ROWS: usize = 32;
 
-/// Runs `f(rows, outputs)` over consecutive blocks of [`BLOCK_ROWS`] of `n_rows` rows, where each
-/// output buffer (with its row length) is cut into the matching rows; returns every block's
-/// result in block order.
+/// Runs `f(rows, outputs)` over consecutive blocks of [`BLOCK_ROWS`] of `n_rows` rows, giving
+/// each block its rows of `N` output buffers allocated here (`widths`: each buffer's row
+/// length); returns every block's result in block order, and the buffers.
 pub fn par_row_blocks<const N: usize, R: Send>(
     n_rows: usize,
-    outputs: [(&mut [f32], usize); N],
+    widths: [usize; N],
     f: impl Fn(Range<usize>, [&mut [f32]; N]) -> R + Sync,
-) -> Vec<R> {
-    par_row_chunks(n_rows, BLOCK_ROWS, outputs, f)
+) -> (Vec<R>, [Vec<f32>; N]) {
+    par_row_chunks(n_rows, BLOCK_ROWS, widths, f)
 }
 
 /// [`par_row_blocks`] with blocks of `block_rows` rows.
+///
+/// The buffers start zeroed, each block's part zero-filled by the thread that then writes it:
+/// one serial fill of a whole buffer costs as much as a kernel pass, and leaves it out of cache.
 pub fn par_row_chunks<const N: usize, R: Send>(
     n_rows: usize,
     block_rows: usize,
-    outputs: [(&mut [f32], usize); N],
+    widths: [usize; N],
     f: impl Fn(Range<usize>, [&mut [f32]; N]) -> R + Sync,
-) -> Vec<R> {
-    let mut chunks = outputs.map(|(out, row_len)| {
-        assert_eq!(out.len(), n_rows * row_len, "output buffer does not hold {n_rows} rows of {row_len}");
-        out.chunks_mut(block_rows * row_len.max(1))
+) -> (Vec<R>, [Vec<f32>; N]) {
+    let mut buffers = widths.map(|width| Vec::<f32>::with_capacity(n_rows * width));
+    let mut width_of = widths.into_iter();
+    let mut chunks = buffers.each_mut().map(|buffer| {
+        let width = width_of.next().expect("one width per buffer");
+        buffer.spare_capacity_mut()[..n_rows * width].chunks_mut(block_rows * width.max(1))
     });
     let blocks: Vec<_> = (0..n_rows.div_ceil(block_rows))
         .map(|b| {
@@ -51,14 +57,28 @@ pub fn par_row_chunks<const N: usize, R: Send>(
             (rows, std::array::from_fn::<_, N, _>(|i| chunks[i].next().unwrap_or_default()))
         })
         .collect();
-    par_map(blocks, |(rows, bufs)| f(rows, bufs))
+    let results = par_map(blocks, |(rows, bufs)| f(rows, bufs.map(zero_filled)));
+    for (buffer, width) in buffers.iter_mut().zip(widths) {
+        // SAFETY: the blocks' chunks cover the first `n_rows · width` elements, and `par_map`
+        // returned, so every block ran and `zero_filled` initialised its chunk.
+        unsafe { buffer.set_len(n_rows * width) };
+    }
+    (results, buffers)
 }
 
-/// Elementwise work: `f(range, out_chunk)` over chunks of `out`, spread over the threads.
-pub fn par_elementwise(out: &mut [f32], f: impl Fn(Range<usize>, &mut [f32]) + Sync) {
+/// `chunk`, every element set to 0, as initialised floats.
+fn zero_filled(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    chunk.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just initialised, and `MaybeUninit<f32>` has f32's layout.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// Elementwise work: `f(range, out_chunk)` over chunks of a new buffer of `len` elements (zeroed
+/// as in [`par_row_chunks`]), spread over the threads → the buffer.
+pub fn par_elementwise(len: usize, f: impl Fn(Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
     const CHUNK: usize = 16 * 1024;
-    let chunks: Vec<_> = out.chunks_mut(CHUNK).enumerate().map(|(i, c)| (i * CHUNK..i * CHUNK + c.len(), c)).collect();
-    par_map(chunks, |(range, chunk)| f(range, chunk));
+    let (_, [out]) = par_row_chunks(len, CHUNK, [1], |range, [chunk]| f(range, chunk));
+    out
 }
 
 /// `f` over every item, the items split into one contiguous run per thread; results in item order.
@@ -93,8 +113,8 @@ mod tests {
     #[test]
     fn blocks_cover_every_row_once_in_order() {
         let n_rows = 3 * BLOCK_ROWS + 5;
-        let (mut a, mut b) = (vec![0f32; n_rows * 2], vec![0f32; n_rows]);
-        let firsts = par_row_blocks(n_rows, [(&mut a, 2), (&mut b, 1)], |rows, [a, b]| {
+        let (firsts, [a, b]) = par_row_blocks(n_rows, [2, 1], |rows, [a, b]| {
+            assert!(a.iter().chain(b.iter()).all(|&x| x == 0.0), "buffers start zeroed");
             assert_eq!(a.len(), 2 * rows.len());
             for (i, r) in rows.clone().enumerate() {
                 a[2 * i] = r as f32;
@@ -103,6 +123,7 @@ mod tests {
             }
             rows.start
         });
+        assert_eq!((a.len(), b.len()), (2 * n_rows, n_rows));
         assert_eq!(firsts, (0..4).map(|i| i * BLOCK_ROWS).collect::<Vec<_>>());
         assert!(b.iter().all(|&x| x == 1.0));
         assert!(a.chunks(2).enumerate().all(|(r, p)| p == [r as f32, r as f32]));
