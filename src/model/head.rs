@@ -32,10 +32,10 @@ impl MlmHead {
     /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_embedding]` → logits `[n, d_vocab]`.
     pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
-        let logits = self.layer_norm.forward(&transformed, ctx)?.matmul(&word_embeddings.t()?)?;
-        if ctx.fused(&logits) {
-            return Ok(kernels::add_bias(&logits, &self.bias)?);
+        let normed = self.layer_norm.forward(&transformed, ctx)?;
+        if ctx.fused(&normed) {
+            return Ok(kernels::add_bias(&kernels::project(&normed, word_embeddings)?, &self.bias)?);
         }
-        Ok(logits.broadcast_add(&self.bias)?)
+        Ok(normed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?)
     }
 }

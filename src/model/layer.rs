@@ -75,7 +75,7 @@ impl Layer {
             let weights = Tensor::cat(&[self.query.weight(), self.key.weight(), self.value.weight()], 0)?;
             let biases = Tensor::cat(&[self.query.bias(), self.key.bias(), self.value.bias()], 0)?;
             let dropout = ctx.dropout_mask(batch * self.n_heads * pos * pos, self.attention_dropout);
-            return Ok(kernels::attention(&xs.matmul(&weights.t()?)?, &biases, &mask.additive, self.n_heads, dropout)?);
+            return Ok(kernels::attention(&kernels::project(xs, &weights)?, &biases, &mask.additive, self.n_heads, dropout)?);
         }
         let d_head = d_model / self.n_heads;
         // [batch·pos, d_model] → [batch, n_heads, pos, d_head]

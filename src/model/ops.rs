@@ -118,7 +118,7 @@ impl Linear {
         let mut out_shape = xs.dims().to_vec();
         let rows = xs.elem_count() / d_in;
         *out_shape.last_mut().expect("input has at least one dimension") = d_out;
-        let ys = self.project(&xs.reshape((rows, d_in))?)?.broadcast_add(&self.bias)?;
+        let ys = xs.reshape((rows, d_in))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
         Ok(ys.reshape(out_shape)?)
     }
 
@@ -130,9 +130,10 @@ impl Linear {
         activation.forward(&self.forward(xs)?)
     }
 
-    /// `x Wᵀ` without the bias (which the fused kernels add) for `xs`: `[rows, in]`.
+    /// `x Wᵀ` without the bias (which the fused kernels add) for `xs`: `[rows, in]`, by the
+    /// fused path's own product kernel (CPU only).
     pub fn project(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(xs.matmul(&self.weight.t()?)?)
+        Ok(kernels::project(xs, &self.weight)?)
     }
 
     pub fn weight(&self) -> &Tensor {

@@ -4,7 +4,8 @@
 //! differentiable compositions cost a full memory pass and an allocation per primitive, plus in
 //! backward a gradient kernel and a zero-fill and add per input (candle accumulates every
 //! gradient into a fresh zero tensor). Each kernel here replaces such a chain by one node, fusing
-//! the bias adds of the linear layers that feed it. Matrix products stay candle matmuls.
+//! the bias adds of the linear layers that feed it. The linear layers' products run gemm
+//! directly (`projection`); the small per-head products inside attention stay candle matmuls.
 //!
 //! The composed versions remain in `ops`/`layer` as the reference (the tests below compare
 //! values and gradients) and as the path for devices other than the CPU.
@@ -16,6 +17,7 @@ mod cross_entropy;
 mod dropout;
 mod layer_norm;
 mod par;
+mod projection;
 mod simd;
 
 pub use activation::bias_activation;
@@ -24,6 +26,7 @@ pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use dropout::{dropout, DropoutMask};
 pub use layer_norm::{layer_norm, residual_layer_norm};
+pub use projection::project;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use crate::config::{MaskConfig, ModelConfig, Objective, Preset};
 use crate::data::masking::Masker;
 use crate::data::tokenizer::SpecialIds;
 use crate::model::head::MlmHead;
+use crate::model::kernels;
 use crate::model::layer::Layer;
 use crate::model::ops::{Activation, AttentionMask, Ctx, LayerNorm, Linear};
 use crate::model::relative_position::RelativePositionBias;
@@ -118,6 +119,24 @@ fn assert_same_training_pass(varmap: &VarMap, x: &Var, a: impl Fn(&Tensor, &mut 
 
 /// 37 rows: a partial block of rows at the end.
 const ROWS: usize = 37;
+
+#[test]
+fn projection_matches_candle_matmul_in_value_and_gradients() {
+    let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
+    let w = Var::from_tensor(&random((64, 48), &mut Rng::new(2))).unwrap();
+    let probe = random((ROWS, 64), &mut Rng::new(3));
+    let value_and_gradients = |product: Tensor| {
+        let grads = (&product * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        [product, grads.get(&x).unwrap().clone(), grads.get(&w).unwrap().clone()]
+    };
+    let fused = value_and_gradients(kernels::project(&x, &w).unwrap());
+    let composed = value_and_gradients(x.matmul(&w.t().unwrap()).unwrap());
+    for ((got, want), what) in fused.iter().zip(&composed).zip(["value", "∂/∂x", "∂/∂W"]) {
+        assert_close(got, want, 1e-5, what);
+    }
+    let no_rows = kernels::project(&Tensor::zeros((0, 48), DType::F32, &Device::Cpu).unwrap(), &w).unwrap();
+    assert_eq!(no_rows.dims(), [0, 64]);
+}
 
 #[test]
 fn layer_norm_matches_composed() {

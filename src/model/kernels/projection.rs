@@ -1,0 +1,109 @@
+//! The linear layers' product `x Wᵀ` as one op that calls gemm itself, with hand-written
+//! backward. candle's `xs.matmul(&w.t())` zero-fills every product before gemm overwrites it
+//! (a serial pass over the largest activations of a step), and adds a transpose node whose
+//! gradient is accumulated through a strided copy; here each product is written once, straight
+//! into a fresh buffer, and ∂/∂W comes out in W's own layout.
+
+use super::par::{cpu_f32, storage_f32};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+
+/// `xs Wᵀ` for `xs`: `[rows, d_in]` and `weight`: `[d_out, d_in]` (PyTorch's layout) →
+/// `[rows, d_out]`.
+pub fn project(xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    xs.contiguous()?.apply_op2(&weight.contiguous()?, Projection)
+}
+
+/// A row-major matrix operand of gemm: its data and its element strides.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// A contiguous `[rows, cols]` matrix.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Operand { data, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a contiguous matrix with `cols` columns.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Operand { data, row_stride: 1, col_stride: cols }
+    }
+}
+
+/// `lhs · rhs` (`[m, k]` · `[k, n]`) into a new row-major `[m, n]` buffer, spread over the
+/// worker threads.
+fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    assert!(lhs.data.len() >= m * k && rhs.data.len() >= k * n, "gemm operands smaller than {m}×{k} · {k}×{n}");
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: the operands hold their [m, k] and [k, n] elements at the given strides (asserted
+    // above for the contiguous layouts used here); `out` has room for m·n elements, which gemm
+    // writes without reading (`read_dst` false) before `set_len` exposes them.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+struct Projection;
+
+/// `(rows, d_in, d_out)` of `xs`: `[rows, d_in]` times the transpose of `weight`: `[d_out, d_in]`.
+fn dims(xs: &Shape, weight: &Shape) -> Result<(usize, usize, usize)> {
+    let ((rows, d_in), (d_out, w_in)) = (xs.dims2()?, weight.dims2()?);
+    if d_in != w_in {
+        bail!("projection: input {xs:?} does not match weight {weight:?}");
+    }
+    Ok((rows, d_in, d_out))
+}
+
+impl CustomOp2 for Projection {
+    fn name(&self) -> &'static str {
+        "repdef-projection"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, d_in, d_out) = dims(xl.shape(), wl.shape())?;
+        let (xs, w) = (cpu_f32(xs, xl)?, cpu_f32(w, wl)?);
+        let out = product(rows, d_in, d_out, Operand::rows(xs, d_in), Operand::transposed(w, d_in));
+        Ok((CpuStorage::F32(out), Shape::from((rows, d_out))))
+    }
+
+    fn bwd(&self, xs: &Tensor, w: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, d_in, d_out) = dims(xs.shape(), w.shape())?;
+        let grad = grad.contiguous()?;
+        let (xs_s, xs_l) = xs.storage_and_layout();
+        let (w_s, w_l) = w.storage_and_layout();
+        let (g_s, g_l) = grad.storage_and_layout();
+        let (xs_v, w_v, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&g_s, g_l)?);
+        // ∂/∂x = g · W: [rows, d_out] · [d_out, d_in]; ∂/∂W = gᵀ · x: [d_out, rows] · [rows, d_in].
+        let dx = product(rows, d_out, d_in, Operand::rows(g, d_out), Operand::rows(w_v, d_in));
+        let dw = product(d_out, rows, d_in, Operand::transposed(g, d_out), Operand::rows(xs_v, d_in));
+        Ok((Some(Tensor::from_vec(dx, xs.shape(), xs.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
+    }
+}
