@@ -56,12 +56,12 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
-    /// `n` independent draws that are `true` with probability `p` (dropout masks: millions per
-    /// step). Each 64-bit output gives two draws by comparing 32 random bits with p·2³², so `p`
-    /// is quantised to a multiple of 2⁻³², far below any measurable effect.
-    pub fn bernoulli(&mut self, n: usize, p: f64) -> Vec<bool> {
+    /// Sets every element of `out` to an independent draw that is `true` with probability `p`
+    /// (dropout masks: millions per step). Each 64-bit output gives two draws by comparing 32
+    /// random bits with p·2³², so `p` is quantised to a multiple of 2⁻³², far below any
+    /// measurable effect.
+    pub fn fill_bernoulli(&mut self, out: &mut [bool], p: f64) {
         let threshold = (p.clamp(0.0, 1.0) * (1u64 << 32) as f64).round() as u64;
-        let mut out = vec![false; n];
         for pair in out.chunks_mut(2) {
             let bits = self.next_u64();
             pair[0] = (bits & 0xFFFF_FFFF) < threshold;
@@ -69,7 +69,6 @@ impl Rng {
                 *second = (bits >> 32) < threshold;
             }
         }
-        out
     }
 
     /// Standard normal sample (Box–Muller).
@@ -137,10 +136,15 @@ mod tests {
     fn bernoulli_has_the_right_rate_and_extremes() {
         let mut rng = Rng::new(5);
         let n = 200_001; // odd: the last draw uses half of an output
-        let rate = rng.bernoulli(n, 0.1).iter().filter(|&&b| b).count() as f64 / n as f64;
+        let mut draws = |n: usize, p: f64| {
+            let mut out = vec![false; n];
+            rng.fill_bernoulli(&mut out, p);
+            out
+        };
+        let rate = draws(n, 0.1).iter().filter(|&&b| b).count() as f64 / n as f64;
         assert!((rate - 0.1).abs() < 0.003, "{rate}");
-        assert!(rng.bernoulli(1000, 0.0).iter().all(|&b| !b));
-        assert!(rng.bernoulli(1000, 1.0).iter().all(|&b| b));
+        assert!(draws(1000, 0.0).iter().all(|&b| !b));
+        assert!(draws(1000, 1.0).iter().all(|&b| b));
     }
 
     #[test]
