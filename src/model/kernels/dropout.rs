@@ -4,8 +4,8 @@
 
 use super::par::{cpu_f32, par_elementwise, storage_f32};
 use crate::rng::Rng;
-use rayon::prelude::*;
 use candle_core::{bail, CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
