@@ -125,7 +125,7 @@ impl Linear {
     /// `activation(x Wᵀ + b)` for `xs`: `[rows, in]`.
     pub fn forward_activated(&self, xs: &Tensor, activation: Activation, ctx: &Ctx) -> Result<Tensor> {
         if ctx.fused_stateless(xs) {
-            return Ok(kernels::bias_activation(&self.project(xs)?, &self.bias, activation)?);
+            return Ok(kernels::linear_activation(xs, &self.weight, &self.bias, activation)?);
         }
         activation.forward(&self.forward(xs)?)
     }

@@ -1,15 +1,21 @@
-//! `activation(y + bias)`, the first half of the feed-forward block and of the MLM head, in one
-//! pass, with hand-written backward (candle composes GELU's gradient from about ten primitives).
+//! `activation(x Wᵀ + bias)`, the first half of the feed-forward block and of the MLM head, as
+//! one op with hand-written backward: the product (gemm, as in `projection`) and then one pass
+//! for the bias and the activation. The product before the activation is kept inside the op
+//! rather than being a node of candle's graph, whose backward would zero-fill and add a
+//! gradient for it (the widest activation of a block); candle would also compose GELU's
+//! gradient from about ten primitives.
 
 use super::par::{cpu_f32, par_row_blocks, storage_f32, sum_partials};
+use super::projection::{self, Operand};
 use super::simd;
 use crate::model::Activation;
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::f32::consts::{FRAC_1_SQRT_2, PI};
+use std::sync::OnceLock;
 
-/// `activation(ys + bias)` for `ys`: `[rows, n]`, `bias`: `[n]`.
-pub fn bias_activation(ys: &Tensor, bias: &Tensor, activation: Activation) -> Result<Tensor> {
-    ys.contiguous()?.apply_op2(bias, BiasActivation(activation))
+/// `activation(xs Wᵀ + bias)` for `xs`: `[rows, d_in]`, `weight`: `[n, d_in]`, `bias`: `[n]`.
+pub fn linear_activation(xs: &Tensor, weight: &Tensor, bias: &Tensor, activation: Activation) -> Result<Tensor> {
+    xs.contiguous()?.apply_op3(&weight.contiguous()?, bias, LinearActivation { activation, product: OnceLock::new() })
 }
 
 /// √(2/π), as in candle's tanh-approximated GELU.
@@ -68,53 +74,66 @@ fn map_grad_rows(ys: &[f32], bias: &[f32], g: &[f32], dy: &mut [f32], db: &mut [
     }
 }
 
-struct BiasActivation(Activation);
-
-fn rows_of(len: usize, n: usize) -> Result<usize> {
-    if n == 0 || len % n != 0 {
-        bail!("bias of {n} for {len} elements");
-    }
-    Ok(len / n)
+struct LinearActivation {
+    activation: Activation,
+    /// `x Wᵀ`, set by the forward pass, read by backward.
+    product: OnceLock<Vec<f32>>,
 }
 
-impl CustomOp2 for BiasActivation {
+impl CustomOp3 for LinearActivation {
     fn name(&self) -> &'static str {
-        "repdef-bias-activation"
+        "repdef-linear-activation"
     }
 
-    fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, bias: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (ys, bias) = (cpu_f32(ys, yl)?, cpu_f32(bias, bl)?);
-        let n = bias.len();
-        let (_, [out]) = par_row_blocks(rows_of(ys.len(), n)?, [n], |rows, [o]| {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, bias: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, d_in, n) = projection::dims(xl.shape(), wl.shape())?;
+        let (xs, w, bias) = (cpu_f32(xs, xl)?, cpu_f32(w, wl)?, cpu_f32(bias, bl)?);
+        if bias.len() != n {
+            bail!("linear activation: bias of {} for {n} outputs", bias.len());
+        }
+        let ys = projection::product(rows, d_in, n, Operand::rows(xs, d_in), Operand::transposed(w, d_in));
+        let (_, [out]) = par_row_blocks(rows, [n], |rows, [o]| {
             let ys = &ys[rows.start * n..rows.end * n];
-            match self.0 {
+            match self.activation {
                 Activation::Gelu => map_rows(ys, bias, o, gelu),
                 Activation::GeluTanh => map_rows(ys, bias, o, gelu_tanh),
                 Activation::Relu => map_rows(ys, bias, o, relu),
             }
         });
-        Ok((CpuStorage::F32(out), yl.shape().clone()))
+        if self.product.set(ys).is_err() {
+            bail!("linear activation op applied twice");
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
     }
 
-    fn bwd(&self, ys: &Tensor, bias: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, xs: &Tensor, w: &Tensor, bias: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(ys_v) = self.product.get() else { bail!("linear activation backward before forward") };
+        let (rows, d_in, n) = projection::dims(xs.shape(), w.shape())?;
         let grad = grad.contiguous()?;
-        let (ys_s, ys_l) = ys.storage_and_layout();
+        let (xs_s, xs_l) = xs.storage_and_layout();
+        let (w_s, w_l) = w.storage_and_layout();
         let (b_s, b_l) = bias.storage_and_layout();
         let (g_s, g_l) = grad.storage_and_layout();
-        let (ys_v, b, g) = (storage_f32(&ys_s, ys_l)?, storage_f32(&b_s, b_l)?, storage_f32(&g_s, g_l)?);
-        let n = b.len();
-        let (partials, [dy]) = par_row_blocks(rows_of(ys_v.len(), n)?, [n], |rows, [o]| {
+        let (xs_v, w_v, b, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&b_s, b_l)?, storage_f32(&g_s, g_l)?);
+        let (partials, [dy]) = par_row_blocks(rows, [n], |rows, [o]| {
             let span = rows.start * n..rows.end * n;
             let (ys, g) = (&ys_v[span.clone()], &g[span]);
             let mut db = vec![0f32; n];
-            match self.0 {
+            match self.activation {
                 Activation::Gelu => map_grad_rows(ys, b, g, o, &mut db, gelu_derivative),
                 Activation::GeluTanh => map_grad_rows(ys, b, g, o, &mut db, gelu_tanh_derivative),
                 Activation::Relu => map_grad_rows(ys, b, g, o, &mut db, relu_derivative),
             }
             db
         });
-        let device = ys.device();
-        Ok((Some(Tensor::from_vec(dy, ys.shape(), device)?), Some(Tensor::from_vec(sum_partials(partials, n), n, device)?)))
+        // ∂/∂x = ∂/∂y · W; ∂/∂W = (∂/∂y)ᵀ · x.
+        let dx = projection::product(rows, n, d_in, Operand::rows(&dy, n), Operand::rows(w_v, d_in));
+        let dw = projection::product(n, rows, d_in, Operand::transposed(&dy, n), Operand::rows(xs_v, d_in));
+        let device = xs.device();
+        Ok((
+            Some(Tensor::from_vec(dx, xs.shape(), device)?),
+            Some(Tensor::from_vec(dw, w.shape(), device)?),
+            Some(Tensor::from_vec(sum_partials(partials, n), n, device)?),
+        ))
     }
 }

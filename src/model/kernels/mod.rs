@@ -20,7 +20,7 @@ mod par;
 mod projection;
 mod simd;
 
-pub use activation::bias_activation;
+pub use activation::linear_activation;
 pub use attention::attention;
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;

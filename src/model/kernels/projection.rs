@@ -16,7 +16,7 @@ pub fn project(xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
 
 /// A row-major matrix operand of gemm: its data and its element strides.
 #[derive(Clone, Copy)]
-struct Operand<'a> {
+pub(super) struct Operand<'a> {
     data: &'a [f32],
     row_stride: usize,
     col_stride: usize,
@@ -24,19 +24,19 @@ struct Operand<'a> {
 
 impl<'a> Operand<'a> {
     /// A contiguous `[rows, cols]` matrix.
-    fn rows(data: &'a [f32], cols: usize) -> Self {
+    pub(super) fn rows(data: &'a [f32], cols: usize) -> Self {
         Operand { data, row_stride: cols, col_stride: 1 }
     }
 
     /// The transpose of a contiguous matrix with `cols` columns.
-    fn transposed(data: &'a [f32], cols: usize) -> Self {
+    pub(super) fn transposed(data: &'a [f32], cols: usize) -> Self {
         Operand { data, row_stride: 1, col_stride: cols }
     }
 }
 
 /// `lhs · rhs` (`[m, k]` · `[k, n]`) into a new row-major `[m, n]` buffer, spread over the
 /// worker threads.
-fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+pub(super) fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
     assert!(lhs.data.len() >= m * k && rhs.data.len() >= k * n, "gemm operands smaller than {m}×{k} · {k}×{n}");
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
@@ -74,7 +74,7 @@ fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32>
 struct Projection;
 
 /// `(rows, d_in, d_out)` of `xs`: `[rows, d_in]` times the transpose of `weight`: `[d_out, d_in]`.
-fn dims(xs: &Shape, weight: &Shape) -> Result<(usize, usize, usize)> {
+pub(super) fn dims(xs: &Shape, weight: &Shape) -> Result<(usize, usize, usize)> {
     let ((rows, d_in), (d_out, w_in)) = (xs.dims2()?, weight.dims2()?);
     if d_in != w_in {
         bail!("projection: input {xs:?} does not match weight {weight:?}");
