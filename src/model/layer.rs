@@ -71,11 +71,12 @@ impl Layer {
         let (rows, d_model) = xs.dims2()?;
         let (batch, pos) = (mask.batch, mask.pos);
         if ctx.fused(xs) {
-            // One product for the three projections: a larger matmul, and one gradient for `xs`.
-            let weights = Tensor::cat(&[self.query.weight(), self.key.weight(), self.value.weight()], 0)?;
-            let biases = Tensor::cat(&[self.query.bias(), self.key.bias(), self.value.bias()], 0)?;
+            // One product for the three projections (a larger matmul, and one gradient for `xs`):
+            // each row the weights of one output, then its bias.
+            let with_bias = |linear: &Linear| Tensor::cat(&[linear.weight(), &linear.bias().unsqueeze(1)?], 1);
+            let projections = Tensor::cat(&[with_bias(&self.query)?, with_bias(&self.key)?, with_bias(&self.value)?], 0)?;
             let dropout = ctx.dropout_mask(batch * self.n_heads * pos * pos, self.attention_dropout);
-            return Ok(kernels::attention(&kernels::project(xs, &weights)?, &biases, &mask.additive, self.n_heads, dropout)?);
+            return Ok(kernels::attention(xs, &projections, &mask.additive, self.n_heads, dropout)?);
         }
         let d_head = d_model / self.n_heads;
         // [batch·pos, d_model] → [batch, n_heads, pos, d_head]

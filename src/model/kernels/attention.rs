@@ -1,7 +1,8 @@
-//! The core of multi-head self-attention as one op: `[rows, 3·d]` query/key/value projections
-//! (before their bias) → `[rows, d]` attended values, before the output projection.
+//! The core of multi-head self-attention as one op: `[rows, d_in]` hidden states → the
+//! query/key/value projections → `[rows, d]` attended values, before the output projection.
 //!
-//! Forward splits the heads (adding the bias and folding 1/√d_head into the queries), runs
+//! Forward computes the three projections as one product (gemm, as in `projection`; the product
+//! stays inside the op, not a node whose gradient candle would zero-fill and add), splits the heads (adding the bias and folding 1/√d_head into the queries), runs
 //! `softmax(q·kᵀ + additive)`, dropout and `·v`, where `additive` is the padding mask and, in
 //! models with one, the relative-position bias; the products use candle's matmul. It keeps the split
 //! heads and the probabilities for backward, which is written out by hand: as composed ops the
@@ -13,20 +14,30 @@
 
 use super::dropout::DropoutMask;
 use super::par::{cpu_f32, par_row_chunks, storage_f32, sum_partials};
+use super::projection::{self, Operand};
 use super::simd::{dot, exp, max, sum};
 use candle_core::{bail, CpuStorage, CustomOp3, Device, IndexOp, Layout, Result, Shape, Tensor};
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-/// Attention over `qkv`: `[batch·pos, 3·d]` (query, key, value projections without their
-/// `bias`: `[3·d]`), with `additive` added to the logits and dropout on the probabilities →
-/// `[batch·pos, d]`. `additive` is `[1 or batch, 1 or n_heads, 1 or pos, pos]` (sequence, head,
+/// Attention over `xs`: `[batch·pos, d_in]`, whose query, key and value projections are
+/// `projections`: `[3·d, d_in + 1]` (each row an output's weights, then its bias), with
+/// `additive` added to the logits and dropout on the probabilities → `[batch·pos, d]`. `additive` is `[1 or batch, 1 or n_heads, 1 or pos, pos]` (sequence, head,
 /// query, key), broadcast over the dimensions of size 1. A per-key term (`[·, ·, 1, pos]`) is a
 /// padding mask and gets no gradient; a per-query one (a learned position bias) gets its
 /// gradient, summed over the dimensions it was broadcast along.
-pub fn attention(qkv: &Tensor, bias: &Tensor, additive: &Tensor, n_heads: usize, dropout: Option<Arc<DropoutMask>>) -> Result<Tensor> {
+pub fn attention(xs: &Tensor, projections: &Tensor, additive: &Tensor, n_heads: usize, dropout: Option<Arc<DropoutMask>>) -> Result<Tensor> {
     let op = Attention { n_heads, dropout, saved: OnceLock::new() };
-    qkv.contiguous()?.apply_op3(bias, &additive.contiguous()?, op)
+    xs.contiguous()?.apply_op3(&projections.contiguous()?, &additive.contiguous()?, op)
+}
+
+/// `(d_in, 3·d)` of `xs`: `[rows, d_in]` and `projections`: `[3·d, d_in + 1]`.
+fn projection_dims(xs: &Shape, projections: &Shape) -> Result<(usize, usize)> {
+    let ((_, d_in), (d3, row_len)) = (xs.dims2()?, projections.dims2()?);
+    if row_len != d_in + 1 {
+        bail!("attention: projections {projections:?} do not fit inputs {xs:?} (expected [3·d, {}])", d_in + 1);
+    }
+    Ok((d_in, d3))
 }
 
 /// Sequences per work unit: enough for a few matmuls of useful size, few enough for the scores
@@ -177,11 +188,11 @@ impl Dims {
 }
 
 impl Attention {
-    fn dims(&self, qkv_shape: &Shape, additive_shape: &Shape) -> Result<(Dims, usize)> {
-        let (rows, d3) = qkv_shape.dims2()?;
+    /// The sizes for inputs of `rows` tokens, projected to `d3` = 3·d, and the batch size.
+    fn dims(&self, rows: usize, d3: usize, additive_shape: &Shape) -> Result<(Dims, usize)> {
         let pos = additive_shape.dims4()?.3;
         if pos == 0 || rows % pos != 0 || d3 % (3 * self.n_heads) != 0 {
-            bail!("attention: projections {qkv_shape:?} do not fit sequences of {pos} tokens with {} heads", self.n_heads);
+            bail!("attention: {rows} rows projected to {d3} do not fit sequences of {pos} tokens with {} heads", self.n_heads);
         }
         let batch = rows / pos;
         let additive = Additive::new(additive_shape, batch, self.n_heads, pos)?;
@@ -269,9 +280,14 @@ impl CustomOp3 for Attention {
         "repdef-attention"
     }
 
-    fn cpu_fwd(&self, qkv: &CpuStorage, ql: &Layout, bias: &CpuStorage, bl: &Layout, additive: &CpuStorage, al: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dims, batch) = self.dims(ql.shape(), al.shape())?;
-        let (qkv, bias, additive) = (cpu_f32(qkv, ql)?, cpu_f32(bias, bl)?, cpu_f32(additive, al)?);
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, p: &CpuStorage, pl: &Layout, additive: &CpuStorage, al: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (d_in, d3) = projection_dims(xl.shape(), pl.shape())?;
+        let rows = xl.shape().dims2()?.0;
+        let (dims, batch) = self.dims(rows, d3, al.shape())?;
+        let (xs, p, additive) = (cpu_f32(xs, xl)?, cpu_f32(p, pl)?, cpu_f32(additive, al)?);
+        let qkv = projection::product(rows, d_in, d3, Operand::rows(xs, d_in), Operand::transposed(p, d_in + 1));
+        let bias: Vec<f32> = p.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
+        let (qkv, bias) = (&qkv[..], &bias[..]);
         let (d, pos) = (dims.d_model(), dims.pos);
         let (saved, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
             let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
@@ -283,9 +299,18 @@ impl CustomOp3 for Attention {
         Ok((CpuStorage::F32(out), Shape::from((batch * pos, d))))
     }
 
-    fn bwd(&self, qkv: &Tensor, bias: &Tensor, additive: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        projections: &Tensor,
+        additive: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else { bail!("attention backward before forward") };
-        let (dims, batch) = self.dims(qkv.shape(), additive.shape())?;
+        let (d_in, d3) = projection_dims(xs.shape(), projections.shape())?;
+        let rows = xs.dims2()?.0;
+        let (dims, batch) = self.dims(rows, d3, additive.shape())?;
         let (d, pos) = (dims.d_model(), dims.pos);
         let grad = grad.contiguous()?;
         let (g_s, g_l) = grad.storage_and_layout();
@@ -303,13 +328,23 @@ impl CustomOp3 for Attention {
             Ok((dbias, shared))
         });
         let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().collect::<Result<Vec<_>>>()?.into_iter().unzip();
-        let device = qkv.device();
-        let dbias = Tensor::from_vec(sum_partials(dbias, 3 * d), bias.shape(), device)?;
+        let device = xs.device();
+        let (dx, dprojections) = {
+            let (xs_s, xs_l) = xs.storage_and_layout();
+            let (p_s, p_l) = projections.storage_and_layout();
+            let (xs_v, p) = (storage_f32(&xs_s, xs_l)?, storage_f32(&p_s, p_l)?);
+            // ∂/∂x = ∂/∂qkv · W; ∂/∂W = (∂/∂qkv)ᵀ · x, laid out as `projections` with ∂/∂bias.
+            let dx = projection::product(rows, d3, d_in, Operand::rows(&dqkv, d3), Operand::rows(p, d_in + 1));
+            let dw = projection::product(d3, rows, d_in, Operand::transposed(&dqkv, d3), Operand::rows(xs_v, d_in));
+            let dbias = sum_partials(dbias, d3);
+            let packed: Vec<f32> = dw.chunks_exact(d_in).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
+            (Tensor::from_vec(dx, xs.shape(), device)?, Tensor::from_vec(packed, projections.shape(), device)?)
+        };
         let d_additive = match (per_seq, shared_len) {
             (true, _) => Some(Tensor::from_vec(d_additive, additive.shape(), device)?),
             (false, 0) => None,
             (false, n) => Some(Tensor::from_vec(sum_partials(shared, n), additive.shape(), device)?),
         };
-        Ok((Some(Tensor::from_vec(dqkv, qkv.shape(), device)?), Some(dbias), d_additive))
+        Ok((Some(dx), Some(dprojections), d_additive))
     }
 }

@@ -23,26 +23,32 @@ pub(super) struct Operand<'a> {
 }
 
 impl<'a> Operand<'a> {
-    /// A contiguous `[rows, cols]` matrix.
-    pub(super) fn rows(data: &'a [f32], cols: usize) -> Self {
-        Operand { data, row_stride: cols, col_stride: 1 }
+    /// A row-major matrix whose rows start `row_len` elements apart (its width, or more when
+    /// each row carries extra values that the product skips).
+    pub(super) fn rows(data: &'a [f32], row_len: usize) -> Self {
+        Operand { data, row_stride: row_len, col_stride: 1 }
     }
 
-    /// The transpose of a contiguous matrix with `cols` columns.
-    pub(super) fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Operand { data, row_stride: 1, col_stride: cols }
+    /// Whether every element of a `[rows, cols]` view lies in `data`.
+    fn holds(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+
+    /// The transpose of such a matrix.
+    pub(super) fn transposed(data: &'a [f32], row_len: usize) -> Self {
+        Operand { data, row_stride: 1, col_stride: row_len }
     }
 }
 
 /// `lhs · rhs` (`[m, k]` · `[k, n]`) into a new row-major `[m, n]` buffer, spread over the
 /// worker threads.
 pub(super) fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    assert!(lhs.data.len() >= m * k && rhs.data.len() >= k * n, "gemm operands smaller than {m}×{k} · {k}×{n}");
+    assert!(lhs.holds(m, k) && rhs.holds(k, n), "gemm operands smaller than {m}×{k} · {k}×{n}");
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     let mut out = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: the operands hold their [m, k] and [k, n] elements at the given strides (asserted
-    // above for the contiguous layouts used here); `out` has room for m·n elements, which gemm
+    // SAFETY: the operands hold their [m, k] and [k, n] elements at their strides (asserted
+    // above); `out` has room for m·n elements, which gemm
     // writes without reading (`read_dst` false) before `set_len` exposes them.
     unsafe {
         gemm::gemm(
