@@ -26,12 +26,19 @@ pub enum Mode<'a> {
 pub struct Ctx<'a> {
     pub mode: Mode<'a>,
     pub recorder: Option<&'a mut dyn Recorder>,
-    /// Training may use the fused kernels (off only for the tests' composed reference).
+    /// Whether passes on the CPU run the fused kernels (off only for the tests' composed
+    /// reference).
     kernels: bool,
 }
 
 impl<'a> Ctx<'a> {
     pub fn infer() -> Self {
+        Ctx { mode: Mode::Infer, recorder: None, kernels: true }
+    }
+
+    /// Inference through compositions of candle primitives: the reference for the kernels.
+    #[cfg(test)]
+    pub fn infer_composed() -> Self {
         Ctx { mode: Mode::Infer, recorder: None, kernels: false }
     }
 
@@ -64,15 +71,10 @@ impl<'a> Ctx<'a> {
         matches!(self.mode, Mode::Train(_))
     }
 
-    /// Whether a training pass over `xs` runs the fused kernels (CPU only).
+    /// Whether a pass over `xs` runs the fused kernels (CPU only). In inference nothing tracks
+    /// the ops, so what a kernel keeps for backward is dropped with it right after the forward.
     pub(super) fn fused(&self, xs: &Tensor) -> bool {
-        self.training() && self.kernels && xs.device().is_cpu()
-    }
-
-    /// Whether a pass over `xs` runs the fused kernels that keep nothing for backward (bias +
-    /// activation): in training as [`Ctx::fused`], and in every inference pass on the CPU.
-    fn fused_stateless(&self, xs: &Tensor) -> bool {
-        self.fused(xs) || (!self.training() && xs.device().is_cpu())
+        self.kernels && xs.device().is_cpu()
     }
 
     /// A dropout mask for `n` elements, drawn from repdef's seeded generator (candle's CPU RNG
@@ -124,7 +126,7 @@ impl Linear {
 
     /// `activation(x Wᵀ + b)` for `xs`: `[rows, in]`.
     pub fn forward_activated(&self, xs: &Tensor, activation: Activation, ctx: &Ctx) -> Result<Tensor> {
-        if ctx.fused_stateless(xs) {
+        if ctx.fused(xs) {
             return Ok(kernels::linear_activation(xs, &self.weight, &self.bias, activation)?);
         }
         activation.forward(&self.forward(xs)?)
@@ -159,11 +161,11 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, xs: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        if !ctx.training() {
-            return Ok(candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)?);
-        }
         if ctx.fused(xs) {
             return Ok(kernels::layer_norm(xs, &self.weight, &self.bias, self.eps)?);
+        }
+        if !ctx.training() {
+            return Ok(candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)?);
         }
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centred = xs.broadcast_sub(&mean)?;

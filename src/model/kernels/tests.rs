@@ -156,7 +156,7 @@ fn residual_layer_norm_matches_composed_with_and_without_dropout() {
 }
 
 #[test]
-fn bias_activation_matches_composed_for_every_activation() {
+fn linear_activation_matches_composed_for_every_activation() {
     for activation in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
         let (varmap, linear) = module(|vb| Linear::load(vb.pp("dense"), 48, 64));
         let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
@@ -165,13 +165,26 @@ fn bias_activation_matches_composed_for_every_activation() {
 }
 
 #[test]
-fn bias_activation_serves_inference_as_the_composed_ops_would() {
+fn linear_activation_serves_inference_as_the_composed_ops_would() {
     for activation in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
         let (_varmap, linear) = module(|vb| Linear::load(vb.pp("dense"), 48, 64));
         let x = random((ROWS, 48), &mut Rng::new(1));
         let fused = linear.forward_activated(&x, activation, &Ctx::infer()).unwrap();
         assert_close(&fused, &activation.forward(&linear.forward(&x).unwrap()).unwrap(), 1e-5, "inference output");
     }
+}
+
+#[test]
+fn attention_block_serves_inference_as_the_composed_ops_would() {
+    let cfg = config("gelu", 0.1);
+    let (_varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
+    let (batch, pos) = (3, 11);
+    let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
+    let mask = AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap();
+    let x = random((batch * pos, cfg.hidden_size), &mut Rng::new(1));
+    let fused = layer.forward(&x, &mask, &mut Ctx::infer()).unwrap();
+    let composed = layer.forward(&x, &mask, &mut Ctx::infer_composed()).unwrap();
+    assert_close(&fused, &composed, 1e-5, "inference output (no dropout)");
 }
 
 #[test]
