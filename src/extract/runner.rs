@@ -19,6 +19,7 @@ use crate::spec::{Plan, PlannedModel};
 use anyhow::{ensure, Context, Result};
 use candle_core::Device;
 use ndarray::{ArrayView2, Axis};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -142,14 +143,16 @@ pub fn accumulate(
 }
 
 /// Runs one condition's input through `encoder` and adds each tap's group rows to the
-/// accumulators of model `label`.
+/// accumulators of model `label`. The taps' Gram updates run in parallel, each into a fresh
+/// accumulator that is then merged (exactly, in tap order) into `accumulators`.
 pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condition: &ConditionInput, accumulators: &mut Accumulators) -> Result<()> {
     let mut cache = TapCache::only(taps.to_vec());
     encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
-    for (tap, hidden) in cache.tensors {
+    let tap_updates = |(tap, hidden): (Tap, candle_core::Tensor)| -> Result<Vec<(AccumulatorKey, GramAccumulator)>> {
         let d = hidden.dim(2)?;
         let values = hidden.flatten_all()?.to_vec1::<f32>()?;
         let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
+        let mut updates = Vec::with_capacity(condition.groups.len());
         for (group, indices) in &condition.groups {
             let key = AccumulatorKey {
                 model: label.to_string(),
@@ -158,12 +161,16 @@ pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condit
                 layer: tap.hf_index().expect("encoder taps have an HF index"),
             };
             let rows: Vec<usize> = indices.iter().map(|&r| r as usize).collect();
-            accumulators
-                .entry(key)
-                .or_insert_with(|| GramAccumulator::new(d))
-                .update(matrix.select(Axis(0), &rows).view())
-                .with_context(|| format!("{tap}, {}/{}", condition.condition, group))?;
+            let mut update = GramAccumulator::new(d);
+            update.update(matrix.select(Axis(0), &rows).view()).with_context(|| format!("{tap}, {}/{}", condition.condition, group))?;
+            updates.push((key, update));
         }
+        Ok(updates)
+    };
+    let updates: Vec<_> = cache.tensors.into_par_iter().map(tap_updates).collect::<Result<_>>()?;
+    for (key, update) in updates.into_iter().flatten() {
+        let d = update.d();
+        accumulators.entry(key).or_insert_with(|| GramAccumulator::new(d)).merge(&update)?;
     }
     Ok(())
 }
