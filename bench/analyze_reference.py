@@ -17,17 +17,20 @@ with the same shapes and work as src/bench_analysis.rs:
   into groups and kept as float32 arrays: masked/all (every non-pad position, [CLS]/[SEP]
   included), masked/real (unpicked non-special), masked/mask (picked), clean/all, clean/real
   (the same positions as masked/real);
-* at the end, per (condition, group, layer): `np.concatenate` -> float64 ->
-  `np.linalg.svd(H, compute_uv=False)` -> var@0.9 = smallest k with
-  sum_{i<=k} s_i^2 >= 0.9 sum s_i^2 (uncentred).
+* spectra, per (condition, group, layer), by one of two routes (--route):
+  - `gram` (default, streaming, the cheaper way): each batch's rows are cast to float64 and
+    added as H^T H to that key's Gram matrix; at the end `np.linalg.eigvalsh(G)`. Memory stays
+    flat (25 matrices of 256 x 256);
+  - `svd` (the most direct way): every batch's rows are kept; at the end `np.concatenate` ->
+    float64 -> `np.linalg.svd(H, compute_uv=False)`, squared. Memory grows with the token count
+    (~4 KiB of float32 per token per layer, plus the float64 copy of the group being decomposed);
+* var@0.9 = smallest k with sum_{i<=k} lambda_i >= 0.9 sum lambda_i (uncentred, lambda descending).
 
-Timed: masking, both conditions' forward passes, collection, stacking and the 25 SVDs (data
-generation and model construction are not). Memory grows with the token count: all groups
-of all layers are held until the end (~4 KiB of float32 per token per layer, plus the float64
-copy of the group being decomposed).
+Timed: masking, both conditions' forward passes, the Gram updates or the collection, stacking
+and SVDs, and the 25 spectra (data generation and model construction are not).
 
-Prints and writes (--out) {"tokens", "seconds", "tokens_per_s", "peak_rss_mib", "torch",
-"numpy", "threads"}; peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` (KiB on Linux).
+Prints and writes (--out) {"tokens", "seconds", "tokens_per_s", "peak_rss_mib", "route",
+"torch", "numpy", "threads"}; peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` (KiB on Linux).
 """
 
 import argparse
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and OpenBLAS threads (default: all CPUs)")
+    parser.add_argument("--route", choices=["gram", "svd"], default="gram", help="streamed float64 Gram + eigvalsh, or stacked SVD")
     parser.add_argument("--out", type=Path, help="write the measurement here as JSON")
     args = parser.parse_args()
 
@@ -69,10 +73,11 @@ def main() -> None:
     ids[:, 0], ids[:, -1] = CLS, SEP
     tokens = ids.size
     print(f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} threads, preset mini, "
-          f"{n_seqs} x {args.seq_len} = {tokens} tokens, batch {args.batch_size}")
+          f"{n_seqs} x {args.seq_len} = {tokens} tokens, batch {args.batch_size}, route {args.route}")
 
     start = time.perf_counter()
-    hidden = {}  # (condition, group, layer) -> list of [rows, 256] float32 arrays
+    hidden = {}  # svd route: (condition, group, layer) -> list of [rows, 256] float32 arrays
+    gram = {}  # gram route: (condition, group, layer) -> [256, 256] float64
     for first in range(0, n_seqs, args.batch_size):
         clean = ids[first : first + args.batch_size]
         n_candidates = args.seq_len - 2
@@ -92,27 +97,34 @@ def main() -> None:
             for layer, states in enumerate(out.hidden_states):
                 states = states.numpy()
                 for group, where in groups.items():
-                    hidden.setdefault((condition, group, layer), []).append(states[where])
+                    key = (condition, group, layer)
+                    if args.route == "gram":
+                        rows = states[where].astype(np.float64)
+                        gram[key] = gram.get(key, 0.0) + rows.T @ rows
+                    else:
+                        hidden.setdefault(key, []).append(states[where])
 
     forward_seconds = time.perf_counter() - start
     ranks = {}
-    for key in list(hidden):
-        H = np.concatenate(hidden.pop(key)).astype(np.float64)
-        energy = np.cumsum(np.linalg.svd(H, compute_uv=False) ** 2)
+    for key in list(gram) + list(hidden):
+        if args.route == "gram":
+            spectrum = np.linalg.eigvalsh(gram.pop(key))[::-1]
+        else:
+            spectrum = np.linalg.svd(np.concatenate(hidden.pop(key)).astype(np.float64), compute_uv=False) ** 2
+        energy = np.cumsum(spectrum)
         ranks[key] = int(np.searchsorted(energy, 0.9 * energy[-1]) + 1)  # var@0.9
-        del H
     seconds = time.perf_counter() - start
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print("var@0.9 by layer: " + "; ".join(
         f"{c}/{g} " + " ".join(str(ranks[(c, g, l)]) for l in range(config.num_hidden_layers + 1))
         for c, g in dict.fromkeys(k[:2] for k in ranks)))
-    print(f"{'tokens':>10} {'seconds':>10} {'(forward':>10} {'SVD)':>8} {'tokens/s':>10} {'peak RSS MiB':>13}")
-    print(f"{tokens:>10} {seconds:>10.2f} {forward_seconds:>10.2f} {seconds - forward_seconds:>8.2f} "
+    print(f"{'tokens':>10} {'seconds':>10} {'(forward':>10} {'spectra)':>9} {'tokens/s':>10} {'peak RSS MiB':>13}")
+    print(f"{tokens:>10} {seconds:>10.2f} {forward_seconds:>10.2f} {seconds - forward_seconds:>9.2f} "
           f"{tokens / seconds:>10.0f} {peak_rss_mib:>13.0f}")
     if args.out:
         result = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_mib": peak_rss_mib,
-                  "torch": torch.__version__, "numpy": np.__version__, "threads": args.threads}
+                  "route": args.route, "torch": torch.__version__, "numpy": np.__version__, "threads": args.threads}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")

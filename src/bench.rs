@@ -150,19 +150,24 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         let ours: Vec<f64> = samples.iter().map(|s| s[i].0).collect();
         let theirs: Vec<f64> = samples.iter().map(|s| s[i].1).collect();
         let ratios: Vec<f64> = samples.iter().map(|s| s[i].1 / s[i].0).collect();
-        let (ms, reference_ms, ratio) = (median(&ours), median(&theirs), median(&ratios));
-        let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        let (ms, reference_ms) = (median(&ours), median(&theirs));
         let gflops = step_flops(*objective, args) / (ms / 1000.0) / 1e9;
         let tokens_per_s = (args.batch_size * args.seq_len) as f64 / (ms / 1000.0);
-        let spread = format!("{ratio:.2}× ({low:.2}–{high:.2})");
+        let spread = ratio_spread(&ratios);
         println!("{key:<8} {ms:>11.1} {reference_ms:>11.1} {spread:>22} {tokens_per_s:>10.0} {gflops:>9.1} {:>7.1}%", 100.0 * gflops / peak.gflops());
     }
     println!("speed ratio = reference ms / repdef ms per pair (above 1: repdef is faster); FLOPs: matmuls only, backward counted as twice the forward");
     Ok(())
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     crate::stats::median(values).unwrap_or(f64::NAN)
+}
+
+/// Per-pair ratios as "median× (min–max)".
+pub(crate) fn ratio_spread(ratios: &[f64]) -> String {
+    let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    format!("{:.2}× ({low:.2}–{high:.2})", median(ratios))
 }
 
 /// Matmul FLOPs of one training step at the benchmark's shapes: the encoder over the full
@@ -239,6 +244,12 @@ impl Peak {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratio_spread_gives_the_median_and_the_range() {
+        assert_eq!(ratio_spread(&[1.0, 2.0, 0.5]), "1.00× (0.50–2.00)");
+        assert_eq!(ratio_spread(&[1.2, 0.8]), "1.00× (0.80–1.20)");
+    }
 
     #[test]
     fn step_flops_count_the_last_block_past_attention_at_the_picked_rows_only() {

@@ -13,7 +13,7 @@ use crate::model::{init, Encoder, Tap};
 use crate::rank::Estimator;
 use crate::rng::Rng;
 use crate::spec::Centring;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
@@ -28,8 +28,21 @@ pub struct AnalyzeBenchArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Directory with `reference_analyze_<tokens>.json` files from `bench/analyze_reference.py`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reference_script")]
     reference_dir: Option<PathBuf>,
+    /// Run this reference script (`bench/analyze_reference.py`) alternately with repdef,
+    /// `--pairs` times per token count, and report the median of the per-pair ratios with their
+    /// range (the protocol).
+    #[arg(long)]
+    reference_script: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// The reference's route to the spectra: `gram` (streamed float64 Gram + eigvalsh) or `svd`.
+    #[arg(long, default_value = "gram")]
+    route: String,
+    /// The Python that runs the reference script.
+    #[arg(long, default_value = "python3")]
+    python: String,
     /// Run a single measurement in this process and print it as JSON (used by the parent).
     #[arg(long, hide = true)]
     single: bool,
@@ -53,6 +66,9 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
         return Ok(());
     }
     println!("analysis of a random-init mini model (4 × 256), {SEQ_LEN}-token sequences, batch {}", args.batch_size);
+    if let Some(script) = &args.reference_script {
+        return bench_pairs(args, script);
+    }
     println!("{:>10} {:>10} {:>12} {:>14} {:>22}", "tokens", "seconds", "tokens/s", "peak RSS MiB", "vs reference");
     for &tokens in &args.tokens {
         let m = run_child(tokens, args.batch_size)?;
@@ -63,6 +79,54 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
         };
         println!("{:>10} {:>10.2} {:>12.0} {:>14.0} {:>22}", m.tokens, m.seconds, rate, m.peak_rss_mib, comparison);
     }
+    Ok(())
+}
+
+/// The alternating protocol: per token count, `--pairs` rounds of (repdef in a fresh process,
+/// then the reference script); the median of the per-pair speed and memory ratios with their
+/// range.
+fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> {
+    ensure!(args.pairs > 0, "--pairs must be positive");
+    let threads = rayon::current_num_threads();
+    println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, args.route, args.pairs);
+    let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
+    let json = out.path().join("reference.json");
+    println!(
+        "{:>10} {:>10} {:>10} {:>22} {:>11} {:>11} {:>22}",
+        "tokens", "repdef s", "ref s", "speed ratio (min–max)", "repdef MiB", "ref MiB", "memory ratio (min–max)"
+    );
+    for &tokens in &args.tokens {
+        let mut pairs: Vec<(Measurement, Measurement)> = Vec::with_capacity(args.pairs);
+        for pair in 1..=args.pairs {
+            let ours = run_child(tokens, args.batch_size)?;
+            let status = std::process::Command::new(&args.python)
+                .arg(script)
+                .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
+                .args(["--threads", &threads.to_string(), "--route", &args.route])
+                .arg("--out")
+                .arg(&json)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .with_context(|| format!("running {} {}", args.python, script.display()))?;
+            ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
+            let theirs: Measurement = crate::fsutil::read_json(&json)?;
+            ensure!(theirs.tokens == ours.tokens, "{}: {} tokens, repdef measured {}", json.display(), theirs.tokens, ours.tokens);
+            eprintln!("{tokens} tokens, pair {pair}/{}: repdef {:.2} s, reference {:.2} s", args.pairs, ours.seconds, theirs.seconds);
+            pairs.push((ours, theirs));
+        }
+        let column = |f: fn(&(Measurement, Measurement)) -> f64| -> Vec<f64> { pairs.iter().map(f).collect() };
+        let speed = column(|(ours, theirs)| theirs.seconds / ours.seconds);
+        let memory = column(|(ours, theirs)| theirs.peak_rss_mib / ours.peak_rss_mib);
+        let (seconds, reference_seconds) = (crate::bench::median(&column(|p| p.0.seconds)), crate::bench::median(&column(|p| p.1.seconds)));
+        let (mib, reference_mib) = (crate::bench::median(&column(|p| p.0.peak_rss_mib)), crate::bench::median(&column(|p| p.1.peak_rss_mib)));
+        println!(
+            "{:>10} {seconds:>10.2} {reference_seconds:>10.2} {:>22} {mib:>11.0} {reference_mib:>11.0} {:>22}",
+            pairs[0].0.tokens,
+            crate::bench::ratio_spread(&speed),
+            crate::bench::ratio_spread(&memory)
+        );
+    }
+    println!("ratios = reference / repdef per pair (above 1: repdef is faster / leaner); peak RSS of the whole process");
     Ok(())
 }
 
