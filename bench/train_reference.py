@@ -19,6 +19,14 @@ objectives at preset `mini`, with the same shapes and work as src/bench.rs:
   2 post-LN BERT layers, dropout 0) runs over the full length; same head at picked rows;
 * AdamW: lr 1e-4, betas (0.9, 0.98), eps 1e-6, weight decay 0.01 except biases and LayerNorm.
 
+Other shapes (`repdef bench train --budget quick` passes the reproduction's): --hidden-size,
+--layers, --heads, --intermediate-size, --decoder-layers; --relative-buckets N adds the official
+encoders' T5-style relative-position bias (one learned [N, heads] table shared by the encoder's
+layers, buckets as repdef's `relative_position::bucket`, from each token's position id, so
+MAE-LM's compacted rows use their original positions), and --decoder-relative gives MAE-LM's
+decoder its own table. The bias enters HF attention as a float 4-D additive attention mask
+(padding folded in), through which it gets its gradient.
+
 Per objective: 1 untimed warm-up step, then --steps timed steps; the mean ms/step is reported
 and written as JSON to --out for `repdef bench train --reference`.
 
@@ -29,6 +37,7 @@ transformers 4.46, and the faster PyTorch path, so the reference is the stronger
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -54,10 +63,40 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def relative_bucket(distance: torch.Tensor, buckets: int, max_distance: int) -> torch.Tensor:
+    """repdef's `relative_position::bucket`: sign-symmetric, exact below buckets/4, log beyond."""
+    half = buckets // 2
+    max_exact = half // 2
+    n = distance.abs()
+    scale = math.log((max_distance - 1) / max_exact)
+    large = max_exact + torch.ceil(torch.log(n.clamp(min=1).double() / max_exact) / scale * (half - 1 - max_exact)).long()
+    magnitude = torch.where(n < max_exact, n, large.clamp(max=half - 1))
+    return magnitude * distance.sign() + half - 1
+
+
+class RelativeBias(nn.Module):
+    """One learned [buckets, heads] table; `forward` gives the additive [batch, heads, q, k] term."""
+
+    def __init__(self, buckets: int, heads: int, max_distance: int):
+        super().__init__()
+        self.table = nn.Embedding(buckets, heads)
+        self.buckets, self.max_distance = buckets, max_distance
+
+    def forward(self, position_ids: torch.Tensor, key_mask: torch.Tensor = None) -> torch.Tensor:
+        distance = position_ids[:, None, :] - position_ids[:, :, None]  # key - query: [batch, q, k]
+        bias = self.table(relative_bucket(distance, self.buckets, self.max_distance)).permute(0, 3, 1, 2)
+        if key_mask is not None:  # padding keys: a large negative, as repdef's mask
+            bias = bias + (~key_mask)[:, None, None, :].to(bias.dtype) * -1e9
+        return bias
+
+
 class Pretraining(nn.Module):
-    def __init__(self, config: BertConfig, decoder_layers: int):
+    def __init__(self, config: BertConfig, decoder_layers: int, buckets: int, max_distance: int, decoder_relative: bool):
         super().__init__()
         self.bert = BertModel(config, add_pooling_layer=False)
+        heads = config.num_attention_heads
+        self.bias = RelativeBias(buckets, heads, max_distance) if buckets else None
+        self.dec_bias = RelativeBias(buckets, heads, max_distance) if buckets and decoder_relative and decoder_layers else None
         self.head = BertLMPredictionHead(config)
         self.head.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tied
         self.decoder = None
@@ -74,7 +113,8 @@ class Pretraining(nn.Module):
         corrupted = ids.masked_fill(picked, MASK)
         if self.decoder is None:
             # No padding in the batch, so no attention mask (HF would drop an all-ones mask anyway).
-            hidden = self.bert(input_ids=corrupted).last_hidden_state
+            mask = self.bias(torch.arange(pos).unsqueeze(0)) if self.bias is not None else None
+            hidden = self.bert(input_ids=corrupted, attention_mask=mask).last_hidden_state
         else:
             hidden = self.mae_lm_hidden(corrupted, picked)
         at_picked = hidden.reshape(batch * pos, -1)[picked.reshape(-1)]
@@ -89,7 +129,8 @@ class Pretraining(nn.Module):
         attention_mask = visible.gather(1, order)
         enc_ids = corrupted.gather(1, order).masked_fill(~attention_mask, PAD)
         position_ids = order.masked_fill(~attention_mask, 0)
-        encoded = self.bert(input_ids=enc_ids, attention_mask=attention_mask.long(), position_ids=position_ids).last_hidden_state
+        mask = self.bias(position_ids, attention_mask) if self.bias is not None else attention_mask.long()
+        encoded = self.bert(input_ids=enc_ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
         # Scatter back: each visible position takes its slot's row, removed ones the [MASK] row.
         slot = torch.arange(batch).unsqueeze(1) * kept_len + visible.cumsum(1) - 1
         scatter_index = torch.where(visible, slot, batch * kept_len).reshape(-1)
@@ -98,7 +139,8 @@ class Pretraining(nn.Module):
         scattered = rows.index_select(0, scatter_index).reshape(batch, pos, -1)
         hidden = self.dec_norm(scattered + self.dec_position(torch.arange(pos)))
         # Full length, no [PAD] in the batch: the decoder needs no attention mask.
-        return self.decoder(hidden).last_hidden_state
+        mask = self.dec_bias(torch.arange(pos).unsqueeze(0)) if self.dec_bias is not None else None
+        return self.decoder(hidden, attention_mask=mask).last_hidden_state
 
 
 def pick(batch: int, pos: int, prob: float = 0.15) -> torch.Tensor:
@@ -114,12 +156,13 @@ def pick(batch: int, pos: int, prob: float = 0.15) -> torch.Tensor:
 def ms_per_step(objective: str, args: argparse.Namespace) -> float:
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=args.vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        intermediate_size=args.intermediate_size, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
         max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, initializer_range=0.02,
         pad_token_id=PAD, attn_implementation=args.attn,
     )
-    model = Pretraining(config, decoder_layers=2 if objective == "mae-lm" else 0).train()
+    decoder_layers = args.decoder_layers if objective == "mae-lm" else 0
+    model = Pretraining(config, decoder_layers, args.relative_buckets, args.relative_max_distance, args.decoder_relative).train()
     params = list(model.parameters())  # tied weights appear once
     # Biases and LayerNorm parameters (exactly the 1-D ones) are not decayed.
     optimizer = torch.optim.AdamW(
@@ -150,13 +193,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per objective, after 1 warm-up step")
     parser.add_argument("--threads", type=int, default=physical_cores(), help="torch intra-op threads (default: physical cores)")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="HF attention implementation")
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--intermediate-size", type=int, default=1024)
+    parser.add_argument("--decoder-layers", type=int, default=2, help="MAE-LM's decoder depth")
+    parser.add_argument("--relative-buckets", type=int, default=0, help="relative-position bias buckets (0: none)")
+    parser.add_argument("--relative-max-distance", type=int, default=128)
+    parser.add_argument("--decoder-relative", action="store_true", help="MAE-LM's decoder gets its own bias table")
     parser.add_argument("--out", type=Path, default=Path("bench/reference_train.json"))
     args = parser.parse_args()
     assert 3 <= args.seq_len <= 512 and args.vocab_size > FIRST_ORDINARY and args.steps > 0
 
     torch.set_num_threads(args.threads)
     tokens = args.batch_size * args.seq_len
-    print(f"torch {torch.__version__}, {args.threads} threads, attention {args.attn}, preset mini, "
+    shape = f"{args.layers} x {args.hidden_size}, {args.heads} heads, d_mlp {args.intermediate_size}, relative buckets {args.relative_buckets}"
+    print(f"torch {torch.__version__}, {args.threads} threads, attention {args.attn}, {shape}, "
           f"batch {args.batch_size} x {args.seq_len} tokens, vocab {args.vocab_size}, {args.steps} timed steps")
     print(f"{'objective':<9} {'ms/step':>10} {'tokens/s':>10}")
     result = {}
@@ -164,7 +216,7 @@ def main() -> None:
         ms = ms_per_step(objective, args)
         result[objective] = ms
         print(f"{objective:<9} {ms:>10.1f} {tokens / (ms / 1000):>10.0f}")
-    result.update({"torch": torch.__version__, "threads": args.threads, "attn": args.attn, "preset": "mini",
+    result.update({"torch": torch.__version__, "threads": args.threads, "attn": args.attn, "model": shape,
                    "batch_size": args.batch_size, "seq_len": args.seq_len})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

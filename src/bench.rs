@@ -1,13 +1,15 @@
-//! `repdef bench train`: training-step speed of MLM and MAE-LM at a preset, on random tokens,
+//! `repdef bench train`: training-step speed of MLM and MAE-LM at a preset (or a reproduction
+//! budget's model), on random tokens,
 //! printed as ms/step and tokens/s, with ratios against a PyTorch reference measured by
 //! `bench/train_reference.py` on the same machine: from its JSON, or (the protocol, see
 //! `bench/README.md`) by running it alternately with repdef and taking the median pair ratio,
 //! with achieved GFLOP/s against the machine's assumed peak.
 
-use crate::config::{MaskConfig, Objective, Preset};
+use crate::config::{apply_model_overrides, MaskConfig, ModelConfig, Objective, Preset};
 use crate::data::masking::Masker;
 use crate::data::tokenizer::SpecialIds;
 use crate::model::{init, Ctx, PretrainingModel};
+use crate::reproduce::BudgetName;
 use crate::rng::Rng;
 use crate::train::loss::masked_token_loss;
 use crate::train::optimizer::{AdamW, AdamWConfig};
@@ -22,6 +24,10 @@ use std::time::Instant;
 pub struct TrainBenchArgs {
     #[arg(long, value_enum, default_value = "mini")]
     preset: Preset,
+    /// Time the model of this reproduction budget instead of a preset (quick and standard:
+    /// 4 × 128, 2 heads, relative-position bias, MAE-LM's decoder with its own).
+    #[arg(long, value_enum, conflicts_with = "preset")]
+    budget: Option<BudgetName>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
@@ -59,11 +65,11 @@ fn process_cpu_seconds() -> Option<f64> {
 /// Mean wall and CPU milliseconds per full training step (mask, forward, backward, AdamW update).
 fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Option<f64>)> {
     let device = Device::Cpu;
-    let model_config = args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
+    let model_config = model_config(objective, args)?;
     let varmap = VarMap::new();
     let model = PretrainingModel::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &model_config)?;
     let mut rng = Rng::new(0);
-    init::initialize(&varmap, 0.02, &mut rng)?;
+    init::initialize(&varmap, model_config.initializer_range, &mut rng)?;
     let mut optimizer = AdamW::new(&varmap, AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.01 })?;
     let masker = Masker { config: MaskConfig::default(), special: SPECIAL, vocab_size: args.vocab_size, drop_picked: objective == Objective::MaeLm };
     let rows: Vec<Vec<u32>> = (0..args.batch_size)
@@ -94,9 +100,48 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
     Ok((1000.0 * total / args.steps as f64, cpu))
 }
 
+/// The model `objective` is timed with: the preset's, or the budget's.
+fn model_config(objective: Objective, args: &TrainBenchArgs) -> Result<ModelConfig> {
+    match args.budget {
+        None => Ok(args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default())),
+        Some(name) => {
+            let budget = name.budget();
+            let preset = budget.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
+            apply_model_overrides(&preset, &budget.model_overrides(objective))
+        }
+    }
+}
+
+/// The reference script's arguments for the same models as [`model_config`] (MAE-LM's, which
+/// has everything MLM's has plus the decoder).
+fn reference_model_args(args: &TrainBenchArgs) -> Result<Vec<String>> {
+    let cfg = model_config(Objective::MaeLm, args)?;
+    let decoder_relative = cfg.repdef.as_ref().is_some_and(|r| r.decoder_relative_attention);
+    let mut out: Vec<String> = [
+        ("--hidden-size", cfg.hidden_size),
+        ("--layers", cfg.num_hidden_layers),
+        ("--heads", cfg.num_attention_heads),
+        ("--intermediate-size", cfg.intermediate_size),
+        ("--decoder-layers", cfg.decoder_layers()),
+        ("--relative-buckets", cfg.relative_attention_num_buckets),
+        ("--relative-max-distance", cfg.relative_attention_max_distance),
+    ]
+    .iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+    .collect();
+    if decoder_relative {
+        out.push("--decoder-relative".into());
+    }
+    Ok(out)
+}
+
 pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
     let tokens = (args.batch_size * args.seq_len) as f64;
-    println!("preset {:?}, batch {} × {} tokens, vocab {}, {} timed steps", args.preset, args.batch_size, args.seq_len, args.vocab_size, args.steps);
+    let model = match args.budget {
+        Some(name) => format!("budget {}'s model", name.budget().name),
+        None => format!("preset {:?}", args.preset),
+    };
+    println!("{model}, batch {} × {} tokens, vocab {}, {} timed steps", args.batch_size, args.seq_len, args.vocab_size, args.steps);
     if let Some(script) = &args.reference_script {
         return bench_pairs(args, script);
     }
@@ -133,6 +178,7 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
             .arg(script)
             .args(["--batch-size", &args.batch_size.to_string(), "--seq-len", &args.seq_len.to_string()])
             .args(["--vocab-size", &args.vocab_size.to_string(), "--steps", &args.steps.to_string(), "--threads", &threads.to_string()])
+            .args(reference_model_args(args)?)
             .arg("--out")
             .arg(&json)
             .stdout(std::process::Stdio::null())
@@ -151,7 +197,7 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         let theirs: Vec<f64> = samples.iter().map(|s| s[i].1).collect();
         let ratios: Vec<f64> = samples.iter().map(|s| s[i].1 / s[i].0).collect();
         let (ms, reference_ms) = (median(&ours), median(&theirs));
-        let gflops = step_flops(*objective, args) / (ms / 1000.0) / 1e9;
+        let gflops = step_flops(*objective, args)? / (ms / 1000.0) / 1e9;
         let tokens_per_s = (args.batch_size * args.seq_len) as f64 / (ms / 1000.0);
         let spread = ratio_spread(&ratios);
         println!("{key:<8} {ms:>11.1} {reference_ms:>11.1} {spread:>22} {tokens_per_s:>10.0} {gflops:>9.1} {:>7.1}%", 100.0 * gflops / peak.gflops());
@@ -174,8 +220,8 @@ pub(crate) fn ratio_spread(ratios: &[f64]) -> String {
 /// length (MLM) or over the kept ~85% (MAE-LM, plus its decoder over the full length), the last
 /// block past its attention and the head only at the ~15% picked positions
 /// (`Layer::forward_at`); backward costs twice the forward.
-fn step_flops(objective: Objective, args: &TrainBenchArgs) -> f64 {
-    let cfg = args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
+fn step_flops(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
+    let cfg = model_config(objective, args)?;
     let (d, d_mlp, v) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.vocab_size as f64);
     let (batch, len) = (args.batch_size as f64, args.seq_len as f64);
     let picked = batch * (0.15 * (len - 2.0)).round();
@@ -195,7 +241,7 @@ fn step_flops(objective: Objective, args: &TrainBenchArgs) -> f64 {
         _ => stack(cfg.num_hidden_layers, batch * len, len),
     };
     let head = picked * (2.0 * d * d + 2.0 * d * v);
-    3.0 * (blocks + head)
+    Ok(3.0 * (blocks + head))
 }
 
 /// The machine's f32 peak as assumed here: threads × clock × SIMD lanes × 2 FMA units × 2.
@@ -251,15 +297,10 @@ mod tests {
         assert_eq!(ratio_spread(&[1.2, 0.8]), "1.00× (0.80–1.20)");
     }
 
-    #[test]
-    fn step_flops_count_the_last_block_past_attention_at_the_picked_rows_only() {
-        // Preset tiny: 2 layers, d 64, d_mlp 256; 2 sequences of 12 tokens, round(0.15 · 10) = 2
-        // picked each. Per forward, in multiply-adds: a layer's QKV and attention over all 24
-        // tokens: 24 · (3 · 64² + 2 · 12 · 64) = 331,776; its output projection and MLP per
-        // output row: 64² + 2 · 64 · 256 = 36,864, at 24 rows (first layer) or 4 (last);
-        // the head at 4 rows: 4 · (64² + 64 · 100) = 41,984. FLOPs = 2 · MACs, times 3 for backward.
-        let args = TrainBenchArgs {
-            preset: Preset::Tiny,
+    fn args(preset: Preset, budget: Option<BudgetName>) -> TrainBenchArgs {
+        TrainBenchArgs {
+            preset,
+            budget,
             batch_size: 2,
             seq_len: 12,
             vocab_size: 100,
@@ -268,8 +309,32 @@ mod tests {
             reference_script: None,
             pairs: 1,
             python: "python3".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn the_reference_gets_the_shapes_repdef_times() {
+        let flags = |a: &TrainBenchArgs| reference_model_args(a).unwrap().join(" ");
+        let quick = flags(&args(Preset::Mini, Some(BudgetName::Quick)));
+        assert_eq!(
+            quick,
+            "--hidden-size 128 --layers 4 --heads 2 --intermediate-size 512 --decoder-layers 2 --relative-buckets 32 \
+             --relative-max-distance 128 --decoder-relative"
+        );
+        assert!(flags(&args(Preset::Mini, None))
+            .starts_with("--hidden-size 256 --layers 4 --heads 4 --intermediate-size 1024 --decoder-layers 2 --relative-buckets 0"));
+        assert!(!flags(&args(Preset::Mini, None)).contains("--decoder-relative"));
+    }
+
+    #[test]
+    fn step_flops_count_the_last_block_past_attention_at_the_picked_rows_only() {
+        // Preset tiny: 2 layers, d 64, d_mlp 256; 2 sequences of 12 tokens, round(0.15 · 10) = 2
+        // picked each. Per forward, in multiply-adds: a layer's QKV and attention over all 24
+        // tokens: 24 · (3 · 64² + 2 · 12 · 64) = 331,776; its output projection and MLP per
+        // output row: 64² + 2 · 64 · 256 = 36,864, at 24 rows (first layer) or 4 (last);
+        // the head at 4 rows: 4 · (64² + 64 · 100) = 41,984. FLOPs = 2 · MACs, times 3 for backward.
+        let args = args(Preset::Tiny, None);
         let macs = 2.0 * 331_776.0 + 28.0 * 36_864.0 + 41_984.0;
-        assert_eq!(step_flops(Objective::Mlm, &args), 6.0 * macs);
+        assert_eq!(step_flops(Objective::Mlm, &args).unwrap(), 6.0 * macs);
     }
 }

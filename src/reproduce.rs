@@ -104,6 +104,18 @@ impl FinetuneBudget {
     }
 }
 
+impl Budget {
+    /// The model-config overrides of `objective`'s run: the budget's, plus, for MAE-LM, the
+    /// decoder's own relative-position bias when the budget gives it one.
+    pub fn model_overrides(&self, objective: Objective) -> Vec<String> {
+        let mut overrides: Vec<String> = self.model_overrides.iter().map(|s| s.to_string()).collect();
+        if objective == Objective::MaeLm && self.decoder_relative_attention {
+            overrides.push("repdef.decoder_relative_attention=true".into());
+        }
+        overrides
+    }
+}
+
 impl BudgetName {
     pub fn budget(self) -> Budget {
         match self {
@@ -267,10 +279,7 @@ fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Object
         Ok(_) => true,
         Err(_) => false,
     };
-    let mut model_overrides: Vec<String> = budget.model_overrides.iter().map(|s| s.to_string()).collect();
-    if objective == Objective::MaeLm && budget.decoder_relative_attention {
-        model_overrides.push("repdef.decoder_relative_attention=true".into());
-    }
+    let model_overrides = budget.model_overrides(objective);
     Some(TrainRequest { data_dir: data_dir.to_path_buf(), out: out.to_path_buf(), config, model_overrides, decoder_layers: None, resume, stop_at: None })
 }
 
