@@ -76,12 +76,11 @@ impl RelativePositionBias {
         let rows = position_ids.to_vec2::<u32>()?;
         let pos = rows.first().map_or(0, Vec::len);
         let distinct: &[Vec<u32>] = if rows.iter().all(|r| r == &rows[0]) { &rows[..1] } else { &rows };
-        let index: Vec<u32> = distinct
-            .iter()
-            .flat_map(|row| {
-                row.iter().flat_map(move |&query| row.iter().map(move |&key| bucket(i64::from(key) - i64::from(query), self.buckets, self.max_distance)))
-            })
-            .collect();
+        // Each distance's bucket once: `by_distance[span + d]` for d in −span..=span.
+        let span = i64::from(distinct.iter().flatten().copied().max().unwrap_or(0));
+        let by_distance: Vec<u32> = (-span..=span).map(|d| bucket(d, self.buckets, self.max_distance)).collect();
+        let of = |query: u32, key: u32| by_distance[(span + i64::from(key) - i64::from(query)) as usize];
+        let index: Vec<u32> = distinct.iter().flat_map(|row| row.iter().flat_map(move |&query| row.iter().map(move |&key| of(query, key)))).collect();
         let n_heads = self.table.dim(1)?;
         let index = Tensor::from_vec(index, distinct.len() * pos * pos, self.table.device())?;
         // [seqs·pos·pos, n_heads] → [seqs, n_heads, pos, pos]
@@ -110,6 +109,28 @@ mod tests {
         }
         let all: std::collections::BTreeSet<u32> = (-500..500).map(|d| bucket(d, 32, 128)).collect();
         assert_eq!(all, (0..31).collect(), "buckets 0..=30 used, the last one never");
+    }
+
+    #[test]
+    fn bias_entries_are_the_table_rows_of_each_distance_bucket() {
+        use candle_core::Device;
+        let (buckets, heads, max_distance) = (8, 2, 6);
+        let values: Vec<f32> = (0..buckets * heads).map(|i| i as f32).collect();
+        let table = Tensor::from_vec(values.clone(), (buckets, heads), &Device::Cpu).unwrap();
+        let bias = RelativePositionBias { table, buckets, max_distance };
+        let rows = [[0u32, 1, 2, 9], [0, 3, 4, 7]];
+        let position_ids = Tensor::new(&rows, &Device::Cpu).unwrap();
+        let got: Vec<Vec<Vec<Vec<f32>>>> = (0..2).map(|b| bias.forward(&position_ids).unwrap().get(b).unwrap().to_vec3().unwrap()).collect();
+        for (b, row) in rows.iter().enumerate() {
+            for h in 0..heads {
+                for (i, &query) in row.iter().enumerate() {
+                    for (j, &key) in row.iter().enumerate() {
+                        let k = bucket(i64::from(key) - i64::from(query), buckets, max_distance) as usize;
+                        assert_eq!(got[b][h][i][j], values[k * heads + h], "sequence {b}, head {h}, query {i}, key {j}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
