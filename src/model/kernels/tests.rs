@@ -174,13 +174,19 @@ fn linear_activation_serves_inference_as_the_composed_ops_would() {
     }
 }
 
+/// Three sequences of 11 positions, the second ending in two padding tokens, the third in five
+/// → (mask, batch, pos).
+fn ragged_mask() -> (AttentionMask, usize, usize) {
+    let (batch, pos) = (3, 11);
+    let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
+    (AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap(), batch, pos)
+}
+
 #[test]
 fn attention_block_serves_inference_as_the_composed_ops_would() {
     let cfg = config("gelu", 0.1);
     let (_varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
-    let (batch, pos) = (3, 11);
-    let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
-    let mask = AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap();
+    let (mask, batch, pos) = ragged_mask();
     let x = random((batch * pos, cfg.hidden_size), &mut Rng::new(1));
     let fused = layer.forward(&x, &mask, &mut Ctx::infer()).unwrap();
     let composed = layer.forward(&x, &mask, &mut Ctx::infer_composed()).unwrap();
@@ -198,10 +204,7 @@ fn attention_block_matches_composed_with_padding_and_dropout() {
     for (act, dropout) in [("gelu", 0.0), ("gelu", 0.2), ("gelu_new", 0.1)] {
         let cfg = config(act, dropout);
         let (varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
-        let (batch, pos) = (3, 11);
-        // The second sequence ends in two padding tokens, the third in five.
-        let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
-        let mask = AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap();
+        let (mask, batch, pos) = ragged_mask();
         let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
         assert_matches_composed(&varmap, &x, |x, ctx| layer.forward(x, &mask, ctx));
     }
@@ -211,9 +214,7 @@ fn attention_block_matches_composed_with_padding_and_dropout() {
 fn block_at_picked_rows_matches_full_block_read_there() {
     let cfg = config("gelu", 0.0);
     let (varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
-    let (batch, pos) = (3, 11);
-    let keep: Vec<u8> = (0..batch * pos).map(|i| u8::from(i % pos < [pos, pos - 2, pos - 5][i / pos])).collect();
-    let mask = AttentionMask::new(&Tensor::from_vec(keep, (batch, pos), &Device::Cpu).unwrap()).unwrap();
+    let (mask, batch, pos) = ragged_mask();
     let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
     // Unsorted, across all three sequences, as `picked_indices` of a masked batch never are.
     let rows = Tensor::new(&[12u32, 0, 5, 20, 32, 13], &Device::Cpu).unwrap();
