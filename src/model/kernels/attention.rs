@@ -2,21 +2,23 @@
 //! query/key/value projections → `[rows, d]` attended values, before the output projection.
 //!
 //! Forward computes the three projections as one product (gemm, as in `projection`; the product
-//! stays inside the op, not a node whose gradient candle would zero-fill and add), splits the heads (adding the bias and folding 1/√d_head into the queries), runs
+//! stays inside the op, not a node whose gradient candle would zero-fill and add), splits the
+//! heads (adding the bias and folding 1/√d_head into the queries), runs
 //! `softmax(q·kᵀ + additive)`, dropout and `·v`, where `additive` is the padding mask and, in
-//! models with one, the relative-position bias; the products use candle's matmul. It keeps the split
-//! heads and the probabilities for backward, which is written out by hand: as composed ops the
-//! scores alone would pass through ~9 nodes, each 3 memory passes in backward.
+//! models with one, the relative-position bias. It keeps the split heads and the probabilities
+//! for backward, which is written out by hand: as composed ops the scores alone would pass
+//! through ~9 nodes, each 3 memory passes in backward.
 //!
 //! The work is cut into chunks of a few sequences that run in parallel, each chunk's scores
-//! staying in cache. (One batched matmul over all heads would let gemm split every 128×64
-//! product across the threads, which on two cores is slower than not splitting at all.)
+//! staying in cache; within a chunk the per-head products call gemm one after another on the
+//! chunk's thread. (One batched matmul over all heads would let gemm split every 128×64 product
+//! across the threads, which on two cores is slower than not splitting at all.)
 
 use super::dropout::DropoutMask;
 use super::par::{cpu_f32, par_row_chunks, storage_f32, sum_partials};
-use super::projection::{self, Operand};
+use super::projection::{self, sequential_products, Operand};
 use super::simd::{dot, exp, max, sum};
-use candle_core::{bail, CpuStorage, CustomOp3, Device, IndexOp, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -54,11 +56,18 @@ struct Attention {
 /// What backward needs of one chunk of sequences.
 struct Saved {
     /// `[3, seqs·heads, pos, d_head]`: scaled queries, keys, values.
-    heads: Tensor,
+    heads: Vec<f32>,
     /// `[seqs·heads, pos, pos]` softmax output, before dropout.
-    probs: Tensor,
-    /// `probs` after dropout (the same tensor without dropout).
-    dropped: Tensor,
+    probs: Vec<f32>,
+    /// `probs` after dropout (none without dropout).
+    dropped: Option<Vec<f32>>,
+}
+
+impl Saved {
+    /// The probabilities as the values saw them.
+    fn dropped(&self) -> &[f32] {
+        self.dropped.as_deref().unwrap_or(&self.probs)
+    }
 }
 
 /// Sizes shared by all chunks of one call.
@@ -120,6 +129,12 @@ impl Dims {
 
     fn scale(self) -> f32 {
         1.0 / (self.d_head as f32).sqrt()
+    }
+
+    /// The queries, keys and values of `heads` (`[3, n, pos, d_head]`) for `n` sequence-heads.
+    fn parts(self, heads: &[f32], n: usize) -> [&[f32]; 3] {
+        let len = n * self.pos * self.d_head;
+        [&heads[..len], &heads[len..2 * len], &heads[2 * len..3 * len]]
     }
 
     /// For row `r` of a `[seqs·heads, pos, ·]` tensor: its row in `[seqs·pos, ·]` and its head.
@@ -208,25 +223,21 @@ impl Attention {
             let factor = if part == 0 { dims.scale() } else { 1.0 };
             dims.split_heads(qkv, 3 * d, part, Some(&bias[part * d..(part + 1) * d]), factor, o);
         }
-        let heads = Tensor::from_vec(heads, (3, n, pos, dh), &Device::Cpu)?;
-        let (q, k, v) = (heads.i(0)?, heads.i(1)?, heads.i(2)?);
-        let scores = q.matmul(&k.t()?)?;
-        let (s_s, s_l) = scores.storage_and_layout();
-        let probs = dims.softmax(storage_f32(&s_s, s_l)?, additive, seqs.start);
+        let (per_head, per_score) = (pos * dh, pos * pos);
+        let [q, k, _] = dims.parts(&heads, n);
+        let scores = sequential_products(n, (pos, dh, pos), |h| Operand::rows(&q[h * per_head..], dh), |h| Operand::transposed(&k[h * per_head..], dh));
+        let probs = dims.softmax(&scores, additive, seqs.start);
         let dropped = self.dropout.as_ref().map(|dropout| {
             let mut dropped = vec![0f32; probs.len()];
-            dropout.apply(&probs, seqs.start * dims.n_heads * pos * pos, &mut dropped);
+            dropout.apply(&probs, seqs.start * dims.n_heads * per_score, &mut dropped);
             dropped
         });
-        let probs = Tensor::from_vec(probs, (n, pos, pos), &Device::Cpu)?;
-        let dropped = match dropped {
-            Some(dropped) => Tensor::from_vec(dropped, (n, pos, pos), &Device::Cpu)?,
-            None => probs.clone(),
-        };
-        let attended = dropped.matmul(&v)?;
-        let (a_s, a_l) = attended.storage_and_layout();
-        dims.merge_heads([(storage_f32(&a_s, a_l)?, 1.0)], out, None);
-        Ok(Saved { heads, probs, dropped })
+        let saved = Saved { heads, probs, dropped };
+        let [_, _, v] = dims.parts(&saved.heads, n);
+        let attended =
+            sequential_products(n, (pos, pos, dh), |h| Operand::rows(&saved.dropped()[h * per_score..], pos), |h| Operand::rows(&v[h * per_head..], dh));
+        dims.merge_heads([(&attended[..], 1.0)], out, None);
+        Ok(saved)
     }
 
     /// Backward of the sequences `seqs` (`grad`, `dqkv`: their rows); returns ∂/∂bias, and adds
@@ -237,16 +248,15 @@ impl Attention {
         let n = seqs.len() * dims.n_heads;
         let mut g_heads = vec![0f32; n * pos * dh];
         dims.split_heads(grad, d, 0, None, 1.0, &mut g_heads);
-        let g_heads = Tensor::from_vec(g_heads, (n, pos, dh), &Device::Cpu)?;
-        let (q, k, v) = (saved.heads.i(0)?, saved.heads.i(1)?, saved.heads.i(2)?);
-        let dv = saved.dropped.t()?.matmul(&g_heads)?;
+        let [q, k, v] = dims.parts(&saved.heads, n);
+        let (per_head, per_score) = (pos * dh, pos * pos);
+        let g_head = |h: usize| Operand::rows(&g_heads[h * per_head..], dh);
+        let dv = sequential_products(n, (pos, pos, dh), |h| Operand::transposed(&saved.dropped()[h * per_score..], pos), g_head);
         // Softmax backward: ds = p ⊙ (dp − Σ dp ⊙ p), dp being ∂/∂dropped times the dropout factors.
-        let d_dropped = g_heads.matmul(&v.t()?)?;
+        let d_dropped = sequential_products(n, (pos, dh, pos), g_head, |h| Operand::transposed(&v[h * per_head..], dh));
         let mut ds = vec![0f32; n * pos * pos];
         {
-            let (p_s, p_l) = saved.probs.storage_and_layout();
-            let (dd_s, dd_l) = d_dropped.storage_and_layout();
-            let (p, d_dropped) = (storage_f32(&p_s, p_l)?, storage_f32(&dd_s, dd_l)?);
+            let p = &saved.probs;
             let offset = seqs.start * dims.n_heads * pos * pos;
             for (r, ((o, p), dd)) in ds.chunks_exact_mut(pos).zip(p.chunks_exact(pos)).zip(d_dropped.chunks_exact(pos)).enumerate() {
                 match &self.dropout {
@@ -263,12 +273,9 @@ impl Attention {
                 }
             }
         }
-        let ds = Tensor::from_vec(ds, (n, pos, pos), &Device::Cpu)?;
-        let (dq, dk) = (ds.matmul(&k)?, ds.t()?.matmul(&q)?);
-        let (dq_s, dq_l) = dq.storage_and_layout();
-        let (dk_s, dk_l) = dk.storage_and_layout();
-        let (dv_s, dv_l) = dv.storage_and_layout();
-        let parts = [(storage_f32(&dq_s, dq_l)?, dims.scale()), (storage_f32(&dk_s, dk_l)?, 1.0), (storage_f32(&dv_s, dv_l)?, 1.0)];
+        let dq = sequential_products(n, (pos, pos, dh), |h| Operand::rows(&ds[h * per_score..], pos), |h| Operand::rows(&k[h * per_head..], dh));
+        let dk = sequential_products(n, (pos, pos, dh), |h| Operand::transposed(&ds[h * per_score..], pos), |h| Operand::rows(&q[h * per_head..], dh));
+        let parts = [(&dq[..], dims.scale()), (&dk[..], 1.0), (&dv[..], 1.0)];
         let mut dbias = vec![0f32; 3 * d];
         dims.merge_heads(parts, dqkv, Some(&mut dbias));
         Ok(dbias)

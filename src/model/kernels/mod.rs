@@ -5,7 +5,7 @@
 //! backward a gradient kernel and a zero-fill and add per input (candle accumulates every
 //! gradient into a fresh zero tensor). Each kernel here replaces such a chain by one node, fusing
 //! the bias adds of the linear layers that feed it. The linear layers' products run gemm
-//! directly (`projection`); the small per-head products inside attention stay candle matmuls.
+//! directly (`projection`), and so do the per-head products inside attention.
 //!
 //! The composed versions remain in `ops`/`layer` as the reference (the tests below compare
 //! values and gradients) and as the path for devices other than the CPU.

@@ -43,37 +43,62 @@ impl<'a> Operand<'a> {
 /// `lhs · rhs` (`[m, k]` · `[k, n]`) into a new row-major `[m, n]` buffer, spread over the
 /// worker threads.
 pub(super) fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    assert!(lhs.holds(m, k) && rhs.holds(k, n), "gemm operands smaller than {m}×{k} · {k}×{n}");
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    let mut out = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: the operands hold their [m, k] and [k, n] elements at their strides (asserted
-    // above); `out` has room for m·n elements, which gemm
-    // writes without reading (`read_dst` false) before `set_len` exposes them.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        out.set_len(m * n);
+    stacked_products(1, (m, k, n), |_| lhs, |_| rhs, parallelism)
+}
+
+/// `lhs(b) · rhs(b)` (`[m, k]` · `[k, n]`) for each of `batch` pairs, one after another on the
+/// calling thread (which runs one of several chunks side by side) → `[batch, m, n]`.
+pub(super) fn sequential_products<'a>(
+    batch: usize,
+    mkn: (usize, usize, usize),
+    lhs: impl Fn(usize) -> Operand<'a>,
+    rhs: impl Fn(usize) -> Operand<'a>,
+) -> Vec<f32> {
+    stacked_products(batch, mkn, lhs, rhs, Parallelism::None)
+}
+
+fn stacked_products<'a>(
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    lhs: impl Fn(usize) -> Operand<'a>,
+    rhs: impl Fn(usize) -> Operand<'a>,
+    parallelism: Parallelism,
+) -> Vec<f32> {
+    let mut out = Vec::<f32>::with_capacity(batch * m * n);
+    for b in 0..batch {
+        let (lhs, rhs) = (lhs(b), rhs(b));
+        assert!(lhs.holds(m, k) && rhs.holds(k, n), "gemm operands smaller than {m}×{k} · {k}×{n}");
+        // SAFETY: the operands hold their [m, k] and [k, n] elements at their strides (asserted
+        // above); `out` has room for `batch` blocks of m·n elements, of which gemm writes block
+        // `b` without reading it (`read_dst` false); `set_len` exposes them once all are written.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr().add(b * m * n),
+                1,
+                n as isize,
+                false,
+                lhs.data.as_ptr(),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.data.as_ptr(),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
     }
+    // SAFETY: every block was written above.
+    unsafe { out.set_len(batch * m * n) };
     out
 }
 
