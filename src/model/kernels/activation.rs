@@ -126,9 +126,7 @@ impl CustomOp3 for LinearActivation {
             }
             db
         });
-        // ∂/∂x = ∂/∂y · W; ∂/∂W = (∂/∂y)ᵀ · x.
-        let dx = projection::product(rows, n, d_in, Operand::rows(&dy, n), Operand::rows(w_v, d_in));
-        let dw = projection::product(n, rows, d_in, Operand::transposed(&dy, n), Operand::rows(xs_v, d_in));
+        let (dx, dw) = projection::product_grads(&dy, xs_v, w_v, (rows, d_in, n), d_in);
         let device = xs.device();
         Ok((
             Some(Tensor::from_vec(dx, xs.shape(), device)?),

@@ -33,15 +33,6 @@ pub fn attention(xs: &Tensor, projections: &Tensor, additive: &Tensor, n_heads: 
     xs.contiguous()?.apply_op3(&projections.contiguous()?, &additive.contiguous()?, op)
 }
 
-/// `(d_in, 3·d)` of `xs`: `[rows, d_in]` and `projections`: `[3·d, d_in + 1]`.
-fn projection_dims(xs: &Shape, projections: &Shape) -> Result<(usize, usize)> {
-    let ((_, d_in), (d3, row_len)) = (xs.dims2()?, projections.dims2()?);
-    if row_len != d_in + 1 {
-        bail!("attention: projections {projections:?} do not fit inputs {xs:?} (expected [3·d, {}])", d_in + 1);
-    }
-    Ok((d_in, d3))
-}
-
 /// Sequences per work unit: enough for a few matmuls of useful size, few enough for the scores
 /// (`SEQS_PER_CHUNK · heads · pos²` floats) to stay in cache.
 const SEQS_PER_CHUNK: usize = 2;
@@ -203,15 +194,20 @@ impl Dims {
 }
 
 impl Attention {
-    /// The sizes for inputs of `rows` tokens, projected to `d3` = 3·d, and the batch size.
-    fn dims(&self, rows: usize, d3: usize, additive_shape: &Shape) -> Result<(Dims, usize)> {
+    /// The sizes of the op's inputs `xs`: `[rows, d_in]`, `projections`: `[3·d, d_in + 1]` and
+    /// `additive` → (sizes, batch, d_in).
+    fn dims(&self, xs: &Shape, projections: &Shape, additive_shape: &Shape) -> Result<(Dims, usize, usize)> {
+        let ((rows, d_in), (d3, row_len)) = (xs.dims2()?, projections.dims2()?);
+        if row_len != d_in + 1 {
+            bail!("attention: projections {projections:?} do not fit inputs {xs:?} (expected [3·d, {}])", d_in + 1);
+        }
         let pos = additive_shape.dims4()?.3;
         if pos == 0 || rows % pos != 0 || d3 % (3 * self.n_heads) != 0 {
             bail!("attention: {rows} rows projected to {d3} do not fit sequences of {pos} tokens with {} heads", self.n_heads);
         }
         let batch = rows / pos;
         let additive = Additive::new(additive_shape, batch, self.n_heads, pos)?;
-        Ok((Dims { n_heads: self.n_heads, pos, d_head: d3 / (3 * self.n_heads), additive }, batch))
+        Ok((Dims { n_heads: self.n_heads, pos, d_head: d3 / (3 * self.n_heads), additive }, batch, d_in))
     }
 
     /// Forward of the sequences `seqs`: `qkv` and `out` are their rows; `additive` is the whole term.
@@ -288,14 +284,12 @@ impl CustomOp3 for Attention {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, p: &CpuStorage, pl: &Layout, additive: &CpuStorage, al: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (d_in, d3) = projection_dims(xl.shape(), pl.shape())?;
-        let rows = xl.shape().dims2()?.0;
-        let (dims, batch) = self.dims(rows, d3, al.shape())?;
+        let (dims, batch, d_in) = self.dims(xl.shape(), pl.shape(), al.shape())?;
+        let (d, pos) = (dims.d_model(), dims.pos);
         let (xs, p, additive) = (cpu_f32(xs, xl)?, cpu_f32(p, pl)?, cpu_f32(additive, al)?);
-        let qkv = projection::product(rows, d_in, d3, Operand::rows(xs, d_in), Operand::transposed(p, d_in + 1));
+        let qkv = projection::product(batch * pos, d_in, 3 * d, Operand::rows(xs, d_in), Operand::transposed(p, d_in + 1));
         let bias: Vec<f32> = p.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
         let (qkv, bias) = (&qkv[..], &bias[..]);
-        let (d, pos) = (dims.d_model(), dims.pos);
         let (saved, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
             let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
             self.forward_chunk(dims, seqs, (qkv, bias, additive), o)
@@ -315,9 +309,7 @@ impl CustomOp3 for Attention {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else { bail!("attention backward before forward") };
-        let (d_in, d3) = projection_dims(xs.shape(), projections.shape())?;
-        let rows = xs.dims2()?.0;
-        let (dims, batch) = self.dims(rows, d3, additive.shape())?;
+        let (dims, batch, d_in) = self.dims(xs.shape(), projections.shape(), additive.shape())?;
         let (d, pos) = (dims.d_model(), dims.pos);
         let grad = grad.contiguous()?;
         let (g_s, g_l) = grad.storage_and_layout();
@@ -340,10 +332,9 @@ impl CustomOp3 for Attention {
             let (xs_s, xs_l) = xs.storage_and_layout();
             let (p_s, p_l) = projections.storage_and_layout();
             let (xs_v, p) = (storage_f32(&xs_s, xs_l)?, storage_f32(&p_s, p_l)?);
-            // ∂/∂x = ∂/∂qkv · W; ∂/∂W = (∂/∂qkv)ᵀ · x, laid out as `projections` with ∂/∂bias.
-            let dx = projection::product(rows, d3, d_in, Operand::rows(&dqkv, d3), Operand::rows(p, d_in + 1));
-            let dw = projection::product(d3, rows, d_in, Operand::transposed(&dqkv, d3), Operand::rows(xs_v, d_in));
-            let dbias = sum_partials(dbias, d3);
+            // ∂/∂W laid out as `projections`, each row followed by its ∂/∂bias.
+            let (dx, dw) = projection::product_grads(&dqkv, xs_v, p, (batch * pos, d_in, 3 * d), d_in + 1);
+            let dbias = sum_partials(dbias, 3 * d);
             let packed: Vec<f32> = dw.chunks_exact(d_in).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
             (Tensor::from_vec(dx, xs.shape(), device)?, Tensor::from_vec(packed, projections.shape(), device)?)
         };

@@ -48,6 +48,15 @@ pub(super) fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) 
     stacked_products(1, (m, k, n), |_| lhs, |_| rhs, parallelism)
 }
 
+/// The gradients of `x Wᵀ` for its output gradient `g`: `[rows, d_out]`, with `xs`:
+/// `[rows, d_in]` and `weight`: `[d_out, d_in]` whose rows start `weight_row_len` apart →
+/// (∂/∂x = g · W: `[rows, d_in]`, ∂/∂W = gᵀ · x: `[d_out, d_in]`).
+pub(super) fn product_grads(g: &[f32], xs: &[f32], weight: &[f32], (rows, d_in, d_out): (usize, usize, usize), weight_row_len: usize) -> (Vec<f32>, Vec<f32>) {
+    let dx = product(rows, d_out, d_in, Operand::rows(g, d_out), Operand::rows(weight, weight_row_len));
+    let dw = product(d_out, rows, d_in, Operand::transposed(g, d_out), Operand::rows(xs, d_in));
+    (dx, dw)
+}
+
 /// `lhs(b) · rhs(b)` (`[m, k]` · `[k, n]`) for each of `batch` pairs, one after another on the
 /// calling thread (which runs one of several chunks side by side) → `[batch, m, n]`.
 pub(super) fn sequential_products<'a>(
@@ -132,9 +141,7 @@ impl CustomOp2 for Projection {
         let (w_s, w_l) = w.storage_and_layout();
         let (g_s, g_l) = grad.storage_and_layout();
         let (xs_v, w_v, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&g_s, g_l)?);
-        // ∂/∂x = g · W: [rows, d_out] · [d_out, d_in]; ∂/∂W = gᵀ · x: [d_out, rows] · [rows, d_in].
-        let dx = product(rows, d_out, d_in, Operand::rows(g, d_out), Operand::rows(w_v, d_in));
-        let dw = product(d_out, rows, d_in, Operand::transposed(g, d_out), Operand::rows(xs_v, d_in));
+        let (dx, dw) = product_grads(g, xs_v, w_v, (rows, d_in, d_out), d_in);
         Ok((Some(Tensor::from_vec(dx, xs.shape(), xs.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
     }
 }
