@@ -143,29 +143,20 @@ pub fn accumulate(
 }
 
 /// Runs one condition's input through `encoder` and adds each tap's group rows to the
-/// accumulators of model `label`. The taps' Gram updates run in parallel, each into a fresh
-/// accumulator that is then merged (exactly, in tap order) into `accumulators`.
+/// accumulators of model `label`. The taps' Gram updates run in parallel, each into fresh
+/// accumulators that are then merged (exactly, in tap order) into `accumulators`.
 pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condition: &ConditionInput, accumulators: &mut Accumulators) -> Result<()> {
     let mut cache = TapCache::only(taps.to_vec());
     encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
+    let atoms = atoms(&condition.groups);
     let tap_updates = |(tap, hidden): (Tap, candle_core::Tensor)| -> Result<Vec<(AccumulatorKey, GramAccumulator)>> {
         let d = hidden.dim(2)?;
         let values = hidden.flatten_all()?.to_vec1::<f32>()?;
         let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
-        let mut updates = Vec::with_capacity(condition.groups.len());
-        for (group, indices) in &condition.groups {
-            let key = AccumulatorKey {
-                model: label.to_string(),
-                condition: condition.condition,
-                group: *group,
-                layer: tap.hf_index().expect("encoder taps have an HF index"),
-            };
-            let rows: Vec<usize> = indices.iter().map(|&r| r as usize).collect();
-            let mut update = GramAccumulator::new(d);
-            update.update(matrix.select(Axis(0), &rows).view()).with_context(|| format!("{tap}, {}/{}", condition.condition, group))?;
-            updates.push((key, update));
-        }
-        Ok(updates)
+        let by_group = group_updates(matrix, &condition.groups, &atoms).with_context(|| format!("{tap}, {}", condition.condition))?;
+        let layer = tap.hf_index().expect("encoder taps have an HF index");
+        let key = |group: Group| AccumulatorKey { model: label.to_string(), condition: condition.condition, group, layer };
+        Ok(condition.groups.iter().map(|(group, _)| key(*group)).zip(by_group).collect())
     };
     let updates: Vec<_> = cache.tensors.into_par_iter().map(tap_updates).collect::<Result<_>>()?;
     for (key, update) in updates.into_iter().flatten() {
@@ -173,6 +164,47 @@ pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condit
         accumulators.entry(key).or_insert_with(|| GramAccumulator::new(d)).merge(&update)?;
     }
     Ok(())
+}
+
+/// Rows that belong to exactly the same groups of a condition.
+struct Atom {
+    /// Indices into the condition's groups.
+    groups: Vec<usize>,
+    rows: Vec<usize>,
+}
+
+/// Splits the condition's rows into [`Atom`]s. The groups overlap (`all` holds `real`, `mask`
+/// and the special tokens), so accumulating per atom computes each row's Gram terms once per
+/// tap, and a group's accumulator is the exact sum of its atoms'.
+fn atoms(groups: &[(Group, Vec<u32>)]) -> Vec<Atom> {
+    let mut membership: BTreeMap<u32, u32> = BTreeMap::new();
+    for (g, (_, rows)) in groups.iter().enumerate() {
+        for &row in rows {
+            *membership.entry(row).or_default() |= 1 << g;
+        }
+    }
+    let mut atoms: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (row, member_of) in membership {
+        atoms.entry(member_of).or_default().push(row as usize);
+    }
+    atoms.into_iter().map(|(member_of, rows)| Atom { groups: (0..groups.len()).filter(|g| member_of >> g & 1 == 1).collect(), rows }).collect()
+}
+
+/// One accumulator per group of `matrix`'s rows (`atoms` from [`atoms`]`(groups)`), each row's
+/// terms computed once.
+fn group_updates(matrix: ArrayView2<f32>, groups: &[(Group, Vec<u32>)], atoms: &[Atom]) -> Result<Vec<GramAccumulator>> {
+    let mut by_group = vec![GramAccumulator::new(matrix.ncols()); groups.len()];
+    for atom in atoms {
+        let mut update = GramAccumulator::new(matrix.ncols());
+        update.update(matrix.select(Axis(0), &atom.rows).view()).with_context(|| {
+            let names: Vec<&str> = atom.groups.iter().map(|&g| groups[g].0.name()).collect();
+            format!("rows of {}", names.join(" and "))
+        })?;
+        for &g in &atom.groups {
+            by_group[g].merge(&update)?;
+        }
+    }
+    Ok(by_group)
 }
 
 #[cfg(test)]
@@ -197,6 +229,29 @@ mod tests {
         let mut accumulators = Accumulators::new();
         accumulate(&run, &sequences, &[0, 1, 2, 3], 4, &Device::Cpu, &mut accumulators, |_| {}).unwrap();
         accumulators.keys().map(|k| (k.condition, k.group)).collect()
+    }
+
+    #[test]
+    fn groups_accumulated_by_atoms_equal_each_group_on_its_own() {
+        // Overlapping groups as a condition has them (all ⊃ real, mask), a row in none (padding)
+        // and an empty group.
+        let matrix = crate::rank::testutil::gaussian(40, 6, 3).mapv(|x| x as f32);
+        let all: Vec<u32> = (0..36).collect();
+        let groups = vec![
+            (Group::All, all.clone()),
+            (Group::Real, all.iter().copied().filter(|r| r % 5 != 0 && *r > 1).collect()),
+            (Group::Mask, all.iter().copied().filter(|r| r % 5 == 0 && *r > 1).collect()),
+            (Group::Real, vec![]),
+        ];
+        let atoms = atoms(&groups);
+        assert_eq!(atoms.len(), 3, "real, mask, and the first two rows (all only)");
+        let by_group = group_updates(matrix.view(), &groups, &atoms).unwrap();
+        for ((group, rows), got) in groups.iter().zip(&by_group) {
+            let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+            let mut alone = GramAccumulator::new(6);
+            alone.update(matrix.select(Axis(0), &rows).view()).unwrap();
+            assert_eq!(got, &alone, "{group}");
+        }
     }
 
     #[test]

@@ -6,25 +6,28 @@
 //! How the sums stay exact: each row is rounded once to [`ROW_BITS`] significant bits relative to
 //! its largest entry (an f32 hidden state is kept exactly unless it is 2¹⁶ times smaller than
 //! the largest entry of its row). A batch's rows are grouped by that scale and each entry split
-//! into two [`SLICE_BITS`]-bit integer slices, so the three f64 matrix products of the slices
-//! only ever add integers below 2⁵³: exact, whatever order the product kernel sums in. The
-//! results are combined and added in `i128`, whose addition is associative. Only the lower
-//! triangle of the symmetric Gram is kept.
+//! into two [`SLICE_BITS`]-bit integer slices, n = hi·2^SLICE_BITS + lo. Three symmetric f64
+//! products — hiᵀhi, loᵀlo and (hi+lo)ᵀ(hi+lo), whose difference from the first two is the
+//! cross term hiᵀlo + loᵀhi — only ever add integers below 2⁵³: exact, whatever order the
+//! product kernel sums in. Each computes only its lower triangle. The results are combined and
+//! added in `i128`, whose addition is associative. Only the lower triangle of the Gram is kept.
 
 use anyhow::{bail, ensure, Context, Result};
 use ndarray::{Array1, Array2, ArrayView2};
+use std::collections::BTreeMap;
 
 use super::linalg;
 
 /// Significant bits a row keeps: its entries become multiples of 2^(s − ROW_BITS), where s ≥ 0
 /// is the smallest with |largest entry| < 2^s.
 const ROW_BITS: i32 = 40;
-/// Each rounded entry n = hi·2^SLICE_BITS + lo with |hi|, lo ≤ 2^SLICE_BITS: slice products stay
-/// below 2^40.
+/// Each rounded entry n = hi·2^SLICE_BITS + lo with −2^(SLICE_BITS−1) ≤ lo < 2^(SLICE_BITS−1) and
+/// |hi| ≤ 2^SLICE_BITS, so |hi + lo| ≤ 1.5·2^SLICE_BITS and every slice product is below
+/// 2.25·2^40.
 const SLICE_BITS: i32 = ROW_BITS / 2;
-/// Rows per slice product: sums of MAX_BLOCK_ROWS products below 2^40 stay below 2^53, where
-/// f64 holds every integer.
-const MAX_BLOCK_ROWS: usize = 4096;
+/// Rows per slice product: sums of MAX_BLOCK_ROWS products below 2.25·2^40 stay below 2^53,
+/// where f64 holds every integer.
+const MAX_BLOCK_ROWS: usize = 2048;
 
 /// Running sums over the rows (tokens) of a hidden-state matrix H (N × d), in fixed point: Σh in
 /// units of 2^−ROW_BITS, HᵀH in units of 2^−2·ROW_BITS.
@@ -93,33 +96,37 @@ impl GramAccumulator {
         (0..self.d).map(|i| self.gram_entry(i, i)).sum()
     }
 
-    /// Adds a batch of f32 hidden states (tokens × d).
+    /// Adds a batch of f32 hidden states (tokens × d). On error nothing is added.
     ///
-    /// The values are cast to f64 *before* any product: an f32 Gram loses the small singular
+    /// The values are widened to f64 *before* any product: an f32 Gram loses the small singular
     /// values (DESIGN §5 measured the entropy rank of a low-rank group moving by 0.56).
     pub fn update(&mut self, rows: ArrayView2<f32>) -> Result<()> {
-        self.update_f64(rows.mapv(f64::from).view())
+        self.add_rows(rows)
     }
 
     /// Adds a batch of f64 hidden states (tokens × d). On error nothing is added.
     pub fn update_f64(&mut self, rows: ArrayView2<f64>) -> Result<()> {
+        self.add_rows(rows)
+    }
+
+    fn add_rows<T: Copy + Into<f64>>(&mut self, rows: ArrayView2<T>) -> Result<()> {
         ensure!(rows.ncols() == self.d, "batch has {} columns but the accumulator was created for d = {}", rows.ncols(), self.d);
         check_finite(rows)?;
         let mut delta = Self::new(self.d);
-        // The rounded rows of each scale, one after another.
-        let mut by_scale: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+        // The slices of the rounded rows of each scale, one row after another.
+        let mut by_scale: BTreeMap<i32, Slices> = BTreeMap::new();
         for row in rows.rows() {
-            let scale = row_scale(row.iter().copied())?;
-            let rounded = by_scale.entry(scale).or_default();
+            let scale = row_scale(row.iter().map(|&x| x.into()))?;
+            let slices = by_scale.entry(scale).or_default();
             let unit = ((ROW_BITS - scale) as f64).exp2();
             for (sum, &x) in delta.sum.iter_mut().zip(row) {
-                let n = (x * unit).round() as i64;
+                let n = (x.into() * unit).round() as i64;
                 *sum += (n as i128) << scale;
-                rounded.push(n);
+                slices.push(n);
             }
         }
-        for (scale, rounded) in by_scale {
-            for block in rounded.chunks(MAX_BLOCK_ROWS * self.d) {
+        for (scale, slices) in by_scale {
+            for block in slices.blocks(MAX_BLOCK_ROWS * self.d) {
                 delta.add_block(scale, block)?;
             }
         }
@@ -127,21 +134,19 @@ impl GramAccumulator {
         self.merge(&delta)
     }
 
-    /// Adds Σ nᵀn of rounded rows (row-major, d per row) that share `scale`, computed from their
-    /// slices exactly.
-    fn add_block(&mut self, scale: i32, block: &[i64]) -> Result<()> {
-        let (rows, d) = (block.len() / self.d, self.d);
-        let mask = (1i64 << SLICE_BITS) - 1;
-        let hi: Vec<f64> = block.iter().map(|&n| (n >> SLICE_BITS) as f64).collect();
-        let lo: Vec<f64> = block.iter().map(|&n| (n & mask) as f64).collect();
-        let high = linalg::transpose_product(&hi, &hi, rows, d, true);
-        let cross = linalg::transpose_product(&hi, &lo, rows, d, false);
-        let low = linalg::transpose_product(&lo, &lo, rows, d, true);
+    /// Adds Σ nᵀn of rounded rows that share `scale`, computed from their slices exactly.
+    fn add_block(&mut self, scale: i32, block: SliceBlock) -> Result<()> {
+        let (rows, d) = (block.hi.len() / self.d, self.d);
+        let high = linalg::transpose_product(block.hi, block.hi, rows, d, true);
+        let low = linalg::transpose_product(block.lo, block.lo, rows, d, true);
+        let both = linalg::transpose_product(block.both, block.both, rows, d, true);
         let exact = |x: f64| x as i64 as i128;
         for i in 0..d {
             for j in 0..=i {
-                let (ij, ji) = (i * d + j, j * d + i);
-                let value = (exact(high[ij]) << (2 * SLICE_BITS)) + ((exact(cross[ij]) + exact(cross[ji])) << SLICE_BITS) + exact(low[ij]);
+                let ij = i * d + j;
+                let (high, low) = (exact(high[ij]), exact(low[ij]));
+                let cross = exact(both[ij]) - high - low;
+                let value = (high << (2 * SLICE_BITS)) + (cross << SLICE_BITS) + low;
                 let entry = &mut self.gram_lower[lower_index(i, j)];
                 *entry = value.checked_mul(1i128 << (2 * scale)).and_then(|v| entry.checked_add(v)).context(TOO_LARGE)?;
             }
@@ -203,6 +208,37 @@ impl GramAccumulator {
 
 const TOO_LARGE: &str = "hidden-state values too large to sum exactly: an entry of HᵀH would exceed 2⁴⁷ (about 1.4e14); analyse fewer tokens per shard";
 
+/// The slices of rounded entries, row-major: hi, lo and hi + lo, as f64 product operands.
+#[derive(Default)]
+struct Slices {
+    hi: Vec<f64>,
+    lo: Vec<f64>,
+    both: Vec<f64>,
+}
+
+/// A run of whole rows of [`Slices`].
+struct SliceBlock<'a> {
+    hi: &'a [f64],
+    lo: &'a [f64],
+    both: &'a [f64],
+}
+
+impl Slices {
+    fn push(&mut self, n: i64) {
+        let half = 1i64 << (SLICE_BITS - 1);
+        let lo = ((n + half) & ((1i64 << SLICE_BITS) - 1)) - half;
+        let hi = (n - lo) >> SLICE_BITS;
+        self.hi.push(hi as f64);
+        self.lo.push(lo as f64);
+        self.both.push((hi + lo) as f64);
+    }
+
+    /// Consecutive blocks of at most `len` entries.
+    fn blocks(&self, len: usize) -> impl Iterator<Item = SliceBlock<'_>> {
+        self.hi.chunks(len).zip(self.lo.chunks(len)).zip(self.both.chunks(len)).map(|((hi, lo), both)| SliceBlock { hi, lo, both })
+    }
+}
+
 /// The row's scale s: its entries are rounded to units of 2^(s − ROW_BITS).
 fn row_scale(values: impl Iterator<Item = f64>) -> Result<i32> {
     let largest = values.fold(0.0_f64, |m, x| m.max(x.abs()));
@@ -216,8 +252,8 @@ fn row_scale(values: impl Iterator<Item = f64>) -> Result<i32> {
 }
 
 /// Rejects NaN/Inf, naming the first offending position.
-fn check_finite(rows: ArrayView2<f64>) -> Result<()> {
-    if let Some(((i, j), x)) = rows.indexed_iter().find(|(_, x)| !x.is_finite()) {
+fn check_finite<T: Copy + Into<f64>>(rows: ArrayView2<T>) -> Result<()> {
+    if let Some(((i, j), x)) = rows.indexed_iter().map(|(at, &x)| (at, x.into())).find(|(_, x)| !x.is_finite()) {
         bail!(
             "non-finite value {x} at row {i}, column {j}; nothing from this batch was \
              accumulated (a diverged model or a corrupt checkpoint produces NaN/Inf activations)"
@@ -320,14 +356,17 @@ mod tests {
 
     #[test]
     fn batches_longer_than_a_block_stay_exact() {
-        // Every entry rounds to the largest integer of its scale, so each slice product is as
-        // large as it can be: 10,000 rows span three blocks and must still sum exactly.
-        let h = Array2::from_elem((10_000, 3), 0.999_999_9_f64);
+        // n = 2^40 − 2^19 − 2 splits into hi = 2^20 − 1 and lo = 2^19 − 2, within 1 of the
+        // largest |hi + lo| there is; the rows step down from it by 2 (units of 2^−40), so the
+        // slice products are as large as they can be and not all alike. 10,000 rows span five
+        // blocks and must still sum exactly.
+        let top: i64 = (1 << 40) - (1 << 19) - 2;
+        let n: Vec<i64> = (0..10_000).map(|r| top - 2 * (r % 1000)).collect();
+        let h = Array2::from_shape_fn((10_000, 3), |(r, _)| n[r] as f64 * (-ROW_BITS as f64).exp2());
         let mut acc = GramAccumulator::new(3);
         acc.update_f64(h.view()).unwrap();
-        let n = (0.999_999_9_f64 * 2f64.powi(ROW_BITS)).round() as i128;
-        let expected = (n * n * 10_000) as f64 * (-2.0 * ROW_BITS as f64).exp2();
-        assert!(acc.gram().iter().all(|&g| g == expected), "{:?} vs {expected}", acc.gram());
+        let expected: i128 = n.iter().map(|&n| n as i128 * n as i128).sum();
+        assert!(acc.gram_lower.iter().all(|&g| g == expected), "{:?} vs {expected}", acc.gram_lower);
         let mut batched = GramAccumulator::new(3);
         for chunk in 0..10 {
             batched.update_f64(h.slice(s![chunk * 1000..(chunk + 1) * 1000, ..])).unwrap();

@@ -14,7 +14,7 @@ mod linalg;
 mod spectrum;
 mod subspace;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use estimators::{entropy_rank, numerical_rank, participation_ratio, stable_rank, var_rank, Estimator, VAR_RANK_TOLERANCE};
 pub use gram::{GramAccumulator, GramParts};
