@@ -143,27 +143,59 @@ pub fn accumulate(
 }
 
 /// Runs one condition's input through `encoder` and adds each tap's group rows to the
-/// accumulators of model `label`. The taps' Gram updates run in parallel, each into fresh
-/// accumulators that are then merged (exactly, in tap order) into `accumulators`.
+/// accumulators of model `label`.
 pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condition: &ConditionInput, accumulators: &mut Accumulators) -> Result<()> {
     let mut cache = TapCache::only(taps.to_vec());
     encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
-    let atoms = atoms(&condition.groups);
-    let tap_updates = |(tap, hidden): (Tap, candle_core::Tensor)| -> Result<Vec<(AccumulatorKey, GramAccumulator)>> {
-        let d = hidden.dim(2)?;
-        let values = hidden.flatten_all()?.to_vec1::<f32>()?;
-        let matrix = ArrayView2::from_shape((values.len() / d, d), &values)?;
-        let by_group = group_updates(matrix, &condition.groups, &atoms).with_context(|| format!("{tap}, {}", condition.condition))?;
+    let (taps, hidden): (Vec<Tap>, Vec<candle_core::Tensor>) = cache.tensors.into_iter().unzip();
+    let values: Vec<Vec<f32>> = hidden.par_iter().map(|h| h.flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+    let d = hidden.first().map_or(Ok(0), |h| h.dim(2))?;
+    let matrices: Vec<(Tap, ArrayView2<f32>)> =
+        taps.iter().zip(&values).map(|(&tap, v)| Ok((tap, ArrayView2::from_shape((v.len() / d.max(1), d), v)?))).collect::<Result<_>>()?;
+    let by_tap = accumulate_groups(&matrices, &condition.groups).with_context(|| format!("{} input", condition.condition))?;
+    for (tap, by_group) in taps.iter().zip(by_tap) {
         let layer = tap.hf_index().expect("encoder taps have an HF index");
-        let key = |group: Group| AccumulatorKey { model: label.to_string(), condition: condition.condition, group, layer };
-        Ok(condition.groups.iter().map(|(group, _)| key(*group)).zip(by_group).collect())
-    };
-    let updates: Vec<_> = cache.tensors.into_par_iter().map(tap_updates).collect::<Result<_>>()?;
-    for (key, update) in updates.into_iter().flatten() {
-        let d = update.d();
-        accumulators.entry(key).or_insert_with(|| GramAccumulator::new(d)).merge(&update)?;
+        for ((group, _), update) in condition.groups.iter().zip(by_group) {
+            let key = AccumulatorKey { model: label.to_string(), condition: condition.condition, group: *group, layer };
+            accumulators.entry(key).or_insert_with(|| GramAccumulator::new(d)).merge(&update)?;
+        }
     }
     Ok(())
+}
+
+/// Rows per parallel Gram update: small enough that a batch's taps spread evenly over the
+/// threads, large enough that each update's products stay efficient.
+const ROWS_PER_TASK: usize = 1024;
+
+/// For each tap's matrix (tokens × d) one accumulator per group. The groups overlap (`all` holds
+/// `real`, `mask` and the special tokens), so the rows are split into atoms, the rows that
+/// belong to exactly the same groups, and each row's terms are computed once. The atoms' rows
+/// are updated in parallel tasks of [`ROWS_PER_TASK`]; the sums are exact, so the result does not
+/// depend on how they are split or in which order they are added.
+fn accumulate_groups(matrices: &[(Tap, ArrayView2<f32>)], groups: &[(Group, Vec<u32>)]) -> Result<Vec<Vec<GramAccumulator>>> {
+    let atoms = atoms(groups);
+    let tasks: Vec<(usize, usize, &[usize])> = (0..matrices.len())
+        .flat_map(|m| atoms.iter().enumerate().flat_map(move |(a, atom)| atom.rows.chunks(ROWS_PER_TASK).map(move |rows| (m, a, rows))))
+        .collect();
+    let updates: Vec<GramAccumulator> = tasks
+        .par_iter()
+        .map(|&(m, a, rows)| {
+            let (tap, matrix) = &matrices[m];
+            let mut update = GramAccumulator::new(matrix.ncols());
+            update.update(matrix.select(Axis(0), rows).view()).with_context(|| {
+                let names: Vec<&str> = atoms[a].groups.iter().map(|&g| groups[g].0.name()).collect();
+                format!("{tap}, rows of {}", names.join(" and "))
+            })?;
+            Ok(update)
+        })
+        .collect::<Result<_>>()?;
+    let mut by_matrix: Vec<Vec<GramAccumulator>> = matrices.iter().map(|(_, m)| vec![GramAccumulator::new(m.ncols()); groups.len()]).collect();
+    for (&(m, a, _), update) in tasks.iter().zip(&updates) {
+        for &g in &atoms[a].groups {
+            by_matrix[m][g].merge(update)?;
+        }
+    }
+    Ok(by_matrix)
 }
 
 /// Rows that belong to exactly the same groups of a condition.
@@ -173,9 +205,7 @@ struct Atom {
     rows: Vec<usize>,
 }
 
-/// Splits the condition's rows into [`Atom`]s. The groups overlap (`all` holds `real`, `mask`
-/// and the special tokens), so accumulating per atom computes each row's Gram terms once per
-/// tap, and a group's accumulator is the exact sum of its atoms'.
+/// Splits the condition's rows into [`Atom`]s.
 fn atoms(groups: &[(Group, Vec<u32>)]) -> Vec<Atom> {
     let mut membership: BTreeMap<u32, u32> = BTreeMap::new();
     for (g, (_, rows)) in groups.iter().enumerate() {
@@ -190,28 +220,12 @@ fn atoms(groups: &[(Group, Vec<u32>)]) -> Vec<Atom> {
     atoms.into_iter().map(|(member_of, rows)| Atom { groups: (0..groups.len()).filter(|g| member_of >> g & 1 == 1).collect(), rows }).collect()
 }
 
-/// One accumulator per group of `matrix`'s rows (`atoms` from [`atoms`]`(groups)`), each row's
-/// terms computed once.
-fn group_updates(matrix: ArrayView2<f32>, groups: &[(Group, Vec<u32>)], atoms: &[Atom]) -> Result<Vec<GramAccumulator>> {
-    let mut by_group = vec![GramAccumulator::new(matrix.ncols()); groups.len()];
-    for atom in atoms {
-        let mut update = GramAccumulator::new(matrix.ncols());
-        update.update(matrix.select(Axis(0), &atom.rows).view()).with_context(|| {
-            let names: Vec<&str> = atom.groups.iter().map(|&g| groups[g].0.name()).collect();
-            format!("rows of {}", names.join(" and "))
-        })?;
-        for &g in &atom.groups {
-            by_group[g].merge(&update)?;
-        }
-    }
-    Ok(by_group)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::MaskPolicy;
     use crate::data::tokenizer::encode_plain;
+    use ndarray::Array2;
 
     /// Accumulates the tiny MAE-LM fixture, its config's masking replaced by `mask`, over a few
     /// WikiText sequences; returns the (condition, group) pairs that got rows.
@@ -233,24 +247,27 @@ mod tests {
 
     #[test]
     fn groups_accumulated_by_atoms_equal_each_group_on_its_own() {
-        // Overlapping groups as a condition has them (all ⊃ real, mask), a row in none (padding)
-        // and an empty group.
-        let matrix = crate::rank::testutil::gaussian(40, 6, 3).mapv(|x| x as f32);
-        let all: Vec<u32> = (0..36).collect();
+        // Overlapping groups as a condition has them (all ⊃ real, mask), rows in none (padding),
+        // an empty group, and more rows than one task takes.
+        let n = 2 * ROWS_PER_TASK + 100;
+        let matrices: Vec<Array2<f32>> = (0..2).map(|seed| crate::rank::testutil::gaussian(n, 6, seed).mapv(|x| x as f32)).collect();
+        let all: Vec<u32> = (0..n as u32 - 4).collect();
         let groups = vec![
             (Group::All, all.clone()),
             (Group::Real, all.iter().copied().filter(|r| r % 5 != 0 && *r > 1).collect()),
             (Group::Mask, all.iter().copied().filter(|r| r % 5 == 0 && *r > 1).collect()),
             (Group::Real, vec![]),
         ];
-        let atoms = atoms(&groups);
-        assert_eq!(atoms.len(), 3, "real, mask, and the first two rows (all only)");
-        let by_group = group_updates(matrix.view(), &groups, &atoms).unwrap();
-        for ((group, rows), got) in groups.iter().zip(&by_group) {
-            let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
-            let mut alone = GramAccumulator::new(6);
-            alone.update(matrix.select(Axis(0), &rows).view()).unwrap();
-            assert_eq!(got, &alone, "{group}");
+        assert_eq!(atoms(&groups).len(), 3, "real, mask, and the first two rows (all only)");
+        let views: Vec<(Tap, ArrayView2<f32>)> = matrices.iter().enumerate().map(|(i, m)| (Tap::BlockOutput(i), m.view())).collect();
+        let by_matrix = accumulate_groups(&views, &groups).unwrap();
+        for (matrix, by_group) in matrices.iter().zip(&by_matrix) {
+            for ((group, rows), got) in groups.iter().zip(by_group) {
+                let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                let mut alone = GramAccumulator::new(6);
+                alone.update(matrix.select(Axis(0), &rows).view()).unwrap();
+                assert_eq!(got, &alone, "{group}");
+            }
         }
     }
 

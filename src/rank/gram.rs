@@ -113,11 +113,15 @@ impl GramAccumulator {
         ensure!(rows.ncols() == self.d, "batch has {} columns but the accumulator was created for d = {}", rows.ncols(), self.d);
         check_finite(rows)?;
         let mut delta = Self::new(self.d);
+        let scales: Vec<i32> = rows.rows().into_iter().map(|row| row_scale(row.iter().map(|&x| x.into()))).collect::<Result<_>>()?;
+        let mut rows_of_scale: BTreeMap<i32, usize> = BTreeMap::new();
+        for &scale in &scales {
+            *rows_of_scale.entry(scale).or_default() += 1;
+        }
         // The slices of the rounded rows of each scale, one row after another.
-        let mut by_scale: BTreeMap<i32, Slices> = BTreeMap::new();
-        for row in rows.rows() {
-            let scale = row_scale(row.iter().map(|&x| x.into()))?;
-            let slices = by_scale.entry(scale).or_default();
+        let mut by_scale: BTreeMap<i32, Slices> = rows_of_scale.into_iter().map(|(scale, n)| (scale, Slices::with_rows(n, self.d))).collect();
+        for (row, scale) in rows.rows().into_iter().zip(scales) {
+            let slices = by_scale.get_mut(&scale).expect("every scale was counted");
             let unit = ((ROW_BITS - scale) as f64).exp2();
             for (sum, &x) in delta.sum.iter_mut().zip(row) {
                 let n = (x.into() * unit).round() as i64;
@@ -209,7 +213,6 @@ impl GramAccumulator {
 const TOO_LARGE: &str = "hidden-state values too large to sum exactly: an entry of HᵀH would exceed 2⁴⁷ (about 1.4e14); analyse fewer tokens per shard";
 
 /// The slices of rounded entries, row-major: hi, lo and hi + lo, as f64 product operands.
-#[derive(Default)]
 struct Slices {
     hi: Vec<f64>,
     lo: Vec<f64>,
@@ -224,6 +227,11 @@ struct SliceBlock<'a> {
 }
 
 impl Slices {
+    fn with_rows(rows: usize, d: usize) -> Self {
+        let capacity = || Vec::with_capacity(rows * d);
+        Self { hi: capacity(), lo: capacity(), both: capacity() }
+    }
+
     fn push(&mut self, n: i64) {
         let half = 1i64 << (SLICE_BITS - 1);
         let lo = ((n + half) & ((1i64 << SLICE_BITS) - 1)) - half;
