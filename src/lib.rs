@@ -26,3 +26,4 @@ pub mod rng;
 pub mod spec;
 pub mod stats;
 pub mod train;
+pub mod vectorize;

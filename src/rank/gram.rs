@@ -3,9 +3,9 @@
 //! shards computed anywhere — any split, any order, any machine — merge to the same bits as one
 //! pass.
 //!
-//! How the sums stay exact: each row is rounded once to [`ROW_BITS`] significant bits relative to
-//! its largest entry (an f32 hidden state is kept exactly unless it is 2¹⁶ times smaller than
-//! the largest entry of its row). A batch's rows are grouped by that scale and each entry split
+//! How the sums stay exact: each row is rounded once (to nearest, ties to even) to [`ROW_BITS`]
+//! significant bits relative to its largest entry (an f32 hidden state is kept exactly unless it
+//! is 2¹⁶ times smaller than the largest entry of its row). A batch's rows are grouped by that scale and each entry split
 //! into two [`SLICE_BITS`]-bit integer slices, n = hi·2^SLICE_BITS + lo. Three symmetric f64
 //! products — hiᵀhi, loᵀlo and (hi+lo)ᵀ(hi+lo), whose difference from the first two is the
 //! cross term hiᵀlo + loᵀhi — only ever add integers below 2⁵³: exact, whatever order the
@@ -17,15 +17,15 @@ use ndarray::{Array1, Array2, ArrayView2};
 use std::collections::BTreeMap;
 
 use super::linalg;
+use crate::vectorize::{self, Vectorized};
 
 /// Significant bits a row keeps: its entries become multiples of 2^(s − ROW_BITS), where s ≥ 0
 /// is the smallest with |largest entry| < 2^s.
 const ROW_BITS: i32 = 40;
-/// Each rounded entry n = hi·2^SLICE_BITS + lo with −2^(SLICE_BITS−1) ≤ lo < 2^(SLICE_BITS−1) and
-/// |hi| ≤ 2^SLICE_BITS, so |hi + lo| ≤ 1.5·2^SLICE_BITS and every slice product is below
-/// 2.25·2^40.
+/// Each rounded entry n = hi·2^SLICE_BITS + lo with |lo| ≤ 2^(SLICE_BITS−1) and |hi| ≤
+/// 2^SLICE_BITS, so |hi + lo| ≤ 1.5·2^SLICE_BITS and no slice product exceeds 2.25·2^40.
 const SLICE_BITS: i32 = ROW_BITS / 2;
-/// Rows per slice product: sums of MAX_BLOCK_ROWS products below 2.25·2^40 stay below 2^53,
+/// Rows per slice product: sums of MAX_BLOCK_ROWS products of at most 2.25·2^40 stay below 2^53,
 /// where f64 holds every integer.
 const MAX_BLOCK_ROWS: usize = 2048;
 
@@ -122,12 +122,8 @@ impl GramAccumulator {
         let mut by_scale: BTreeMap<i32, Slices> = rows_of_scale.into_iter().map(|(scale, n)| (scale, Slices::with_rows(n, self.d))).collect();
         for (row, scale) in rows.rows().into_iter().zip(scales) {
             let slices = by_scale.get_mut(&scale).expect("every scale was counted");
-            let unit = ((ROW_BITS - scale) as f64).exp2();
-            for (sum, &x) in delta.sum.iter_mut().zip(row) {
-                let n = (x.into() * unit).round() as i64;
-                *sum += (n as i128) << scale;
-                slices.push(n);
-            }
+            let row = row.as_slice().map_or_else(|| std::borrow::Cow::Owned(row.to_vec()), std::borrow::Cow::Borrowed);
+            slices.push_row(&row, ((ROW_BITS - scale) as f64).exp2());
         }
         for (scale, slices) in by_scale {
             for block in slices.blocks(MAX_BLOCK_ROWS * self.d) {
@@ -138,9 +134,20 @@ impl GramAccumulator {
         self.merge(&delta)
     }
 
-    /// Adds Σ nᵀn of rounded rows that share `scale`, computed from their slices exactly.
+    /// Adds Σ n and Σ nᵀn of rounded rows that share `scale`, computed from their slices
+    /// exactly.
     fn add_block(&mut self, scale: i32, block: SliceBlock) -> Result<()> {
         let (rows, d) = (block.hi.len() / self.d, self.d);
+        // Column sums of the slices: below MAX_BLOCK_ROWS · 2^SLICE_BITS, exact in f64.
+        let (mut hi_sums, mut lo_sums) = (vec![0.0; d], vec![0.0; d]);
+        for (hi, lo) in block.hi.chunks(d).zip(block.lo.chunks(d)) {
+            for (sum, x) in hi_sums.iter_mut().zip(hi).chain(lo_sums.iter_mut().zip(lo)) {
+                *sum += x;
+            }
+        }
+        for ((sum, hi), lo) in self.sum.iter_mut().zip(hi_sums).zip(lo_sums) {
+            *sum += (((hi as i128) << SLICE_BITS) + lo as i128) << scale;
+        }
         let high = linalg::transpose_product(block.hi, block.hi, rows, d, true);
         let low = linalg::transpose_product(block.lo, block.lo, rows, d, true);
         let both = linalg::transpose_product(block.both, block.both, rows, d, true);
@@ -232,19 +239,49 @@ impl Slices {
         Self { hi: capacity(), lo: capacity(), both: capacity() }
     }
 
-    fn push(&mut self, n: i64) {
-        let half = 1i64 << (SLICE_BITS - 1);
-        let lo = ((n + half) & ((1i64 << SLICE_BITS) - 1)) - half;
-        let hi = (n - lo) >> SLICE_BITS;
-        self.hi.push(hi as f64);
-        self.lo.push(lo as f64);
-        self.both.push((hi + lo) as f64);
+    /// Appends the slices of `row · unit` rounded to integers n (|n| ≤ 2^ROW_BITS): hi =
+    /// n / 2^SLICE_BITS rounded, lo = n − hi·2^SLICE_BITS, so |lo| ≤ 2^(SLICE_BITS−1). All in f64,
+    /// which holds these integers exactly.
+    fn push_row<T: Copy + Into<f64>>(&mut self, row: &[T], unit: f64) {
+        struct SplitRow<'a, T> {
+            row: &'a [T],
+            unit: f64,
+            hi: &'a mut [f64],
+            lo: &'a mut [f64],
+            both: &'a mut [f64],
+        }
+        impl<T: Copy + Into<f64>> Vectorized for SplitRow<'_, T> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self) {
+                for (((&x, hi), lo), both) in self.row.iter().zip(self.hi).zip(self.lo).zip(self.both) {
+                    let n = round_to_integer(x.into() * self.unit);
+                    *hi = round_to_integer(n * (-SLICE_BITS as f64).exp2());
+                    *lo = n - *hi * (SLICE_BITS as f64).exp2();
+                    *both = *hi + *lo;
+                }
+            }
+        }
+        let start = self.hi.len();
+        for slice in [&mut self.hi, &mut self.lo, &mut self.both] {
+            slice.resize(start + row.len(), 0.0);
+        }
+        vectorize::dispatch(SplitRow { row, unit, hi: &mut self.hi[start..], lo: &mut self.lo[start..], both: &mut self.both[start..] });
     }
 
     /// Consecutive blocks of at most `len` entries.
     fn blocks(&self, len: usize) -> impl Iterator<Item = SliceBlock<'_>> {
         self.hi.chunks(len).zip(self.lo.chunks(len)).zip(self.both.chunks(len)).map(|((hi, lo), both)| SliceBlock { hi, lo, both })
     }
+}
+
+/// `v` (|v| < 2^51) rounded to the nearest integer, ties to even: adding 1.5·2^52 leaves no bits
+/// below the units, subtracting it again is exact. (`f64::round` is a libm call on baseline
+/// x86-64, several times slower in this loop.)
+#[inline(always)]
+fn round_to_integer(v: f64) -> f64 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
+    (v + SHIFT) - SHIFT
 }
 
 /// The row's scale s: its entries are rounded to units of 2^(s − ROW_BITS).

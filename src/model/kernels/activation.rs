@@ -9,6 +9,7 @@ use super::par::{cpu_f32, par_row_blocks, storage_f32, sum_partials};
 use super::projection::{self, Operand};
 use super::simd;
 use crate::model::Activation;
+use crate::vectorize;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::f32::consts::{FRAC_1_SQRT_2, PI};
 use std::sync::OnceLock;
@@ -34,44 +35,76 @@ fn gelu_derivative(u: f32) -> f32 {
 }
 
 /// candle's formula (libm tanh: this activation is rare enough not to need a faster one).
+#[inline(always)]
 fn gelu_tanh(u: f32) -> f32 {
     0.5 * u * (1.0 + (SQRT_TWO_OVER_PI * u * (1.0 + 0.044715 * u * u)).tanh())
 }
 
+#[inline(always)]
 fn gelu_tanh_derivative(u: f32) -> f32 {
     let t = (SQRT_TWO_OVER_PI * u * (1.0 + 0.044715 * u * u)).tanh();
     0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * SQRT_TWO_OVER_PI * (1.0 + 3.0 * 0.044715 * u * u)
 }
 
+#[inline(always)]
 fn relu(u: f32) -> f32 {
     u.max(0.0)
 }
 
 /// candle's relu gradient counts 0 as positive.
+#[inline(always)]
 fn relu_derivative(u: f32) -> f32 {
     f32::from(u >= 0.0)
 }
 
 /// `out = f(ys + bias)` row by row: one monomorphic loop per activation, so that it vectorises.
-#[inline(always)]
 fn map_rows(ys: &[f32], bias: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-    for (o, ys) in out.chunks_exact_mut(bias.len()).zip(ys.chunks_exact(bias.len())) {
-        for ((o, &y), &b) in o.iter_mut().zip(ys).zip(bias) {
-            *o = f(y + b);
+    struct MapRows<'a, F> {
+        ys: &'a [f32],
+        bias: &'a [f32],
+        out: &'a mut [f32],
+        f: F,
+    }
+    impl<F: Fn(f32) -> f32> vectorize::Vectorized for MapRows<'_, F> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self) {
+            let Self { ys, bias, out, f } = self;
+            for (o, ys) in out.chunks_exact_mut(bias.len()).zip(ys.chunks_exact(bias.len())) {
+                for ((o, &y), &b) in o.iter_mut().zip(ys).zip(bias) {
+                    *o = f(y + b);
+                }
+            }
         }
     }
+    vectorize::dispatch(MapRows { ys, bias, out, f })
 }
 
 /// `dy = g · f'(ys + bias)` row by row, adding `dy`'s column sums to `db`.
-#[inline(always)]
 fn map_grad_rows(ys: &[f32], bias: &[f32], g: &[f32], dy: &mut [f32], db: &mut [f32], f: impl Fn(f32) -> f32) {
-    let n = bias.len();
-    for ((dy, ys), g) in dy.chunks_exact_mut(n).zip(ys.chunks_exact(n)).zip(g.chunks_exact(n)) {
-        for ((((dy, &y), &g), &b), db) in dy.iter_mut().zip(ys).zip(g).zip(bias).zip(db.iter_mut()) {
-            *dy = g * f(y + b);
-            *db += *dy;
+    struct MapGradRows<'a, F> {
+        ys: &'a [f32],
+        bias: &'a [f32],
+        g: &'a [f32],
+        dy: &'a mut [f32],
+        db: &'a mut [f32],
+        f: F,
+    }
+    impl<F: Fn(f32) -> f32> vectorize::Vectorized for MapGradRows<'_, F> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self) {
+            let Self { ys, bias, g, dy, db, f } = self;
+            let n = bias.len();
+            for ((dy, ys), g) in dy.chunks_exact_mut(n).zip(ys.chunks_exact(n)).zip(g.chunks_exact(n)) {
+                for ((((dy, &y), &g), &b), db) in dy.iter_mut().zip(ys).zip(g).zip(bias).zip(db.iter_mut()) {
+                    *dy = g * f(y + b);
+                    *db += *dy;
+                }
+            }
         }
     }
+    vectorize::dispatch(MapGradRows { ys, bias, g, dy, db, f })
 }
 
 struct LinearActivation {

@@ -287,3 +287,24 @@ fn cross_entropy_matches_candle_nn() {
     let (got, want) = ((fused * 2.0).unwrap().backward().unwrap(), (composed * 2.0).unwrap().backward().unwrap());
     assert_close(got.get(&logits).unwrap(), want.get(&logits).unwrap(), 1e-5, "gradient of the logits");
 }
+
+/// exp and erf over spread-out values, as the dispatched kernel loops use them.
+struct Transcendentals<'a>(&'a [f32]);
+
+impl crate::vectorize::Vectorized for Transcendentals<'_> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn run(self) -> Vec<f32> {
+        self.0.iter().map(|&x| super::simd::exp(x) + super::simd::erf(x) * x + x * x * 0.5 + 1.0).collect()
+    }
+}
+
+#[test]
+fn the_dispatched_loop_gives_the_same_bits_as_the_baseline_one() {
+    use crate::vectorize::Vectorized;
+    let xs: Vec<f32> = (0..4099).map(|i| (i as f32 * 0.618_034).sin() * 30.0).collect();
+    let dispatched = crate::vectorize::dispatch(Transcendentals(&xs));
+    let baseline = Transcendentals(&xs).run();
+    let same = dispatched.iter().zip(&baseline).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "a vectorised path changed the arithmetic");
+}
