@@ -16,13 +16,20 @@ fn main() {
     }
 }
 
-/// Fixes the worker-thread count once. candle looks it up at every matmul and every kernel
-/// launch, and without `RAYON_NUM_THREADS` that lookup parses `/proc/cpuinfo` (hundreds of times
-/// per training step). The value is candle's own default (the physical cores), now also the
-/// size of rayon's pool, which both share.
+/// Fixes the worker-thread count once, and leaves the work to one pool. candle looks the count up
+/// at every matmul and every kernel launch, and without `RAYON_NUM_THREADS` that lookup parses
+/// `/proc/cpuinfo` (hundreds of times per training step). The value is candle's own default (the
+/// physical cores), now also the size of rayon's pool, which runs repdef's kernels and the
+/// matrix products. candle's elementwise ops have a second pool of their own (cores − 1 threads
+/// that spin between ops), which competed with rayon's for the same cores: with
+/// `CANDLE_NUM_THREADS=1` those ops run on the calling thread, and a training step is ~5% faster
+/// (bench/README.md).
 fn pin_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", candle_core::utils::get_num_threads().to_string());
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 
