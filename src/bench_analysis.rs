@@ -2,7 +2,7 @@
 //! random tokens — both conditions' forward passes, Gram accumulation, spectra and estimators —
 //! for several token counts. Each count runs in a fresh child process so that its peak RSS is its
 //! own; memory must stay flat as tokens grow. Ratios are printed against
-//! `bench/analyze_reference.py` (transformers + numpy SVD), see `bench/ANALYZE.md`.
+//! `bench/analyze_reference.py` (transformers + numpy, streamed Gram or SVD), see `bench/ANALYZE.md`.
 
 use crate::analysis::tables::compute;
 use crate::config::{MaskConfig, Objective, Preset};
