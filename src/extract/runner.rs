@@ -18,7 +18,7 @@ use crate::rng::Rng;
 use crate::spec::{Plan, PlannedModel};
 use anyhow::{ensure, Context, Result};
 use candle_core::Device;
-use ndarray::{ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -147,17 +147,20 @@ pub fn accumulate(
 pub fn accumulate_condition(label: &str, encoder: &Encoder, taps: &[Tap], condition: &ConditionInput, accumulators: &mut Accumulators) -> Result<()> {
     let mut cache = TapCache::only(taps.to_vec());
     encoder.forward(&condition.input, &mut Ctx::infer().with_recorder(&mut cache))?;
-    let (taps, hidden): (Vec<Tap>, Vec<candle_core::Tensor>) = cache.tensors.into_iter().unzip();
-    let values: Vec<Vec<f32>> = hidden.par_iter().map(|h| h.flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
-    let d = hidden.first().map_or(Ok(0), |h| h.dim(2))?;
-    let matrices: Vec<(Tap, ArrayView2<f32>)> =
-        taps.iter().zip(&values).map(|(&tap, v)| Ok((tap, ArrayView2::from_shape((v.len() / d.max(1), d), v)?))).collect::<Result<_>>()?;
+    let matrices: Vec<(Tap, Array2<f32>)> = cache
+        .tensors
+        .into_par_iter()
+        .map(|(tap, hidden)| {
+            let (batch, pos, d) = hidden.dims3()?;
+            Ok((tap, Array2::from_shape_vec((batch * pos, d), hidden.flatten_all()?.to_vec1::<f32>()?)?))
+        })
+        .collect::<Result<_>>()?;
     let by_tap = accumulate_groups(&matrices, &condition.groups).with_context(|| format!("{} input", condition.condition))?;
-    for (tap, by_group) in taps.iter().zip(by_tap) {
+    for ((tap, _), by_group) in matrices.iter().zip(by_tap) {
         let layer = tap.hf_index().expect("encoder taps have an HF index");
         for ((group, _), update) in condition.groups.iter().zip(by_group) {
             let key = AccumulatorKey { model: label.to_string(), condition: condition.condition, group: *group, layer };
-            accumulators.entry(key).or_insert_with(|| GramAccumulator::new(d)).merge(&update)?;
+            accumulators.entry(key).or_insert_with(|| GramAccumulator::new(update.d())).merge(&update)?;
         }
     }
     Ok(())
@@ -172,7 +175,7 @@ const ROWS_PER_TASK: usize = 1024;
 /// belong to exactly the same groups, and each row's terms are computed once. The atoms' rows
 /// are updated in parallel tasks of [`ROWS_PER_TASK`]; the sums are exact, so the result does not
 /// depend on how they are split or in which order they are added.
-fn accumulate_groups(matrices: &[(Tap, ArrayView2<f32>)], groups: &[(Group, Vec<u32>)]) -> Result<Vec<Vec<GramAccumulator>>> {
+fn accumulate_groups(matrices: &[(Tap, Array2<f32>)], groups: &[(Group, Vec<u32>)]) -> Result<Vec<Vec<GramAccumulator>>> {
     let atoms = atoms(groups);
     let tasks: Vec<(usize, usize, &[usize])> = (0..matrices.len())
         .flat_map(|m| atoms.iter().enumerate().flat_map(move |(a, atom)| atom.rows.chunks(ROWS_PER_TASK).map(move |rows| (m, a, rows))))
@@ -225,7 +228,6 @@ mod tests {
     use super::*;
     use crate::config::MaskPolicy;
     use crate::data::tokenizer::encode_plain;
-    use ndarray::Array2;
 
     /// Accumulates the tiny MAE-LM fixture, its config's masking replaced by `mask`, over a few
     /// WikiText sequences; returns the (condition, group) pairs that got rows.
@@ -250,7 +252,8 @@ mod tests {
         // Overlapping groups as a condition has them (all ⊃ real, mask), rows in none (padding),
         // an empty group, and more rows than one task takes.
         let n = 2 * ROWS_PER_TASK + 100;
-        let matrices: Vec<Array2<f32>> = (0..2).map(|seed| crate::rank::testutil::gaussian(n, 6, seed).mapv(|x| x as f32)).collect();
+        let matrices: Vec<(Tap, Array2<f32>)> =
+            (0..2).map(|i| (Tap::BlockOutput(i), crate::rank::testutil::gaussian(n, 6, i as u64).mapv(|x| x as f32))).collect();
         let all: Vec<u32> = (0..n as u32 - 4).collect();
         let groups = vec![
             (Group::All, all.clone()),
@@ -259,9 +262,8 @@ mod tests {
             (Group::Real, vec![]),
         ];
         assert_eq!(atoms(&groups).len(), 3, "real, mask, and the first two rows (all only)");
-        let views: Vec<(Tap, ArrayView2<f32>)> = matrices.iter().enumerate().map(|(i, m)| (Tap::BlockOutput(i), m.view())).collect();
-        let by_matrix = accumulate_groups(&views, &groups).unwrap();
-        for (matrix, by_group) in matrices.iter().zip(&by_matrix) {
+        let by_matrix = accumulate_groups(&matrices, &groups).unwrap();
+        for ((_, matrix), by_group) in matrices.iter().zip(&by_matrix) {
             for ((group, rows), got) in groups.iter().zip(by_group) {
                 let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
                 let mut alone = GramAccumulator::new(6);
