@@ -5,12 +5,13 @@
 //!
 //! How the sums stay exact: each row is rounded once (to nearest, ties to even) to [`ROW_BITS`]
 //! significant bits relative to its largest entry (an f32 hidden state is kept exactly unless it
-//! is 2¹⁶ times smaller than the largest entry of its row). A batch's rows are grouped by that scale and each entry split
-//! into two [`SLICE_BITS`]-bit integer slices, n = hi·2^SLICE_BITS + lo. Three symmetric f64
-//! products — hiᵀhi, loᵀlo and (hi+lo)ᵀ(hi+lo), whose difference from the first two is the
-//! cross term hiᵀlo + loᵀhi — only ever add integers below 2⁵³: exact, whatever order the
-//! product kernel sums in. Each computes only its lower triangle. The results are combined and
-//! added in `i128`, whose addition is associative. Only the lower triangle of the Gram is kept.
+//! is 2¹⁶ times smaller than the largest entry of its row). A batch's rows are grouped by that
+//! scale and each entry split into two [`SLICE_BITS`]-bit integer slices, n = hi·2^SLICE_BITS +
+//! lo. Three symmetric f64 products — hiᵀhi, loᵀlo and (hi+lo)ᵀ(hi+lo), whose difference from
+//! the first two is the cross term hiᵀlo + loᵀhi — only ever add integers below 2⁵³: exact,
+//! whatever order the product kernel sums in. Each computes only its lower triangle. The results
+//! are combined and added in `i128`, whose addition is associative. Only the lower triangle of
+//! the Gram is kept.
 
 use anyhow::{bail, ensure, Context, Result};
 use ndarray::{Array1, Array2, ArrayView2};
@@ -25,6 +26,8 @@ const ROW_BITS: i32 = 40;
 /// Each rounded entry n = hi·2^SLICE_BITS + lo with |lo| ≤ 2^(SLICE_BITS−1) and |hi| ≤
 /// 2^SLICE_BITS, so |hi + lo| ≤ 1.5·2^SLICE_BITS and no slice product exceeds 2.25·2^40.
 const SLICE_BITS: i32 = ROW_BITS / 2;
+/// 2^SLICE_BITS, the weight of the high slice.
+const SLICE_UNIT: f64 = (1u64 << SLICE_BITS) as f64;
 /// Rows per slice product: sums of MAX_BLOCK_ROWS products of at most 2.25·2^40 stay below 2^53,
 /// where f64 holds every integer.
 const MAX_BLOCK_ROWS: usize = 2048;
@@ -148,9 +151,9 @@ impl GramAccumulator {
         for ((sum, hi), lo) in self.sum.iter_mut().zip(hi_sums).zip(lo_sums) {
             *sum += (((hi as i128) << SLICE_BITS) + lo as i128) << scale;
         }
-        let high = linalg::transpose_product(block.hi, block.hi, rows, d, true);
-        let low = linalg::transpose_product(block.lo, block.lo, rows, d, true);
-        let both = linalg::transpose_product(block.both, block.both, rows, d, true);
+        let high = linalg::lower_self_product(block.hi, rows, d);
+        let low = linalg::lower_self_product(block.lo, rows, d);
+        let both = linalg::lower_self_product(block.both, rows, d);
         let exact = |x: f64| x as i64 as i128;
         for i in 0..d {
             for j in 0..=i {
@@ -256,8 +259,8 @@ impl Slices {
             fn run(self) {
                 for (((&x, hi), lo), both) in self.row.iter().zip(self.hi).zip(self.lo).zip(self.both) {
                     let n = round_to_integer(x.into() * self.unit);
-                    *hi = round_to_integer(n * (-SLICE_BITS as f64).exp2());
-                    *lo = n - *hi * (SLICE_BITS as f64).exp2();
+                    *hi = round_to_integer(n / SLICE_UNIT);
+                    *lo = n - *hi * SLICE_UNIT;
                     *both = *hi + *lo;
                 }
             }

@@ -57,18 +57,17 @@ impl FromStr for EigenSolver {
     }
 }
 
-/// `aᵀ·b` (d × d, row-major) for row-major `a` and `b` (rows × d), as one faer matrix product;
-/// with `lower_only`, only the lower triangle (diagonal included) is computed, the rest is 0.
-/// Spread over faer's threads, except on a rayon worker, where the caller already runs such
-/// products side by side.
-pub(super) fn transpose_product(a: &[f64], b: &[f64], rows: usize, d: usize, lower_only: bool) -> Vec<f64> {
+/// The lower triangle (diagonal included) of `aᵀ·a` (d × d, row-major; the rest is 0) for a
+/// row-major `a` (rows × d), as one faer product that computes only that triangle. Spread over
+/// faer's threads, except on a rayon worker, where the caller already runs such products side
+/// by side.
+pub(super) fn lower_self_product(a: &[f64], rows: usize, d: usize) -> Vec<f64> {
     use faer::linalg::matmul::triangular::{matmul, BlockStructure};
     let mut out = vec![0.0; d * d];
-    let structure = if lower_only { BlockStructure::TriangularLower } else { BlockStructure::Rectangular };
-    let (a, b) = (MatRef::from_row_major_slice(a, rows, d), MatRef::from_row_major_slice(b, rows, d));
+    let a = MatRef::from_row_major_slice(a, rows, d);
     let dst = MatMut::from_row_major_slice_mut(&mut out, d, d);
     let par = if rayon::current_thread_index().is_some() { Par::Seq } else { faer::get_global_parallelism() };
-    matmul(dst, structure, Accum::Replace, a.transpose(), BlockStructure::Rectangular, b, BlockStructure::Rectangular, 1.0, par);
+    matmul(dst, BlockStructure::TriangularLower, Accum::Replace, a.transpose(), BlockStructure::Rectangular, a, BlockStructure::Rectangular, 1.0, par);
     out
 }
 
