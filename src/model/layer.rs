@@ -62,8 +62,8 @@ impl Layer {
             None => (attended, xs.clone()),
         };
         let resid_mid = self.attention_norm.forward_residual(&self.attention_out, &attended, &xs, self.hidden_dropout, ctx)?;
-        let mlp = self.intermediate.forward_activated(&resid_mid, self.activation, ctx)?;
-        self.output_norm.forward_residual(&self.output, &mlp, &resid_mid, self.hidden_dropout, ctx)
+        let linears = (&self.intermediate, &self.output);
+        self.output_norm.forward_feed_forward(linears, self.activation, &resid_mid, self.hidden_dropout, ctx)
     }
 
     /// Multi-head scaled dot-product attention, before the output projection: `[batch·pos, d_model]`.

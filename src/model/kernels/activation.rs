@@ -107,6 +107,44 @@ fn map_grad_rows(ys: &[f32], bias: &[f32], g: &[f32], dy: &mut [f32], db: &mut [
     vectorize::dispatch(MapGradRows { ys, bias, g, dy, db, f })
 }
 
+/// `activation(xs Wᵀ + bias)` on slices (`xs`: `[rows, d_in]`, `w`: `[n, d_in]`) → (the product
+/// `xs Wᵀ`, which backward needs, and the activations), both `[rows, n]`.
+pub(super) fn forward(activation: Activation, xs: &[f32], w: &[f32], bias: &[f32], (rows, d_in, n): (usize, usize, usize)) -> (Vec<f32>, Vec<f32>) {
+    let ys = projection::product(rows, d_in, n, Operand::rows(xs, d_in), Operand::transposed(w, d_in));
+    let (_, [out]) = par_row_blocks(rows, [n], |rows, [o]| {
+        let ys = &ys[rows.start * n..rows.end * n];
+        match activation {
+            Activation::Gelu => map_rows(ys, bias, o, gelu),
+            Activation::GeluTanh => map_rows(ys, bias, o, gelu_tanh),
+            Activation::Relu => map_rows(ys, bias, o, relu),
+        }
+    });
+    (ys, out)
+}
+
+/// The gradients of [`forward`] for the output gradient `g` (`[rows, n]`), given the product
+/// `ys` it saved → (∂/∂xs, ∂/∂W, ∂/∂bias).
+pub(super) fn backward(
+    activation: Activation,
+    (ys, xs, w, bias): (&[f32], &[f32], &[f32], &[f32]),
+    g: &[f32],
+    (rows, d_in, n): (usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (partials, [dy]) = par_row_blocks(rows, [n], |rows, [o]| {
+        let span = rows.start * n..rows.end * n;
+        let (ys, g) = (&ys[span.clone()], &g[span]);
+        let mut db = vec![0f32; n];
+        match activation {
+            Activation::Gelu => map_grad_rows(ys, bias, g, o, &mut db, gelu_derivative),
+            Activation::GeluTanh => map_grad_rows(ys, bias, g, o, &mut db, gelu_tanh_derivative),
+            Activation::Relu => map_grad_rows(ys, bias, g, o, &mut db, relu_derivative),
+        }
+        db
+    });
+    let (dx, dw) = projection::product_grads(&dy, xs, w, (rows, d_in, n), d_in);
+    (dx, dw, sum_partials(partials, n))
+}
+
 struct LinearActivation {
     activation: Activation,
     /// `x Wᵀ`, set by the forward pass, read by backward.
@@ -124,15 +162,7 @@ impl CustomOp3 for LinearActivation {
         if bias.len() != n {
             bail!("linear activation: bias of {} for {n} outputs", bias.len());
         }
-        let ys = projection::product(rows, d_in, n, Operand::rows(xs, d_in), Operand::transposed(w, d_in));
-        let (_, [out]) = par_row_blocks(rows, [n], |rows, [o]| {
-            let ys = &ys[rows.start * n..rows.end * n];
-            match self.activation {
-                Activation::Gelu => map_rows(ys, bias, o, gelu),
-                Activation::GeluTanh => map_rows(ys, bias, o, gelu_tanh),
-                Activation::Relu => map_rows(ys, bias, o, relu),
-            }
-        });
+        let (ys, out) = forward(self.activation, xs, w, bias, (rows, d_in, n));
         if self.product.set(ys).is_err() {
             bail!("linear activation op applied twice");
         }
@@ -148,23 +178,12 @@ impl CustomOp3 for LinearActivation {
         let (b_s, b_l) = bias.storage_and_layout();
         let (g_s, g_l) = grad.storage_and_layout();
         let (xs_v, w_v, b, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&b_s, b_l)?, storage_f32(&g_s, g_l)?);
-        let (partials, [dy]) = par_row_blocks(rows, [n], |rows, [o]| {
-            let span = rows.start * n..rows.end * n;
-            let (ys, g) = (&ys_v[span.clone()], &g[span]);
-            let mut db = vec![0f32; n];
-            match self.activation {
-                Activation::Gelu => map_grad_rows(ys, b, g, o, &mut db, gelu_derivative),
-                Activation::GeluTanh => map_grad_rows(ys, b, g, o, &mut db, gelu_tanh_derivative),
-                Activation::Relu => map_grad_rows(ys, b, g, o, &mut db, relu_derivative),
-            }
-            db
-        });
-        let (dx, dw) = projection::product_grads(&dy, xs_v, w_v, (rows, d_in, n), d_in);
+        let (dx, dw, db) = backward(self.activation, (ys_v, xs_v, w_v, b), g, (rows, d_in, n));
         let device = xs.device();
         Ok((
             Some(Tensor::from_vec(dx, xs.shape(), device)?),
             Some(Tensor::from_vec(dw, w.shape(), device)?),
-            Some(Tensor::from_vec(sum_partials(partials, n), n, device)?),
+            Some(Tensor::from_vec(db, n, device)?),
         ))
     }
 }

@@ -121,15 +121,67 @@ struct ResidualLayerNorm {
     dropout: Option<Arc<DropoutMask>>,
 }
 
-impl ResidualLayerNorm {
-    /// `h = dropout(y + bias) + residual` for one row starting at element `offset`.
-    fn pre_norm(&self, ys: &[f32], bias: &[f32], residual: &[f32], offset: usize, h: &mut [f32]) {
-        let rows = h.iter_mut().zip(ys).zip(bias).zip(residual);
-        match &self.dropout {
-            Some(mask) => rows.zip(mask.factors(offset..offset + ys.len())).for_each(|((((h, &y), &b), &r), f)| *h = (y + b) * f + r),
-            None => rows.for_each(|(((h, &y), &b), &r)| *h = y + b + r),
-        }
+/// `h = dropout(y + bias) + residual` for one row starting at element `offset`.
+fn pre_norm(dropout: Option<&DropoutMask>, ys: &[f32], bias: &[f32], residual: &[f32], offset: usize, h: &mut [f32]) {
+    let rows = h.iter_mut().zip(ys).zip(bias).zip(residual);
+    match dropout {
+        Some(mask) => rows.zip(mask.factors(offset..offset + ys.len())).for_each(|((((h, &y), &b), &r), f)| *h = (y + b) * f + r),
+        None => rows.for_each(|(((h, &y), &b), &r)| *h = y + b + r),
     }
+}
+
+/// `LayerNorm(dropout(ys + bias) + residual) · weight + ln_bias` on slices (`ys`, `residual`:
+/// `[rows, d]`; `params`: `[bias, weight, ln_bias]`, `3·d`).
+pub(super) fn residual_norm_forward(ys: &[f32], residual: &[f32], params: &[f32], eps: f32, dropout: Option<&DropoutMask>) -> Vec<f32> {
+    let d = params.len() / 3;
+    let rows = ys.len() / d;
+    let (bias, w, b) = (&params[..d], &params[d..2 * d], &params[2 * d..]);
+    let (_, [out]) = par_row_blocks(rows, [d], |r, [o]| {
+        let mut h = vec![0f32; d];
+        for (i, row) in r.enumerate() {
+            let span = row * d..(row + 1) * d;
+            pre_norm(dropout, &ys[span.clone()], bias, &residual[span.clone()], span.start, &mut h);
+            forward_row(&h, w, b, eps, &mut o[i * d..(i + 1) * d]);
+        }
+    });
+    out
+}
+
+/// The gradients of [`residual_norm_forward`] for the output gradient `g` → (∂/∂residual, which
+/// is ∂/∂h; ∂/∂ys, that times the dropout factors, `None` without dropout, where it equals
+/// ∂/∂residual; ∂/∂params).
+pub(super) fn residual_norm_backward(
+    (ys, residual, params): (&[f32], &[f32], &[f32]),
+    g: &[f32],
+    eps: f32,
+    dropout: Option<&DropoutMask>,
+) -> (Vec<f32>, Option<Vec<f32>>, Vec<f32>) {
+    let d = params.len() / 3;
+    let rows = ys.len() / d;
+    let (bias, w) = (&params[..d], &params[d..2 * d]);
+    let dy_width = if dropout.is_some() { d } else { 0 };
+    let (partials, [dh, dy]) = par_row_blocks(rows, [d, dy_width], |r, [dh_o, dy_o]| {
+        let (mut dbias, mut dw, mut db) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+        let (mut h, mut scratch) = (vec![0f32; d], vec![0f32; 2 * d]);
+        for (i, row) in r.enumerate() {
+            let span = row * d..(row + 1) * d;
+            pre_norm(dropout, &ys[span.clone()], bias, &residual[span.clone()], span.start, &mut h);
+            let dh_row = &mut dh_o[i * d..(i + 1) * d];
+            backward_row(&h, &g[span.clone()], w, eps, dh_row, (&mut dw, &mut db), &mut scratch);
+            let dy_row: &[f32] = match dropout {
+                Some(mask) => {
+                    let dy_row = &mut dy_o[i * d..(i + 1) * d];
+                    mask.apply(dh_row, span.start, dy_row);
+                    dy_row
+                }
+                None => dh_row,
+            };
+            dbias.iter_mut().zip(dy_row).for_each(|(a, &x)| *a += x);
+        }
+        [dbias, dw, db]
+    });
+    let dparams: Vec<f32> = (0..3).flat_map(|k| sum_partials(partials.iter().map(|p| p[k].clone()), d)).collect();
+    (dh, dropout.map(|_| dy), dparams)
 }
 
 impl CustomOp3 for ResidualLayerNorm {
@@ -139,20 +191,8 @@ impl CustomOp3 for ResidualLayerNorm {
 
     fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, res: &CpuStorage, rl: &Layout, p: &CpuStorage, pl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (ys, res, p) = (cpu_f32(ys, yl)?, cpu_f32(res, rl)?, cpu_f32(p, pl)?);
-        let d = p.len() / 3;
-        let rows = check_width(ys.len(), d, "residual layer norm")?;
-        if res.len() != ys.len() || self.dropout.as_ref().is_some_and(|m| m.len() != ys.len()) {
-            bail!("residual layer norm: input, residual and dropout mask sizes differ");
-        }
-        let (bias, w, b) = (&p[..d], &p[d..2 * d], &p[2 * d..]);
-        let (_, [out]) = par_row_blocks(rows, [d], |r, [o]| {
-            let mut h = vec![0f32; d];
-            for (i, row) in r.enumerate() {
-                let span = row * d..(row + 1) * d;
-                self.pre_norm(&ys[span.clone()], bias, &res[span.clone()], span.start, &mut h);
-                forward_row(&h, w, b, self.eps, &mut o[i * d..(i + 1) * d]);
-            }
-        });
+        check_residual_sizes(ys.len(), res.len(), p.len(), self.dropout.as_deref())?;
+        let out = residual_norm_forward(ys, res, p, self.eps, self.dropout.as_deref());
         Ok((CpuStorage::F32(out), yl.shape().clone()))
     }
 
@@ -163,35 +203,23 @@ impl CustomOp3 for ResidualLayerNorm {
         let (p_s, p_l) = p.storage_and_layout();
         let (g_s, g_l) = grad.storage_and_layout();
         let (ys_v, res_v, p_v, g) = (storage_f32(&ys_s, ys_l)?, storage_f32(&res_s, res_l)?, storage_f32(&p_s, p_l)?, storage_f32(&g_s, g_l)?);
-        let d = p_v.len() / 3;
-        let rows = check_width(ys_v.len(), d, "residual layer norm backward")?;
-        let (bias, w) = (&p_v[..d], &p_v[d..2 * d]);
-        // ∂/∂residual is ∂/∂h; ∂/∂y is that times the dropout factors (the same tensor without dropout).
-        let dy_width = if self.dropout.is_some() { d } else { 0 };
-        let (partials, [dh, dy]) = par_row_blocks(rows, [d, dy_width], |r, [dh_o, dy_o]| {
-            let (mut dbias, mut dw, mut db) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
-            let (mut h, mut scratch) = (vec![0f32; d], vec![0f32; 2 * d]);
-            for (i, row) in r.enumerate() {
-                let span = row * d..(row + 1) * d;
-                self.pre_norm(&ys_v[span.clone()], bias, &res_v[span.clone()], span.start, &mut h);
-                let dh_row = &mut dh_o[i * d..(i + 1) * d];
-                backward_row(&h, &g[span.clone()], w, self.eps, dh_row, (&mut dw, &mut db), &mut scratch);
-                let dy_row: &[f32] = match &self.dropout {
-                    Some(mask) => {
-                        let dy_row = &mut dy_o[i * d..(i + 1) * d];
-                        mask.apply(dh_row, span.start, dy_row);
-                        dy_row
-                    }
-                    None => dh_row,
-                };
-                dbias.iter_mut().zip(dy_row).for_each(|(a, &x)| *a += x);
-            }
-            [dbias, dw, db]
-        });
-        let dparams: Vec<f32> = (0..3).flat_map(|k| sum_partials(partials.iter().map(|p| p[k].clone()), d)).collect();
+        let (dh, dy, dparams) = residual_norm_backward((ys_v, res_v, p_v), g, self.eps, self.dropout.as_deref());
         let device = ys.device();
         let dh = Tensor::from_vec(dh, ys.shape(), device)?;
-        let dy = if self.dropout.is_some() { Tensor::from_vec(dy, ys.shape(), device)? } else { dh.clone() };
-        Ok((Some(dy), Some(dh), Some(Tensor::from_vec(dparams, (3, d), device)?)))
+        let dy = match dy {
+            Some(dy) => Tensor::from_vec(dy, ys.shape(), device)?,
+            None => dh.clone(),
+        };
+        Ok((Some(dy), Some(dh), Some(Tensor::from_vec(dparams, p.shape(), device)?)))
     }
+}
+
+/// Checks the inputs of a residual LayerNorm: `ys` and `residual` of whole rows of `d` (from
+/// `3·d` parameters), and a dropout mask (if any) of the same size.
+pub(super) fn check_residual_sizes(ys: usize, residual: usize, params: usize, dropout: Option<&DropoutMask>) -> Result<()> {
+    check_width(ys, params / 3, "residual layer norm")?;
+    if params % 3 != 0 || residual != ys || dropout.is_some_and(|m| m.len() != ys) {
+        bail!("residual layer norm: input, residual, parameters and dropout mask sizes differ");
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ mod attention;
 mod bias;
 mod cross_entropy;
 mod dropout;
+mod feed_forward;
 mod layer_norm;
 mod par;
 mod projection;
@@ -25,6 +26,7 @@ pub use attention::attention;
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use dropout::{dropout, DropoutMask};
+pub use feed_forward::{feed_forward, FeedForwardWeights};
 pub use layer_norm::{layer_norm, residual_layer_norm};
 pub use projection::project;
 
