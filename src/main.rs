@@ -8,8 +8,7 @@ fn main() {
     pin_thread_count();
     keep_freed_buffers();
     let cli = repdef::cli::Cli::parse();
-    let pool = rayon::ThreadPoolBuilder::new().stack_size(64 << 20).build().expect("thread pool");
-    if let Err(error) = pool.install(|| repdef::cli::run(cli)) {
+    if let Err(error) = repdef::cli::run(cli) {
         // One line: candle errors may carry a multi-line backtrace after their message.
         let chain: Vec<String> = error.chain().map(|e| e.to_string().lines().next().unwrap_or_default().to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
