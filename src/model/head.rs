@@ -29,13 +29,17 @@ impl MlmHead {
         })
     }
 
-    /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_embedding]` → logits `[n, d_vocab]`.
-    pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    /// Mean cross-entropy of the logits at `hidden` (`[n, d_model]`) over the vocabulary of
+    /// `word_embeddings` (`[d_vocab, d_embedding]`) against `targets` (`n` ids), and each row's
+    /// top-scoring id. On the CPU the logits never leave one fused op.
+    pub fn loss(&self, hidden: &Tensor, word_embeddings: &Tensor, targets: &[u32], ctx: &Ctx) -> Result<(Tensor, Vec<u32>)> {
         let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
         let normed = self.layer_norm.forward(&transformed, ctx)?;
         if ctx.fused(&normed) {
-            return Ok(kernels::add_bias(&kernels::project(&normed, word_embeddings)?, &self.bias)?);
+            return Ok(kernels::vocabulary_cross_entropy(&normed, word_embeddings, &self.bias, targets)?);
         }
-        Ok(normed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?)
+        let logits = normed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(targets, targets.len(), logits.device())?)?;
+        Ok((loss, logits.argmax(1)?.to_vec1()?))
     }
 }

@@ -55,27 +55,29 @@ impl PretrainingModel {
         })
     }
 
-    /// MLM-head logits `[n, d_vocab]` for final hidden states `[n, d_model]`.
-    pub fn head_logits(&self, hidden: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        self.head.forward(hidden, &self.encoder.embeddings.word, ctx)
+    /// The MLM head's mean cross-entropy at the batch's picked positions against `targets` (in
+    /// `picked_indices` order), and its top-scoring id at each.
+    pub fn picked_loss(&self, batch: &MaskedBatch, targets: &[u32], ctx: &mut Ctx) -> Result<(Tensor, Vec<u32>)> {
+        let hidden = self.picked_hidden(batch, ctx)?;
+        self.head.loss(&hidden, &self.encoder.embeddings.word, targets, ctx)
     }
 
-    /// Logits `[n_picked, d_vocab]` at the batch's picked positions (in `picked_indices` order).
-    /// The only place where MLM and MAE-LM differ. The last block (the encoder's, or MAE-LM's
-    /// decoder's) runs only at the picked rows, the only ones the head reads.
-    pub fn picked_logits(&self, batch: &MaskedBatch, ctx: &mut Ctx) -> Result<Tensor> {
+    /// The final hidden states `[n_picked, d_model]` at the batch's picked positions (in
+    /// `picked_indices` order). The only place where MLM and MAE-LM differ. The last block (the
+    /// encoder's, or MAE-LM's decoder's) runs only at the picked rows, the only ones the head
+    /// reads.
+    fn picked_hidden(&self, batch: &MaskedBatch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.encoder.embeddings.word.device().clone();
         let picked = batch.picked_indices();
         let n_picked = picked.len();
         let picked = Tensor::from_vec(picked, n_picked, &device)?;
-        let at_picked = match &self.decoder {
+        match &self.decoder {
             None => {
                 let input = EncoderInput::from_ids(&self.config, &batch.input_ids, None, batch.batch, &device)?;
-                self.encoder.forward_rows_at(&input, Some(&picked), ctx)?
+                self.encoder.forward_rows_at(&input, Some(&picked), ctx)
             }
-            Some((decoder, mask_token_id)) => self.mae_lm_hidden(decoder, *mask_token_id, batch, &picked, ctx)?,
-        };
-        self.head_logits(&at_picked, ctx)
+            Some((decoder, mask_token_id)) => self.mae_lm_hidden(decoder, *mask_token_id, batch, &picked, ctx),
+        }
     }
 
     /// Encoder on the kept tokens only, scattered back for the decoder → the decoder's output at

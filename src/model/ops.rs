@@ -92,13 +92,6 @@ impl<'a> Ctx<'a> {
         Ok(if self.fused(xs) { kernels::dropout(xs, mask)? } else { xs.mul(&mask.to_tensor(xs.shape(), xs.device())?)? })
     }
 
-    /// Mean cross-entropy of `logits` (`[n, d_vocab]`) against `targets` (`[n]`, u32); training
-    /// uses the fused kernel (candle-nn's composition makes six passes over the largest
-    /// activation of a step).
-    pub fn cross_entropy(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        Ok(if self.fused(logits) { kernels::cross_entropy(logits, targets)? } else { candle_nn::loss::cross_entropy(logits, targets)? })
-    }
-
     pub fn softmax_last_dim(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(if self.training() { candle_nn::ops::softmax(xs, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(xs)? })
     }

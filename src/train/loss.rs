@@ -1,5 +1,5 @@
 //! The pretraining loss: mean cross-entropy over picked positions, plus masked-token accuracy.
-//! Objective differences stay inside `PretrainingModel::picked_logits`.
+//! Objective differences stay inside `PretrainingModel::picked_loss`.
 
 use crate::data::masking::MaskedBatch;
 use crate::model::{Ctx, PretrainingModel};
@@ -20,11 +20,8 @@ impl StepLoss {
 }
 
 pub fn masked_token_loss(model: &PretrainingModel, batch: &MaskedBatch, ctx: &mut Ctx) -> Result<StepLoss> {
-    let logits = model.picked_logits(batch, ctx)?; // [n_picked, d_vocab]
     let targets = batch.targets();
-    let target_tensor = Tensor::from_slice(&targets, targets.len(), logits.device())?;
-    let loss = ctx.cross_entropy(&logits, &target_tensor)?;
-    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+    let (loss, predicted) = model.picked_loss(batch, &targets, ctx)?;
     let n_correct = predicted.iter().zip(&targets).filter(|(p, t)| p == t).count();
     Ok(StepLoss { loss, n_predictions: targets.len(), n_correct })
 }

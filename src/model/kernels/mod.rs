@@ -12,23 +12,21 @@
 
 mod activation;
 mod attention;
-mod bias;
-mod cross_entropy;
 mod dropout;
 mod feed_forward;
 mod layer_norm;
 mod par;
 mod projection;
 mod simd;
+mod vocabulary_loss;
 
 pub use activation::linear_activation;
 pub use attention::attention;
-pub use bias::add_bias;
-pub use cross_entropy::cross_entropy;
 pub use dropout::{dropout, DropoutMask};
 pub use feed_forward::{feed_forward, FeedForwardWeights};
 pub use layer_norm::{layer_norm, residual_layer_norm};
 pub use projection::project;
+pub use vocabulary_loss::vocabulary_cross_entropy;
 
 #[cfg(test)]
 mod tests;
