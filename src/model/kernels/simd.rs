@@ -44,6 +44,7 @@ pub fn erf(x: f32) -> f32 {
     p / q
 }
 
+#[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -81,6 +82,7 @@ pub fn squared_deviations(xs: &[f32], mean: f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+#[inline(always)]
 pub fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);

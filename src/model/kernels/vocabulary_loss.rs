@@ -12,6 +12,7 @@ use super::par::{cpu_f32, par_row_blocks, storage_f32, sum_partials};
 use super::projection::{self, Operand};
 use super::simd::{exp, max, sum};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::vectorize;
 use std::sync::{Arc, OnceLock};
 
 /// For `normed`: `[n, d_embedding]`, `embeddings`: `[d_vocab, d_embedding]`, `bias`: `[d_vocab]`
@@ -55,17 +56,8 @@ impl CustomOp3 for VocabularyCrossEntropy {
         let (n, d_in, vocab) = self.dims(nl.shape(), el.shape(), bias.len())?;
         let product = projection::product(n, d_in, vocab, Operand::rows(normed, d_in), Operand::transposed(e, d_in));
         let (blocks, [lse]) = par_row_blocks(n, [1], |rows, [lse]| {
-            let (mut loss, mut predicted, mut logits) = (0f64, Vec::with_capacity(rows.len()), vec![0f32; vocab]);
-            for (lse, r) in lse.iter_mut().zip(rows) {
-                logits.iter_mut().zip(&product[r * vocab..(r + 1) * vocab]).zip(bias).for_each(|((l, &p), &b)| *l = p + b);
-                let top = max(&logits);
-                predicted.push(logits.iter().position(|&l| l == top).unwrap_or(0) as u32);
-                let target_logit = logits[self.targets[r] as usize];
-                logits.iter_mut().for_each(|l| *l = exp(*l - top));
-                *lse = top + sum(&logits).ln();
-                loss += (*lse - target_logit) as f64;
-            }
-            (loss, predicted)
+            let span = rows.start * vocab..rows.end * vocab;
+            vectorize::dispatch(LossRows { product: &product[span], bias, targets: &self.targets[rows], lse })
         });
         let (losses, predicted): (Vec<f64>, Vec<Vec<u32>>) = blocks.into_iter().unzip();
         if self.predicted.set(predicted.concat()).is_err() || self.saved.set((product, lse)).is_err() {
@@ -85,13 +77,10 @@ impl CustomOp3 for VocabularyCrossEntropy {
         let (normed_v, e_v, b) = (storage_f32(&normed_s, normed_l)?, storage_f32(&e_s, e_l)?, storage_f32(&b_s, b_l)?);
         // ∂/∂logits = (softmax − one-hot) · scale, row by row; its column sums are ∂/∂bias.
         let (partials, [dlogits]) = par_row_blocks(n, [vocab], |rows, [d]| {
+            let span = rows.start * vocab..rows.end * vocab;
             let mut dbias = vec![0f32; vocab];
-            for (d, r) in d.chunks_exact_mut(vocab).zip(rows) {
-                let row = &product[r * vocab..(r + 1) * vocab];
-                d.iter_mut().zip(row).zip(b).for_each(|((d, &p), &b)| *d = exp(p + b - lse[r]) * scale);
-                d[self.targets[r] as usize] -= scale;
-                dbias.iter_mut().zip(d.iter()).for_each(|(s, &x)| *s += x);
-            }
+            let (targets, lse) = (&self.targets[rows.clone()], &lse[rows]);
+            vectorize::dispatch(GradientRows { product: &product[span], bias: b, targets, lse, scale, dlogits: d, dbias: &mut dbias });
             dbias
         });
         let (dnormed, de) = projection::product_grads(&dlogits, normed_v, e_v, (n, d_in, vocab), d_in);
@@ -101,5 +90,70 @@ impl CustomOp3 for VocabularyCrossEntropy {
             Some(Tensor::from_vec(de, e.shape(), device)?),
             Some(Tensor::from_vec(sum_partials(partials, vocab), vocab, device)?),
         ))
+    }
+}
+
+/// The forward pass over a block of rows (dispatched to the CPU's widest vectors): for each
+/// row of `product` (`normed Eᵀ`), the logits `product + bias`, their log Σ exp into `lse`, and
+/// → (the block's summed loss, each row's argmax).
+struct LossRows<'a> {
+    product: &'a [f32],
+    bias: &'a [f32],
+    targets: &'a [u32],
+    lse: &'a mut [f32],
+}
+
+impl vectorize::Vectorized for LossRows<'_> {
+    type Output = (f64, Vec<u32>);
+    #[inline(always)]
+    fn run(self) -> (f64, Vec<u32>) {
+        let Self { product, bias, targets, lse } = self;
+        let vocab = bias.len();
+        let (mut loss, mut predicted, mut logits) = (0f64, Vec::with_capacity(targets.len()), vec![0f32; vocab]);
+        for ((row, &target), lse) in product.chunks_exact(vocab).zip(targets).zip(lse) {
+            for ((l, &p), &b) in logits.iter_mut().zip(row).zip(bias) {
+                *l = p + b;
+            }
+            let top = max(&logits);
+            predicted.push(logits.iter().position(|&l| l == top).unwrap_or(0) as u32);
+            let target_logit = logits[target as usize];
+            for l in logits.iter_mut() {
+                *l = exp(*l - top);
+            }
+            *lse = top + sum(&logits).ln();
+            loss += (*lse - target_logit) as f64;
+        }
+        (loss, predicted)
+    }
+}
+
+/// The backward pass over a block of rows (dispatched): from the saved `product` and `lse`,
+/// ∂/∂logits `= (softmax − one-hot) · scale` (the incoming gradient over the number of rows)
+/// into `dlogits`, adding its column sums (∂/∂bias) to `dbias`.
+struct GradientRows<'a> {
+    product: &'a [f32],
+    bias: &'a [f32],
+    targets: &'a [u32],
+    lse: &'a [f32],
+    scale: f32,
+    dlogits: &'a mut [f32],
+    dbias: &'a mut [f32],
+}
+
+impl vectorize::Vectorized for GradientRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self { product, bias, targets, lse, scale, dlogits, dbias } = self;
+        let vocab = bias.len();
+        for (((d, row), &target), &lse) in dlogits.chunks_exact_mut(vocab).zip(product.chunks_exact(vocab)).zip(targets).zip(lse) {
+            for ((d, &p), &b) in d.iter_mut().zip(row).zip(bias) {
+                *d = exp(p + b - lse) * scale;
+            }
+            d[target as usize] -= scale;
+            for (s, &x) in dbias.iter_mut().zip(d.iter()) {
+                *s += x;
+            }
+        }
     }
 }
