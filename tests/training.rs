@@ -274,10 +274,12 @@ fn training_forward_without_dropout_equals_the_inference_forward() {
     for objective in VARIANTS {
         let dir = tempfile::tempdir().unwrap();
         let (_varmap, model, _optimizer, batch) = fixed_batch_setup(objective, dir.path());
-        let trained = model.picked_logits(&batch, &mut Ctx::train(&mut Rng::new(0))).unwrap();
-        let inferred = model.picked_logits(&batch, &mut Ctx::infer()).unwrap();
-        let diff = (trained - inferred).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-4, "{objective:?}: train and inference forwards differ by {diff}");
+        let targets = batch.targets();
+        let (trained, trained_top) = model.picked_loss(&batch, &targets, &mut Ctx::train(&mut Rng::new(0))).unwrap();
+        let (inferred, inferred_top) = model.picked_loss(&batch, &targets, &mut Ctx::infer()).unwrap();
+        let diff = (trained - inferred).unwrap().abs().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{objective:?}: train and inference losses differ by {diff}");
+        assert_eq!(trained_top, inferred_top, "{objective:?}: train and inference predictions differ");
     }
 }
 

@@ -29,17 +29,33 @@ impl MlmHead {
         })
     }
 
+    /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_embedding]` → logits `[n, d_vocab]`.
+    pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.logits(&self.transform(hidden, ctx)?, word_embeddings)
+    }
+
     /// Mean cross-entropy of the logits at `hidden` (`[n, d_model]`) over the vocabulary of
     /// `word_embeddings` (`[d_vocab, d_embedding]`) against `targets` (`n` ids), and each row's
-    /// top-scoring id. On the CPU the logits never leave one fused op.
+    /// top-scoring id. On the CPU the logits never leave one fused op (training reads the head
+    /// only here; [`MlmHead::forward`] serves inspection and the parity tests).
     pub fn loss(&self, hidden: &Tensor, word_embeddings: &Tensor, targets: &[u32], ctx: &Ctx) -> Result<(Tensor, Vec<u32>)> {
-        let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
-        let normed = self.layer_norm.forward(&transformed, ctx)?;
+        let normed = self.transform(hidden, ctx)?;
         if ctx.fused(&normed) {
             return Ok(kernels::vocabulary_cross_entropy(&normed, word_embeddings, &self.bias, targets)?);
         }
-        let logits = normed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?;
+        let logits = self.logits(&normed, word_embeddings)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(targets, targets.len(), logits.device())?)?;
         Ok((loss, logits.argmax(1)?.to_vec1()?))
+    }
+
+    /// The tied vocabulary projection plus the bias, by composed candle ops.
+    fn logits(&self, normed: &Tensor, word_embeddings: &Tensor) -> Result<Tensor> {
+        Ok(normed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    /// dense → activation → LayerNorm.
+    fn transform(&self, hidden: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
+        self.layer_norm.forward(&transformed, ctx)
     }
 }

@@ -56,28 +56,44 @@ impl Layer {
     /// those rows only → `[rows.len(), d_model]`. The pretraining loss reads the last block at
     /// the picked ~15% of positions, so this skips most of that block's work.
     pub fn forward_at(&self, xs: &Tensor, mask: &AttentionMask, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let resid_mid = self.attention_half(xs, mask, rows, ctx)?;
+        let linears = (&self.intermediate, &self.output);
+        self.output_norm.forward_feed_forward(linears, self.activation, &resid_mid, self.hidden_dropout, ctx)
+    }
+
+    /// `LayerNorm(dropout(attention(xs) W_oᵀ + b_o) + xs)`, at `rows` only if given; one fused op
+    /// on the CPU.
+    fn attention_half(&self, xs: &Tensor, mask: &AttentionMask, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        if ctx.fused(xs) {
+            // The three projections as one product (a larger matmul): each row the weights of
+            // one output, then its bias.
+            let with_bias = |linear: &Linear| Tensor::cat(&[linear.weight(), &linear.bias().unsqueeze(1)?], 1);
+            let projections = Tensor::cat(&[with_bias(&self.query)?, with_bias(&self.key)?, with_bias(&self.value)?], 0)?;
+            let (batch, pos, d_model) = (mask.batch, mask.pos, xs.dim(1)?);
+            let out_rows = rows.map_or(Ok(batch * pos), |rows| rows.dim(0))?;
+            // Drawn in the order of the composed path below.
+            let dropout = kernels::AttentionDropout {
+                probs: ctx.dropout_mask(batch * self.n_heads * pos * pos, self.attention_dropout),
+                hidden: ctx.dropout_mask(out_rows * d_model, self.hidden_dropout),
+            };
+            let (ln_weight, ln_bias, eps) = self.attention_norm.params();
+            let (w_out, b_out) = (self.attention_out.weight(), self.attention_out.bias());
+            let weights = kernels::AttentionWeights { projections: &projections, w_out, b_out, ln_weight, ln_bias };
+            return Ok(kernels::attention_block(xs, weights, (&mask.additive, self.n_heads), eps, rows, dropout)?);
+        }
         let attended = self.self_attention(xs, mask, ctx)?;
         let (attended, xs) = match rows {
             Some(rows) => (attended.index_select(rows, 0)?, xs.index_select(rows, 0)?),
             None => (attended, xs.clone()),
         };
-        let resid_mid = self.attention_norm.forward_residual(&self.attention_out, &attended, &xs, self.hidden_dropout, ctx)?;
-        let linears = (&self.intermediate, &self.output);
-        self.output_norm.forward_feed_forward(linears, self.activation, &resid_mid, self.hidden_dropout, ctx)
+        self.attention_norm.forward_residual(&self.attention_out, &attended, &xs, self.hidden_dropout, ctx)
     }
 
-    /// Multi-head scaled dot-product attention, before the output projection: `[batch·pos, d_model]`.
+    /// Multi-head scaled dot-product attention by composed candle ops, before the output
+    /// projection: `[batch·pos, d_model]`.
     fn self_attention(&self, xs: &Tensor, mask: &AttentionMask, ctx: &mut Ctx) -> Result<Tensor> {
         let (rows, d_model) = xs.dims2()?;
         let (batch, pos) = (mask.batch, mask.pos);
-        if ctx.fused(xs) {
-            // One product for the three projections (a larger matmul, and one gradient for `xs`):
-            // each row the weights of one output, then its bias.
-            let with_bias = |linear: &Linear| Tensor::cat(&[linear.weight(), &linear.bias().unsqueeze(1)?], 1);
-            let projections = Tensor::cat(&[with_bias(&self.query)?, with_bias(&self.key)?, with_bias(&self.value)?], 0)?;
-            let dropout = ctx.dropout_mask(batch * self.n_heads * pos * pos, self.attention_dropout);
-            return Ok(kernels::attention(xs, &projections, &mask.additive, self.n_heads, dropout)?);
-        }
         let d_head = d_model / self.n_heads;
         // [batch·pos, d_model] → [batch, n_heads, pos, d_head]
         let heads = |t: Tensor| -> Result<Tensor> { Ok(t.reshape((batch, pos, self.n_heads, d_head))?.transpose(1, 2)?.contiguous()?) };

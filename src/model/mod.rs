@@ -55,6 +55,11 @@ impl PretrainingModel {
         })
     }
 
+    /// MLM-head logits `[n, d_vocab]` for final hidden states `[n, d_model]`.
+    pub fn head_logits(&self, hidden: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.head.forward(hidden, &self.encoder.embeddings.word, ctx)
+    }
+
     /// The MLM head's mean cross-entropy at the batch's picked positions against `targets` (in
     /// `picked_indices` order), and its top-scoring id at each.
     pub fn picked_loss(&self, batch: &MaskedBatch, targets: &[u32], ctx: &mut Ctx) -> Result<(Tensor, Vec<u32>)> {

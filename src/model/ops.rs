@@ -125,12 +125,6 @@ impl Linear {
         activation.forward(&self.forward(xs)?)
     }
 
-    /// `x Wᵀ` without the bias (which the fused kernels add) for `xs`: `[rows, in]`, by the
-    /// fused path's own product kernel (CPU only).
-    pub fn project(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(kernels::project(xs, &self.weight)?)
-    }
-
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -167,20 +161,28 @@ impl LayerNorm {
         Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
     }
 
-    /// The post-LN residual step `LayerNorm(dropout(linear(xs)) + residual)`, all `[rows, ·]`.
+    /// The weight, bias and ε.
+    pub fn params(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.eps)
+    }
+
+    /// The post-LN residual step `LayerNorm(dropout(linear(xs)) + residual)`, all `[rows, ·]`, by
+    /// composed candle ops (on the CPU, the blocks' fused ops include it).
     pub fn forward_residual(&self, linear: &Linear, xs: &Tensor, residual: &Tensor, dropout: f64, ctx: &mut Ctx) -> Result<Tensor> {
-        if ctx.fused(xs) {
-            let mask = ctx.dropout_mask(residual.elem_count(), dropout);
-            let params = (&self.weight, &self.bias);
-            return Ok(kernels::residual_layer_norm(&linear.project(xs)?, linear.bias(), residual, params, self.eps, mask)?);
-        }
         let projected = ctx.dropout(&linear.forward(xs)?, dropout)?;
         self.forward(&(projected + residual)?, ctx)
     }
 
     /// The feed-forward half of a post-LN block, `LayerNorm(dropout(output(activation(
     /// intermediate(xs)))) + xs)`, for `xs`: `[rows, d_model]`; one fused op on the CPU.
-    pub fn forward_feed_forward(&self, (intermediate, output): (&Linear, &Linear), activation: Activation, xs: &Tensor, dropout: f64, ctx: &mut Ctx) -> Result<Tensor> {
+    pub fn forward_feed_forward(
+        &self,
+        (intermediate, output): (&Linear, &Linear),
+        activation: Activation,
+        xs: &Tensor,
+        dropout: f64,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         if ctx.fused(xs) {
             let mask = ctx.dropout_mask(xs.elem_count(), dropout);
             let weights = kernels::FeedForwardWeights {

@@ -180,10 +180,6 @@ impl CustomOp3 for LinearActivation {
         let (xs_v, w_v, b, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&b_s, b_l)?, storage_f32(&g_s, g_l)?);
         let (dx, dw, db) = backward(self.activation, (ys_v, xs_v, w_v, b), g, (rows, d_in, n));
         let device = xs.device();
-        Ok((
-            Some(Tensor::from_vec(dx, xs.shape(), device)?),
-            Some(Tensor::from_vec(dw, w.shape(), device)?),
-            Some(Tensor::from_vec(db, n, device)?),
-        ))
+        Ok((Some(Tensor::from_vec(dx, xs.shape(), device)?), Some(Tensor::from_vec(dw, w.shape(), device)?), Some(Tensor::from_vec(db, n, device)?)))
     }
 }

@@ -1,8 +1,9 @@
-//! The core of multi-head self-attention as one op: `[rows, d_in]` hidden states → the
-//! query/key/value projections → `[rows, d]` attended values, before the output projection.
+//! The core of multi-head self-attention: `[rows, d_in]` hidden states → the query/key/value
+//! projections → `[rows, d]` attended values, before the output projection, forward and
+//! backward on slices (the op around it, with the output projection and the residual
+//! LayerNorm, is `attention_block`).
 //!
-//! Forward computes the three projections as one product (gemm, as in `projection`; the product
-//! stays inside the op, not a node whose gradient candle would zero-fill and add), splits the
+//! Forward computes the three projections as one product (gemm, as in `projection`), splits the
 //! heads (adding the bias and folding 1/√d_head into the queries), runs
 //! `softmax(q·kᵀ + additive)`, dropout and `·v`, where `additive` is the padding mask and, in
 //! models with one, the relative-position bias. It keeps the split heads and the probabilities
@@ -15,37 +16,32 @@
 //! across the threads, which on two cores is slower than not splitting at all.)
 
 use super::dropout::DropoutMask;
-use super::par::{cpu_f32, par_row_chunks, storage_f32, sum_partials};
+use super::par::{par_row_chunks, sum_partials};
 use super::projection::{self, sequential_products, Operand};
 use super::simd::{dot, exp, max, sum};
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result, Shape};
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
-
-/// Attention over `xs`: `[batch·pos, d_in]`, whose query, key and value projections are
-/// `projections`: `[3·d, d_in + 1]` (each row an output's weights, then its bias), with
-/// `additive` added to the logits and dropout on the probabilities → `[batch·pos, d]`. `additive` is `[1 or batch, 1 or n_heads, 1 or pos, pos]` (sequence, head,
-/// query, key), broadcast over the dimensions of size 1. A per-key term (`[·, ·, 1, pos]`) is a
-/// padding mask and gets no gradient; a per-query one (a learned position bias) gets its
-/// gradient, summed over the dimensions it was broadcast along.
-pub fn attention(xs: &Tensor, projections: &Tensor, additive: &Tensor, n_heads: usize, dropout: Option<Arc<DropoutMask>>) -> Result<Tensor> {
-    let op = Attention { n_heads, dropout, saved: OnceLock::new() };
-    xs.contiguous()?.apply_op3(&projections.contiguous()?, &additive.contiguous()?, op)
-}
+use std::sync::Arc;
 
 /// Sequences per work unit: enough for a few matmuls of useful size, few enough for the scores
 /// (`SEQS_PER_CHUNK · heads · pos²` floats) to stay in cache.
 const SEQS_PER_CHUNK: usize = 2;
 
-struct Attention {
-    n_heads: usize,
-    dropout: Option<Arc<DropoutMask>>,
-    /// Set by the forward pass (one entry per chunk), read by backward.
-    saved: OnceLock<Vec<Saved>>,
+/// Attention with `n_heads` heads, and dropout on the probabilities if a mask is given.
+pub(super) struct Attention {
+    pub n_heads: usize,
+    pub dropout: Option<Arc<DropoutMask>>,
+}
+
+/// What [`Attention::forward`] keeps for [`Attention::backward`].
+pub(super) struct Saved {
+    dims: Dims,
+    batch: usize,
+    chunks: Vec<ChunkSaved>,
 }
 
 /// What backward needs of one chunk of sequences.
-struct Saved {
+struct ChunkSaved {
     /// `[3, seqs·heads, pos, d_head]`: scaled queries, keys, values.
     heads: Vec<f32>,
     /// `[seqs·heads, pos, pos]` softmax output, before dropout.
@@ -54,7 +50,7 @@ struct Saved {
     dropped: Option<Vec<f32>>,
 }
 
-impl Saved {
+impl ChunkSaved {
     /// The probabilities as the values saw them.
     fn dropped(&self) -> &[f32] {
         self.dropped.as_deref().unwrap_or(&self.probs)
@@ -194,24 +190,20 @@ impl Dims {
 }
 
 impl Attention {
-    /// The sizes of the op's inputs `xs`: `[rows, d_in]`, `projections`: `[3·d, d_in + 1]` and
-    /// `additive` → (sizes, batch, d_in).
-    fn dims(&self, xs: &Shape, projections: &Shape, additive_shape: &Shape) -> Result<(Dims, usize, usize)> {
-        let ((rows, d_in), (d3, row_len)) = (xs.dims2()?, projections.dims2()?);
-        if row_len != d_in + 1 {
-            bail!("attention: projections {projections:?} do not fit inputs {xs:?} (expected [3·d, {}])", d_in + 1);
-        }
+    /// The sizes of a pass over `rows` inputs of `d_in` projected to `d` per part, with an
+    /// additive term of `additive_shape` → (sizes, batch).
+    fn dims(&self, (rows, d_in, d): (usize, usize, usize), additive_shape: &Shape) -> Result<(Dims, usize)> {
         let pos = additive_shape.dims4()?.3;
-        if pos == 0 || rows % pos != 0 || d3 % (3 * self.n_heads) != 0 {
-            bail!("attention: {rows} rows projected to {d3} do not fit sequences of {pos} tokens with {} heads", self.n_heads);
+        if pos == 0 || rows % pos != 0 || d % self.n_heads != 0 || d_in == 0 {
+            bail!("attention: {rows} rows projected to {d} do not fit sequences of {pos} tokens with {} heads", self.n_heads);
         }
         let batch = rows / pos;
         let additive = Additive::new(additive_shape, batch, self.n_heads, pos)?;
-        Ok((Dims { n_heads: self.n_heads, pos, d_head: d3 / (3 * self.n_heads), additive }, batch, d_in))
+        Ok((Dims { n_heads: self.n_heads, pos, d_head: d / self.n_heads, additive }, batch))
     }
 
     /// Forward of the sequences `seqs`: `qkv` and `out` are their rows; `additive` is the whole term.
-    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, bias, additive): (&[f32], &[f32], &[f32]), out: &mut [f32]) -> Result<Saved> {
+    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, bias, additive): (&[f32], &[f32], &[f32]), out: &mut [f32]) -> Result<ChunkSaved> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
         let n = seqs.len() * dims.n_heads;
         let mut heads = vec![0f32; 3 * n * pos * dh];
@@ -228,7 +220,7 @@ impl Attention {
             dropout.apply(&probs, seqs.start * dims.n_heads * per_score, &mut dropped);
             dropped
         });
-        let saved = Saved { heads, probs, dropped };
+        let saved = ChunkSaved { heads, probs, dropped };
         let [_, _, v] = dims.parts(&saved.heads, n);
         let attended =
             sequential_products(n, (pos, pos, dh), |h| Operand::rows(&saved.dropped()[h * per_score..], pos), |h| Operand::rows(&v[h * per_head..], dh));
@@ -239,7 +231,7 @@ impl Attention {
     /// Backward of the sequences `seqs` (`grad`, `dqkv`: their rows); returns ∂/∂bias, and adds
     /// ∂/∂additive to `d_additive` (the chunk's sequences' part of it, or the whole shared term)
     /// when the term is per query.
-    fn backward_chunk(&self, dims: Dims, seqs: Range<usize>, saved: &Saved, grad: &[f32], dqkv: &mut [f32], d_additive: &mut [f32]) -> Result<Vec<f32>> {
+    fn backward_chunk(&self, dims: Dims, seqs: Range<usize>, saved: &ChunkSaved, grad: &[f32], dqkv: &mut [f32], d_additive: &mut [f32]) -> Vec<f32> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
         let n = seqs.len() * dims.n_heads;
         let mut g_heads = vec![0f32; n * pos * dh];
@@ -274,46 +266,40 @@ impl Attention {
         let parts = [(&dq[..], dims.scale()), (&dk[..], 1.0), (&dv[..], 1.0)];
         let mut dbias = vec![0f32; 3 * d];
         dims.merge_heads(parts, dqkv, Some(&mut dbias));
-        Ok(dbias)
+        dbias
     }
 }
 
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "repdef-attention"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, p: &CpuStorage, pl: &Layout, additive: &CpuStorage, al: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dims, batch, d_in) = self.dims(xl.shape(), pl.shape(), al.shape())?;
-        let (d, pos) = (dims.d_model(), dims.pos);
-        let (xs, p, additive) = (cpu_f32(xs, xl)?, cpu_f32(p, pl)?, cpu_f32(additive, al)?);
-        let qkv = projection::product(batch * pos, d_in, 3 * d, Operand::rows(xs, d_in), Operand::transposed(p, d_in + 1));
-        let bias: Vec<f32> = p.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
+impl Attention {
+    /// The attended values of `xs` (`[rows, d_in]`) for `projections` (`[3·d, d_in + 1]`, each
+    /// row an output's weights, then its bias) and the additive term `(values, shape)` →
+    /// (`[rows, d]`, what backward needs).
+    pub(super) fn forward(
+        &self,
+        xs: &[f32],
+        projections: &[f32],
+        (additive, additive_shape): (&[f32], &Shape),
+        (rows, d_in, d): (usize, usize, usize),
+    ) -> Result<(Vec<f32>, Saved)> {
+        let (dims, batch) = self.dims((rows, d_in, d), additive_shape)?;
+        let pos = dims.pos;
+        let qkv = projection::product(rows, d_in, 3 * d, Operand::rows(xs, d_in), Operand::transposed(projections, d_in + 1));
+        let bias: Vec<f32> = projections.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
         let (qkv, bias) = (&qkv[..], &bias[..]);
-        let (saved, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
+        let (chunks, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
             let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
             self.forward_chunk(dims, seqs, (qkv, bias, additive), o)
         });
-        if self.saved.set(saved.into_iter().collect::<Result<_>>()?).is_err() {
-            bail!("attention op applied twice");
-        }
-        Ok((CpuStorage::F32(out), Shape::from((batch * pos, d))))
+        Ok((out, Saved { dims, batch, chunks: chunks.into_iter().collect::<Result<_>>()? }))
     }
 
-    fn bwd(
-        &self,
-        xs: &Tensor,
-        projections: &Tensor,
-        additive: &Tensor,
-        _out: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(saved) = self.saved.get() else { bail!("attention backward before forward") };
-        let (dims, batch, d_in) = self.dims(xs.shape(), projections.shape(), additive.shape())?;
+    /// The gradients of [`Attention::forward`] for the output gradient `g` (`[rows, d]`) →
+    /// (∂/∂xs, ∂/∂projections in their layout, ∂/∂additive in its layout when the term is per
+    /// query: a padding mask gets none).
+    pub(super) fn backward(&self, saved: &Saved, xs: &[f32], projections: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+        let (dims, batch) = (saved.dims, saved.batch);
         let (d, pos) = (dims.d_model(), dims.pos);
-        let grad = grad.contiguous()?;
-        let (g_s, g_l) = grad.storage_and_layout();
-        let g = storage_f32(&g_s, g_l)?;
+        let d_in = projections.len() / (3 * d) - 1;
         // ∂/∂additive: written per sequence when each has its own term, otherwise summed over
         // chunk-local copies of the shared term (none for a padding mask).
         let per_seq = dims.additive.per_query() && dims.additive.per_sequence();
@@ -323,26 +309,19 @@ impl CustomOp3 for Attention {
             let chunk = seqs.start / SEQS_PER_CHUNK;
             let mut shared = vec![0f32; shared_len];
             let target = if per_seq { da } else { &mut shared[..] };
-            let dbias = self.backward_chunk(dims, seqs.clone(), &saved[chunk], &g[seqs.start * pos * d..seqs.end * pos * d], o, target)?;
-            Ok((dbias, shared))
+            let dbias = self.backward_chunk(dims, seqs.clone(), &saved.chunks[chunk], &g[seqs.start * pos * d..seqs.end * pos * d], o, target);
+            (dbias, shared)
         });
-        let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().collect::<Result<Vec<_>>>()?.into_iter().unzip();
-        let device = xs.device();
-        let (dx, dprojections) = {
-            let (xs_s, xs_l) = xs.storage_and_layout();
-            let (p_s, p_l) = projections.storage_and_layout();
-            let (xs_v, p) = (storage_f32(&xs_s, xs_l)?, storage_f32(&p_s, p_l)?);
-            // ∂/∂W laid out as `projections`, each row followed by its ∂/∂bias.
-            let (dx, dw) = projection::product_grads(&dqkv, xs_v, p, (batch * pos, d_in, 3 * d), d_in + 1);
-            let dbias = sum_partials(dbias, 3 * d);
-            let packed: Vec<f32> = dw.chunks_exact(d_in).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
-            (Tensor::from_vec(dx, xs.shape(), device)?, Tensor::from_vec(packed, projections.shape(), device)?)
-        };
+        let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+        // ∂/∂W laid out as `projections`, each row followed by its ∂/∂bias.
+        let (dx, dw) = projection::product_grads(&dqkv, xs, projections, (batch * pos, d_in, 3 * d), d_in + 1);
+        let dbias = sum_partials(dbias, 3 * d);
+        let dprojections: Vec<f32> = dw.chunks_exact(d_in).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
         let d_additive = match (per_seq, shared_len) {
-            (true, _) => Some(Tensor::from_vec(d_additive, additive.shape(), device)?),
+            (true, _) => Some(d_additive),
             (false, 0) => None,
-            (false, n) => Some(Tensor::from_vec(sum_partials(shared, n), additive.shape(), device)?),
+            (false, n) => Some(sum_partials(shared, n)),
         };
-        Ok((Some(dx), Some(dprojections), d_additive))
+        (dx, dprojections, d_additive)
     }
 }

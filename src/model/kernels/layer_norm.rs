@@ -1,30 +1,16 @@
-//! LayerNorm over the last dimension, alone or fused with what precedes it in a post-LN block
-//! (`LayerNorm(dropout(y + bias) + residual)`), with hand-written backward. Statistics are
+//! LayerNorm over the last dimension with hand-written backward: alone (an op), and fused with
+//! what precedes it in a post-LN block, `LayerNorm(dropout(y + bias) + residual)`, as passes
+//! over slices that the blocks' ops (`attention_block`, `feed_forward`) run. Statistics are
 //! recomputed in backward instead of saved: one extra read of a row that is in cache anyway.
 
 use super::dropout::DropoutMask;
 use super::par::{cpu_f32, par_row_blocks, storage_f32, sum_partials};
 use super::simd::{dot, squared_deviations, sum};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use std::sync::Arc;
 
 /// `LayerNorm(xs) · weight + bias` for `xs`: `[rows, d]`.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     xs.contiguous()?.apply_op3(weight, bias, LayerNorm { eps: eps as f32 })
-}
-
-/// `LayerNorm(dropout(ys + bias) + residual) · weight + ln_bias` for `ys`, `residual`: `[rows, d]`.
-pub fn residual_layer_norm(
-    ys: &Tensor,
-    bias: &Tensor,
-    residual: &Tensor,
-    (weight, ln_bias): (&Tensor, &Tensor),
-    eps: f64,
-    dropout: Option<Arc<DropoutMask>>,
-) -> Result<Tensor> {
-    // A custom op takes at most three tensors: the three vectors travel as one `[3, d]`.
-    let params = Tensor::stack(&[bias, weight, ln_bias], 0)?;
-    ys.contiguous()?.apply_op3(&residual.contiguous()?, &params, ResidualLayerNorm { eps: eps as f32, dropout })
 }
 
 /// Mean and 1/std of one row.
@@ -116,11 +102,6 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-struct ResidualLayerNorm {
-    eps: f32,
-    dropout: Option<Arc<DropoutMask>>,
-}
-
 /// `h = dropout(y + bias) + residual` for one row starting at element `offset`.
 fn pre_norm(dropout: Option<&DropoutMask>, ys: &[f32], bias: &[f32], residual: &[f32], offset: usize, h: &mut [f32]) {
     let rows = h.iter_mut().zip(ys).zip(bias).zip(residual);
@@ -182,36 +163,6 @@ pub(super) fn residual_norm_backward(
     });
     let dparams: Vec<f32> = (0..3).flat_map(|k| sum_partials(partials.iter().map(|p| p[k].clone()), d)).collect();
     (dh, dropout.map(|_| dy), dparams)
-}
-
-impl CustomOp3 for ResidualLayerNorm {
-    fn name(&self) -> &'static str {
-        "repdef-residual-layer-norm"
-    }
-
-    fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, res: &CpuStorage, rl: &Layout, p: &CpuStorage, pl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (ys, res, p) = (cpu_f32(ys, yl)?, cpu_f32(res, rl)?, cpu_f32(p, pl)?);
-        check_residual_sizes(ys.len(), res.len(), p.len(), self.dropout.as_deref())?;
-        let out = residual_norm_forward(ys, res, p, self.eps, self.dropout.as_deref());
-        Ok((CpuStorage::F32(out), yl.shape().clone()))
-    }
-
-    fn bwd(&self, ys: &Tensor, res: &Tensor, p: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let (ys_s, ys_l) = ys.storage_and_layout();
-        let (res_s, res_l) = res.storage_and_layout();
-        let (p_s, p_l) = p.storage_and_layout();
-        let (g_s, g_l) = grad.storage_and_layout();
-        let (ys_v, res_v, p_v, g) = (storage_f32(&ys_s, ys_l)?, storage_f32(&res_s, res_l)?, storage_f32(&p_s, p_l)?, storage_f32(&g_s, g_l)?);
-        let (dh, dy, dparams) = residual_norm_backward((ys_v, res_v, p_v), g, self.eps, self.dropout.as_deref());
-        let device = ys.device();
-        let dh = Tensor::from_vec(dh, ys.shape(), device)?;
-        let dy = match dy {
-            Some(dy) => Tensor::from_vec(dy, ys.shape(), device)?,
-            None => dh.clone(),
-        };
-        Ok((Some(dy), Some(dh), Some(Tensor::from_vec(dparams, p.shape(), device)?)))
-    }
 }
 
 /// Checks the inputs of a residual LayerNorm: `ys` and `residual` of whole rows of `d` (from

@@ -12,6 +12,7 @@
 
 mod activation;
 mod attention;
+mod attention_block;
 mod dropout;
 mod feed_forward;
 mod layer_norm;
@@ -21,11 +22,10 @@ mod simd;
 mod vocabulary_loss;
 
 pub use activation::linear_activation;
-pub use attention::attention;
+pub use attention_block::{attention_block, AttentionDropout, AttentionWeights};
 pub use dropout::{dropout, DropoutMask};
 pub use feed_forward::{feed_forward, FeedForwardWeights};
-pub use layer_norm::{layer_norm, residual_layer_norm};
-pub use projection::project;
+pub use layer_norm::layer_norm;
 pub use vocabulary_loss::vocabulary_cross_entropy;
 
 #[cfg(test)]

@@ -1,18 +1,12 @@
-//! The linear layers' product `x Wᵀ` as one op that calls gemm itself, with hand-written
-//! backward. candle's `xs.matmul(&w.t())` zero-fills every product before gemm overwrites it
-//! (a serial pass over the largest activations of a step), and adds a transpose node whose
-//! gradient is accumulated through a strided copy; here each product is written once, straight
-//! into a fresh buffer, and ∂/∂W comes out in W's own layout.
+//! The matrix products of the kernels, calling gemm directly: the linear layers' `x Wᵀ` and its
+//! gradients, and the per-head products of attention. candle's `xs.matmul(&w.t())` zero-fills
+//! every product before gemm overwrites it (a serial pass over the largest activations of a
+//! step), and adds a transpose node whose gradient is accumulated through a strided copy; here
+//! each product is written once, straight into a fresh buffer, and ∂/∂W comes out in W's own
+//! layout.
 
-use super::par::{cpu_f32, storage_f32};
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result, Shape};
 use gemm::Parallelism;
-
-/// `xs Wᵀ` for `xs`: `[rows, d_in]` and `weight`: `[d_out, d_in]` (PyTorch's layout) →
-/// `[rows, d_out]`.
-pub fn project(xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    xs.contiguous()?.apply_op2(&weight.contiguous()?, Projection)
-}
 
 /// A row-major matrix operand of gemm: its data and its element strides.
 #[derive(Clone, Copy)]
@@ -111,8 +105,6 @@ fn stacked_products<'a>(
     out
 }
 
-struct Projection;
-
 /// `(rows, d_in, d_out)` of `xs`: `[rows, d_in]` times the transpose of `weight`: `[d_out, d_in]`.
 pub(super) fn dims(xs: &Shape, weight: &Shape) -> Result<(usize, usize, usize)> {
     let ((rows, d_in), (d_out, w_in)) = (xs.dims2()?, weight.dims2()?);
@@ -120,28 +112,4 @@ pub(super) fn dims(xs: &Shape, weight: &Shape) -> Result<(usize, usize, usize)> 
         bail!("projection: input {xs:?} does not match weight {weight:?}");
     }
     Ok((rows, d_in, d_out))
-}
-
-impl CustomOp2 for Projection {
-    fn name(&self) -> &'static str {
-        "repdef-projection"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (rows, d_in, d_out) = dims(xl.shape(), wl.shape())?;
-        let (xs, w) = (cpu_f32(xs, xl)?, cpu_f32(w, wl)?);
-        let out = product(rows, d_in, d_out, Operand::rows(xs, d_in), Operand::transposed(w, d_in));
-        Ok((CpuStorage::F32(out), Shape::from((rows, d_out))))
-    }
-
-    fn bwd(&self, xs: &Tensor, w: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (rows, d_in, d_out) = dims(xs.shape(), w.shape())?;
-        let grad = grad.contiguous()?;
-        let (xs_s, xs_l) = xs.storage_and_layout();
-        let (w_s, w_l) = w.storage_and_layout();
-        let (g_s, g_l) = grad.storage_and_layout();
-        let (xs_v, w_v, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&w_s, w_l)?, storage_f32(&g_s, g_l)?);
-        let (dx, dw) = product_grads(g, xs_v, w_v, (rows, d_in, d_out), d_in);
-        Ok((Some(Tensor::from_vec(dx, xs.shape(), xs.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
-    }
 }

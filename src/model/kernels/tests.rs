@@ -8,7 +8,7 @@ use crate::config::{MaskConfig, ModelConfig, Objective, Preset};
 use crate::data::masking::Masker;
 use crate::data::tokenizer::SpecialIds;
 use crate::model::head::MlmHead;
-use crate::model::kernels;
+use crate::model::kernels::projection::{self, Operand};
 use crate::model::layer::Layer;
 use crate::model::ops::{Activation, AttentionMask, Ctx, LayerNorm, Linear};
 use crate::model::relative_position::RelativePositionBias;
@@ -121,21 +121,17 @@ fn assert_same_training_pass(varmap: &VarMap, x: &Var, a: impl Fn(&Tensor, &mut 
 const ROWS: usize = 37;
 
 #[test]
-fn projection_matches_candle_matmul_in_value_and_gradients() {
-    let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
-    let w = Var::from_tensor(&random((64, 48), &mut Rng::new(2))).unwrap();
-    let probe = random((ROWS, 64), &mut Rng::new(3));
-    let value_and_gradients = |product: Tensor| {
-        let grads = (&product * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        [product, grads.get(&x).unwrap().clone(), grads.get(&w).unwrap().clone()]
-    };
-    let fused = value_and_gradients(kernels::project(&x, &w).unwrap());
-    let composed = value_and_gradients(x.matmul(&w.t().unwrap()).unwrap());
-    for ((got, want), what) in fused.iter().zip(&composed).zip(["value", "∂/∂x", "∂/∂W"]) {
-        assert_close(got, want, 1e-5, what);
+fn products_match_candle_matmul_in_value_and_gradients() {
+    let (x, w, g) = (random((ROWS, 48), &mut Rng::new(1)), random((64, 48), &mut Rng::new(2)), random((ROWS, 64), &mut Rng::new(3)));
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (xs, ws, gs) = (values(&x), values(&w), values(&g));
+    let product = projection::product(ROWS, 48, 64, Operand::rows(&xs, 48), Operand::transposed(&ws, 48));
+    let (dx, dw) = projection::product_grads(&gs, &xs, &ws, (ROWS, 48, 64), 48);
+    let want = [x.matmul(&w.t().unwrap()), g.matmul(&w), g.t().unwrap().matmul(&x)].map(Result::unwrap);
+    for ((got, want), what) in [product, dx, dw].iter().zip(&want).zip(["x Wᵀ", "∂/∂x", "∂/∂W"]) {
+        assert_close(&Tensor::from_slice(got, want.shape(), &Device::Cpu).unwrap(), want, 1e-5, what);
     }
-    let no_rows = kernels::project(&Tensor::zeros((0, 48), DType::F32, &Device::Cpu).unwrap(), &w).unwrap();
-    assert_eq!(no_rows.dims(), [0, 64]);
+    assert!(projection::product(0, 48, 64, Operand::rows(&[], 48), Operand::transposed(&ws, 48)).is_empty());
 }
 
 #[test]
@@ -146,12 +142,12 @@ fn layer_norm_matches_composed() {
 }
 
 #[test]
-fn residual_layer_norm_matches_composed_with_and_without_dropout() {
-    for dropout in [0.0, 0.3] {
-        let (varmap, (linear, norm, residual)) =
-            module(|vb| Ok((Linear::load(vb.pp("dense"), 48, 64)?, LayerNorm::load(vb.pp("ln"), 64, 1e-5)?, vb.get((ROWS, 64), "residual")?)));
+fn feed_forward_half_matches_composed_for_every_activation_with_and_without_dropout() {
+    for (activation, dropout) in [(Activation::Gelu, 0.0), (Activation::Gelu, 0.3), (Activation::GeluTanh, 0.1), (Activation::Relu, 0.2)] {
+        let (varmap, (intermediate, output, norm)) =
+            module(|vb| Ok((Linear::load(vb.pp("in"), 48, 96)?, Linear::load(vb.pp("out"), 96, 48)?, LayerNorm::load(vb.pp("ln"), 48, 1e-5)?)));
         let x = Var::from_tensor(&random((ROWS, 48), &mut Rng::new(1))).unwrap();
-        assert_matches_composed(&varmap, &x, |x, ctx| norm.forward_residual(&linear, x, &residual, dropout, ctx));
+        assert_matches_composed(&varmap, &x, |x, ctx| norm.forward_feed_forward((&intermediate, &output), activation, x, dropout, ctx));
     }
 }
 
@@ -224,6 +220,16 @@ fn block_at_picked_rows_matches_full_block_read_there() {
         |x, ctx| layer.forward_at(x, &mask, Some(&rows), ctx),
         |x, ctx| Ok(layer.forward(x, &mask, ctx)?.index_select(&rows, 0)?),
     );
+}
+
+#[test]
+fn block_at_picked_rows_matches_composed_with_dropout() {
+    let cfg = config("gelu", 0.2);
+    let (varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
+    let (mask, batch, pos) = ragged_mask();
+    let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
+    let rows = Tensor::new(&[12u32, 0, 5, 20, 32, 13, 5], &Device::Cpu).unwrap();
+    assert_matches_composed(&varmap, &x, |x, ctx| layer.forward_at(x, &mask, Some(&rows), ctx));
 }
 
 #[test]

@@ -11,8 +11,8 @@
 use super::par::{cpu_f32, par_row_blocks, storage_f32, sum_partials};
 use super::projection::{self, Operand};
 use super::simd::{exp, max, sum};
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use crate::vectorize;
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, OnceLock};
 
 /// For `normed`: `[n, d_embedding]`, `embeddings`: `[d_vocab, d_embedding]`, `bias`: `[d_vocab]`

@@ -1,0 +1,189 @@
+//! The attention half of a post-LN block, `LayerNorm(dropout(attention(x) W_oᵀ + b_o) + x)`, as
+//! one op with hand-written backward: the attention core (`attention`), the output projection
+//! and the residual LayerNorm (`layer_norm`'s slice-level passes), optionally only at some rows
+//! (the last block of the pretraining encoder, whose output the loss reads at the picked ~15%).
+//!
+//! As separate ops, the attended values and their projection would be nodes of candle's graph,
+//! each given a zero-filled gradient and an add in backward (serially, on one thread), and `x`,
+//! which feeds both the attention and the residual, two gradients to add. Here the block input's
+//! gradient is the only one candle accumulates.
+
+use super::attention::{self, Attention};
+use super::dropout::DropoutMask;
+use super::layer_norm::{check_residual_sizes, residual_norm_backward, residual_norm_forward};
+use super::par::{cpu_f32, storage_f32};
+use super::projection::{self, Operand};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+/// The parameters of the attention half of a block: the query, key and value projections as
+/// one `[3·d, d + 1]` matrix (each row an output's weights, then its bias), the output
+/// projection (`[d, d]`, PyTorch's layout) and the LayerNorm after the residual add.
+pub struct AttentionWeights<'a> {
+    pub projections: &'a Tensor,
+    pub w_out: &'a Tensor,
+    pub b_out: &'a Tensor,
+    pub ln_weight: &'a Tensor,
+    pub ln_bias: &'a Tensor,
+}
+
+/// The block's dropout masks: on the attention probabilities and on the projected output.
+pub struct AttentionDropout {
+    pub probs: Option<Arc<DropoutMask>>,
+    pub hidden: Option<Arc<DropoutMask>>,
+}
+
+/// `LayerNorm(dropout(attention(xs) W_oᵀ + b_o) + xs)` for `xs`: `[batch·pos, d]`, with
+/// `n_heads` heads and `additive` added to the logits (`[1 or batch, 1 or n_heads, 1 or pos,
+/// pos]`: a padding mask, or with a position bias, which gets its gradient) → `[batch·pos, d]`;
+/// with `rows` (u32 indices of rows of `xs`), the output at those rows only, `[rows.len(), d]`
+/// (every row is still attended to).
+pub fn attention_block(
+    xs: &Tensor,
+    weights: AttentionWeights,
+    (additive, n_heads): (&Tensor, usize),
+    eps: f64,
+    rows: Option<&Tensor>,
+    dropout: AttentionDropout,
+) -> Result<Tensor> {
+    let AttentionWeights { projections, w_out, b_out, ln_weight, ln_bias } = weights;
+    // A custom op takes at most three tensors: the parameters travel as one vector, in the
+    // order `Parts::split` reads them.
+    let params = Tensor::cat(&[&projections.flatten_all()?, &w_out.flatten_all()?, b_out, ln_weight, ln_bias], 0)?;
+    let op = AttentionBlock {
+        attention: Attention { n_heads, dropout: dropout.probs },
+        rows: rows.map(Tensor::to_vec1::<u32>).transpose()?,
+        eps: eps as f32,
+        dropout: dropout.hidden,
+        saved: OnceLock::new(),
+    };
+    xs.contiguous()?.apply_op3(&params, &additive.contiguous()?, op)
+}
+
+struct AttentionBlock {
+    attention: Attention,
+    /// The output rows, if not all.
+    rows: Option<Vec<u32>>,
+    eps: f32,
+    dropout: Option<Arc<DropoutMask>>,
+    saved: OnceLock<Saved>,
+}
+
+/// What the forward pass keeps for backward.
+struct Saved {
+    attention: attention::Saved,
+    /// The attended values at the output rows, `[out_rows, d]`.
+    attended: Vec<f32>,
+    /// Their projection `attended W_oᵀ`.
+    projected: Vec<f32>,
+}
+
+/// The packed parameter vector, split: `[projections (3·d·(d + 1)) | w_out (d·d) | b_out,
+/// ln_weight, ln_bias (3·d)]`; the last three in the layout of `residual_norm_forward`.
+struct Parts<'a> {
+    projections: &'a [f32],
+    w_out: &'a [f32],
+    norm: &'a [f32],
+}
+
+impl<'a> Parts<'a> {
+    fn split(params: &'a [f32], d: usize) -> Result<Self> {
+        if params.len() != 3 * d * (d + 1) + d * d + 3 * d {
+            bail!("attention block: {} parameters do not fit d_model {d}", params.len());
+        }
+        let (projections, rest) = params.split_at(3 * d * (d + 1));
+        let (w_out, norm) = rest.split_at(d * d);
+        Ok(Parts { projections, w_out, norm })
+    }
+}
+
+/// Rows `rows` of `xs` (rows of `d`).
+fn gather(xs: &[f32], rows: &[u32], d: usize) -> Vec<f32> {
+    rows.iter().flat_map(|&r| &xs[r as usize * d..(r as usize + 1) * d]).copied().collect()
+}
+
+impl AttentionBlock {
+    /// `xs` (rows of `d`) at the output rows.
+    fn at_rows<'a>(&self, xs: &'a [f32], d: usize) -> Cow<'a, [f32]> {
+        match &self.rows {
+            Some(rows) => Cow::Owned(gather(xs, rows, d)),
+            None => Cow::Borrowed(xs),
+        }
+    }
+
+    /// Adds `g` (`[out_rows, d]`) into `into` (`[rows, d]`) at the output rows.
+    fn add_at_rows(&self, g: &[f32], into: &mut [f32], d: usize) {
+        match &self.rows {
+            Some(rows) => {
+                for (&r, g) in rows.iter().zip(g.chunks_exact(d)) {
+                    into[r as usize * d..(r as usize + 1) * d].iter_mut().zip(g).for_each(|(x, &g)| *x += g);
+                }
+            }
+            None => into.iter_mut().zip(g).for_each(|(x, &g)| *x += g),
+        }
+    }
+}
+
+impl CustomOp3 for AttentionBlock {
+    fn name(&self) -> &'static str {
+        "repdef-attention-block"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, p: &CpuStorage, pl: &Layout, additive: &CpuStorage, al: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, d) = xl.shape().dims2()?;
+        let (xs, additive) = (cpu_f32(xs, xl)?, cpu_f32(additive, al)?);
+        let parts = Parts::split(cpu_f32(p, pl)?, d)?;
+        if let Some(bad) = self.rows.iter().flatten().find(|&&r| r as usize >= n) {
+            bail!("attention block: output row {bad} of {n} rows");
+        }
+        let (attended, attention) = self.attention.forward(xs, parts.projections, (additive, al.shape()), (n, d, d))?;
+        let attended = match &self.rows {
+            Some(rows) => gather(&attended, rows, d),
+            None => attended,
+        };
+        let residual = self.at_rows(xs, d);
+        check_residual_sizes(attended.len(), residual.len(), parts.norm.len(), self.dropout.as_deref())?;
+        let out_rows = attended.len() / d;
+        let projected = projection::product(out_rows, d, d, Operand::rows(&attended, d), Operand::transposed(parts.w_out, d));
+        let out = residual_norm_forward(&projected, &residual, parts.norm, self.eps, self.dropout.as_deref());
+        if self.saved.set(Saved { attention, attended, projected }).is_err() {
+            bail!("attention block op applied twice");
+        }
+        Ok((CpuStorage::F32(out), Shape::from((out_rows, d))))
+    }
+
+    fn bwd(&self, xs: &Tensor, params: &Tensor, additive: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(saved) = self.saved.get() else { bail!("attention block backward before forward") };
+        let (n, d) = xs.dims2()?;
+        let grad = grad.contiguous()?;
+        let (xs_s, xs_l) = xs.storage_and_layout();
+        let (p_s, p_l) = params.storage_and_layout();
+        let (g_s, g_l) = grad.storage_and_layout();
+        let (xs_v, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&g_s, g_l)?);
+        let parts = Parts::split(storage_f32(&p_s, p_l)?, d)?;
+        let residual = self.at_rows(xs_v, d);
+        let (dh, dprojected, dnorm) = residual_norm_backward((&saved.projected, &residual, parts.norm), g, self.eps, self.dropout.as_deref());
+        let dprojected = dprojected.as_deref().unwrap_or(&dh);
+        let out_rows = saved.attended.len() / d;
+        let (dattended, dw_out) = projection::product_grads(dprojected, &saved.attended, parts.w_out, (out_rows, d, d), d);
+        let dattended = match &self.rows {
+            Some(_) => {
+                let mut all = vec![0f32; n * d];
+                self.add_at_rows(&dattended, &mut all, d);
+                all
+            }
+            None => dattended,
+        };
+        let (mut dx, dprojections, dadditive) = self.attention.backward(&saved.attention, xs_v, parts.projections, &dattended);
+        // `xs` also feeds the residual add, whose gradient is ∂/∂h.
+        self.add_at_rows(&dh, &mut dx, d);
+        let dparams = [dprojections, dw_out, dnorm].concat();
+        let device = xs.device();
+        Ok((
+            Some(Tensor::from_vec(dx, xs.shape(), device)?),
+            Some(Tensor::from_vec(dparams, params.shape(), device)?),
+            dadditive.map(|da| Tensor::from_vec(da, additive.shape(), device)).transpose()?,
+        ))
+    }
+}
