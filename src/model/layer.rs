@@ -79,7 +79,7 @@ impl Layer {
             let (ln_weight, ln_bias, eps) = self.attention_norm.params();
             let (w_out, b_out) = (self.attention_out.weight(), self.attention_out.bias());
             let weights = kernels::AttentionWeights { projections: &projections, w_out, b_out, ln_weight, ln_bias };
-            return Ok(kernels::attention_block(xs, weights, (&mask.additive, self.n_heads), eps, rows, dropout)?);
+            return Ok(kernels::attention_block(xs, weights, (&mask.additive, self.n_heads), eps, rows, dropout, ctx.training())?);
         }
         let attended = self.self_attention(xs, mask, ctx)?;
         let (attended, xs) = match rows {

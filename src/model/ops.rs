@@ -67,7 +67,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn training(&self) -> bool {
+    pub(super) fn training(&self) -> bool {
         matches!(self.mode, Mode::Train(_))
     }
 
@@ -193,7 +193,7 @@ impl LayerNorm {
                 ln_weight: &self.weight,
                 ln_bias: &self.bias,
             };
-            return Ok(kernels::feed_forward(xs, weights, activation, self.eps, mask)?);
+            return Ok(kernels::feed_forward(xs, weights, activation, self.eps, mask, ctx.training())?);
         }
         let mlp = activation.forward(&intermediate.forward(xs)?)?;
         self.forward_residual(output, &mlp, xs, dropout, ctx)

@@ -38,7 +38,7 @@ pub struct AttentionDropout {
 /// `n_heads` heads and `additive` added to the logits (`[1 or batch, 1 or n_heads, 1 or pos,
 /// pos]`: a padding mask, or with a position bias, which gets its gradient) → `[batch·pos, d]`;
 /// with `rows` (u32 indices of rows of `xs`), the output at those rows only, `[rows.len(), d]`
-/// (every row is still attended to).
+/// (every row is still attended to). Unless `differentiable`, nothing is kept for backward.
 pub fn attention_block(
     xs: &Tensor,
     weights: AttentionWeights,
@@ -46,6 +46,7 @@ pub fn attention_block(
     eps: f64,
     rows: Option<&Tensor>,
     dropout: AttentionDropout,
+    differentiable: bool,
 ) -> Result<Tensor> {
     let AttentionWeights { projections, w_out, b_out, ln_weight, ln_bias } = weights;
     // A custom op takes at most three tensors: the parameters travel as one vector, in the
@@ -56,6 +57,7 @@ pub fn attention_block(
         rows: rows.map(Tensor::to_vec1::<u32>).transpose()?,
         eps: eps as f32,
         dropout: dropout.hidden,
+        differentiable,
         saved: OnceLock::new(),
     };
     xs.contiguous()?.apply_op3(&params, &additive.contiguous()?, op)
@@ -67,6 +69,8 @@ struct AttentionBlock {
     rows: Option<Vec<u32>>,
     eps: f32,
     dropout: Option<Arc<DropoutMask>>,
+    /// Whether backward may run: otherwise nothing is kept for it.
+    differentiable: bool,
     saved: OnceLock<Saved>,
 }
 
@@ -138,6 +142,8 @@ impl CustomOp3 for AttentionBlock {
             bail!("attention block: output row {bad} of {n} rows");
         }
         let (attended, attention) = self.attention.forward(xs, parts.projections, (additive, al.shape()), (n, d, d))?;
+        // In inference the split heads and probabilities go before the rest of the block runs.
+        let attention = self.differentiable.then_some(attention);
         let attended = match &self.rows {
             Some(rows) => gather(&attended, rows, d),
             None => attended,
@@ -147,8 +153,10 @@ impl CustomOp3 for AttentionBlock {
         let out_rows = attended.len() / d;
         let projected = projection::product(out_rows, d, d, Operand::rows(&attended, d), Operand::transposed(parts.w_out, d));
         let out = residual_norm_forward(&projected, &residual, parts.norm, self.eps, self.dropout.as_deref());
-        if self.saved.set(Saved { attention, attended, projected }).is_err() {
-            bail!("attention block op applied twice");
+        if let Some(attention) = attention {
+            if self.saved.set(Saved { attention, attended, projected }).is_err() {
+                bail!("attention block op applied twice");
+            }
         }
         Ok((CpuStorage::F32(out), Shape::from((out_rows, d))))
     }

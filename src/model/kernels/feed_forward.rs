@@ -28,13 +28,21 @@ pub struct FeedForwardWeights<'a> {
     pub ln_bias: &'a Tensor,
 }
 
-/// `LayerNorm(dropout(act(xs W_inᵀ + b_in) W_outᵀ + b_out) + xs)` for `xs`: `[rows, d]`.
-pub fn feed_forward(xs: &Tensor, weights: FeedForwardWeights, activation: Activation, eps: f64, dropout: Option<Arc<DropoutMask>>) -> Result<Tensor> {
+/// `LayerNorm(dropout(act(xs W_inᵀ + b_in) W_outᵀ + b_out) + xs)` for `xs`: `[rows, d]`. Unless
+/// `differentiable`, nothing is kept for backward.
+pub fn feed_forward(
+    xs: &Tensor,
+    weights: FeedForwardWeights,
+    activation: Activation,
+    eps: f64,
+    dropout: Option<Arc<DropoutMask>>,
+    differentiable: bool,
+) -> Result<Tensor> {
     let FeedForwardWeights { w_in, b_in, w_out, b_out, ln_weight, ln_bias } = weights;
     // A custom op takes at most three tensors: the parameters travel as one vector, in the
     // order `Parts::split` reads them.
     let params = Tensor::cat(&[&w_in.flatten_all()?, b_in, &w_out.flatten_all()?, b_out, ln_weight, ln_bias], 0)?;
-    let op = FeedForward { d_mlp: w_in.dim(0)?, activation, eps: eps as f32, dropout, saved: OnceLock::new() };
+    let op = FeedForward { d_mlp: w_in.dim(0)?, activation, eps: eps as f32, dropout, differentiable, saved: OnceLock::new() };
     xs.contiguous()?.apply_op2(&params, op)
 }
 
@@ -43,6 +51,8 @@ struct FeedForward {
     activation: Activation,
     eps: f32,
     dropout: Option<Arc<DropoutMask>>,
+    /// Whether backward may run: otherwise nothing is kept for it.
+    differentiable: bool,
     /// Set by the forward pass, read by backward: the first product `xs W_inᵀ`, its activations
     /// and the second product, each `[rows, ·]`.
     saved: OnceLock<[Vec<f32>; 3]>,
@@ -80,10 +90,14 @@ impl CustomOp2 for FeedForward {
         let parts = Parts::split(cpu_f32(p, pl)?, d, n)?;
         check_residual_sizes(rows * d, xs.len(), parts.norm.len(), self.dropout.as_deref())?;
         let (product, activations) = activation::forward(self.activation, xs, parts.w_in, parts.b_in, (rows, d, n));
+        // In inference the first product goes before the rest of the block runs.
+        let product = self.differentiable.then_some(product);
         let ys = projection::product(rows, n, d, Operand::rows(&activations, n), Operand::transposed(parts.w_out, n));
         let out = residual_norm_forward(&ys, xs, parts.norm, self.eps, self.dropout.as_deref());
-        if self.saved.set([product, activations, ys]).is_err() {
-            bail!("feed forward op applied twice");
+        if let Some(product) = product {
+            if self.saved.set([product, activations, ys]).is_err() {
+                bail!("feed forward op applied twice");
+            }
         }
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
