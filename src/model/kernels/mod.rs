@@ -3,9 +3,10 @@
 //! candle's own fused `layer_norm`/`softmax_last_dim` have no backward (DESIGN §6), and the
 //! differentiable compositions cost a full memory pass and an allocation per primitive, plus in
 //! backward a gradient kernel and a zero-fill and add per input (candle accumulates every
-//! gradient into a fresh zero tensor). Each kernel here replaces such a chain by one node, fusing
-//! the bias adds of the linear layers that feed it. The linear layers' products run gemm
-//! directly (`projection`), and so do the per-head products inside attention.
+//! gradient into a fresh zero tensor, serially). Each op here replaces such a chain by one node:
+//! a block is two ops (`attention_block`, `feed_forward`), the MLM head's end and its loss one
+//! (`vocabulary_loss`); they are composed of slice-level passes (`attention`, `activation`,
+//! `layer_norm`, `projection`, whose products call gemm directly) with hand-written backward.
 //!
 //! The composed versions remain in `ops`/`layer` as the reference (the tests below compare
 //! values and gradients) and as the path for devices other than the CPU.

@@ -264,7 +264,7 @@ fn mlm_head_loss_matches_composed_in_value_gradients_and_predictions() {
         let (loss, _) = head.loss(&x, &embeddings, &targets, ctx)?;
         Ok((loss.clone(), (loss * 2.0)?))
     });
-    let predictions = |mut ctx: Ctx| head.loss(&x, &embeddings, &targets, &mut ctx).unwrap().1;
+    let predictions = |ctx: Ctx| head.loss(&x, &embeddings, &targets, &ctx).unwrap().1;
     assert_eq!(predictions(Ctx::infer()), predictions(Ctx::infer_composed()));
     let beyond = [cfg.vocab_size as u32; ROWS];
     let error = head.loss(&x, &embeddings, &beyond, &Ctx::infer()).unwrap_err().to_string();
