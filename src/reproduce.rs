@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 pub enum BudgetName {
     /// A few steps of the `tiny` preset: checks the pipeline end to end (CI), not the science.
     Tiny,
-    /// About 36 minutes on 2 CPU cores (6 preparing, 17 training, 10 fine-tuning, the rest analysis).
+    /// About 12 minutes on 2 CPU cores (under 1 preparing, 8 training, 4 fine-tuning, the rest analysis).
     Quick,
-    /// The quick models trained about eight times longer, fine-tuned over five seeds (about 3½
-    /// hours on 2 CPU cores; it can be continued across sittings, see the README).
+    /// The quick models trained about eight times longer, fine-tuned over five seeds (at most 3½
+    /// hours on 2 CPU cores, timed before the faster training kernels; it can be continued across
+    /// sittings, see the README).
     Standard,
 }
 
@@ -158,7 +159,7 @@ impl BudgetName {
                 eval_every: 200,
                 analysis_tokens: 40_000,
                 // Two learning rates on 1000 examples per task keep the 16 grid points (2 encoders × 4
-                // tasks × 2 rates, 3 seeds each) to ~8 minutes on 2 cores; standard runs the full grid.
+                // tasks × 2 rates, 3 seeds each) to ~4 minutes on 2 cores; standard runs the full grid.
                 finetune: FinetuneBudget { lrs: &[3e-4, 1e-3], seeds: &[0, 1, 2], epochs: 3, train_examples: 1000 },
             },
             BudgetName::Standard => Budget {
