@@ -128,41 +128,55 @@ impl GramAccumulator {
             let row = row.as_slice().map_or_else(|| std::borrow::Cow::Owned(row.to_vec()), std::borrow::Cow::Borrowed);
             slices.push_row(&row, ((ROW_BITS - scale) as f64).exp2());
         }
+        // The three products of a block, each d × d of which only the lower triangle is used.
+        let mut products = vec![0.0; 3 * self.d * self.d];
         for (scale, slices) in by_scale {
             for block in slices.blocks(MAX_BLOCK_ROWS * self.d) {
-                delta.add_block(scale, block)?;
+                delta.add_block(scale, block, &mut products)?;
             }
         }
         delta.n_tokens = rows.nrows() as u64;
+        if self.n_tokens == 0 {
+            // Nothing to add to (an accumulator without tokens is all zero, `from_parts` checks).
+            *self = delta;
+            return Ok(());
+        }
         self.merge(&delta)
     }
 
     /// Adds Σ n and Σ nᵀn of rounded rows that share `scale`, computed from their slices
     /// exactly.
-    fn add_block(&mut self, scale: i32, block: SliceBlock) -> Result<()> {
+    fn add_block(&mut self, scale: i32, block: SliceBlock, products: &mut [f64]) -> Result<()> {
         let (rows, d) = (block.hi.len() / self.d, self.d);
         // Column sums of the slices: below MAX_BLOCK_ROWS · 2^SLICE_BITS, exact in f64.
         let (mut hi_sums, mut lo_sums) = (vec![0.0; d], vec![0.0; d]);
-        for (hi, lo) in block.hi.chunks(d).zip(block.lo.chunks(d)) {
-            for (sum, x) in hi_sums.iter_mut().zip(hi).chain(lo_sums.iter_mut().zip(lo)) {
-                *sum += x;
+        for (sums, slice) in [(&mut hi_sums, block.hi), (&mut lo_sums, block.lo)] {
+            for row in slice.chunks(d) {
+                sums.iter_mut().zip(row).for_each(|(sum, x)| *sum += x);
             }
         }
         for ((sum, hi), lo) in self.sum.iter_mut().zip(hi_sums).zip(lo_sums) {
             *sum += (((hi as i128) << SLICE_BITS) + lo as i128) << scale;
         }
-        let high = linalg::lower_self_product(block.hi, rows, d);
-        let low = linalg::lower_self_product(block.lo, rows, d);
-        let both = linalg::lower_self_product(block.both, rows, d);
+        let (high, rest) = products.split_at_mut(d * d);
+        let (low, both) = rest.split_at_mut(d * d);
+        linalg::lower_self_product(block.hi, rows, d, high);
+        linalg::lower_self_product(block.lo, rows, d, low);
+        linalg::lower_self_product(block.both, rows, d, both);
         let exact = |x: f64| x as i64 as i128;
+        // Entries are in units of 2^(2·scale) of the Gram's; a value above `largest` would not
+        // survive the shift.
+        let shift = 2 * scale as u32;
+        let largest = (i128::MAX >> shift) as u128;
         for i in 0..d {
             for j in 0..=i {
                 let ij = i * d + j;
                 let (high, low) = (exact(high[ij]), exact(low[ij]));
                 let cross = exact(both[ij]) - high - low;
                 let value = (high << (2 * SLICE_BITS)) + (cross << SLICE_BITS) + low;
+                ensure!(value.unsigned_abs() <= largest, TOO_LARGE);
                 let entry = &mut self.gram_lower[lower_index(i, j)];
-                *entry = value.checked_mul(1i128 << (2 * scale)).and_then(|v| entry.checked_add(v)).context(TOO_LARGE)?;
+                *entry = entry.checked_add(value << shift).context(TOO_LARGE)?;
             }
         }
         Ok(())
@@ -177,11 +191,11 @@ impl GramAccumulator {
             self.d,
             other.d
         );
-        // Checked first, so that an overflow leaves the sums as they were.
-        let fits = |a: &[i128], b: &[i128]| a.iter().zip(b).all(|(x, y)| x.checked_add(*y).is_some());
-        ensure!(fits(&self.sum, &other.sum) && fits(&self.gram_lower, &other.gram_lower), TOO_LARGE);
-        for (a, b) in self.sum.iter_mut().zip(&other.sum).chain(self.gram_lower.iter_mut().zip(&other.gram_lower)) {
-            *a += b;
+        // An overflow leaves the sums as they were.
+        ensure!(add_all_or_nothing(&mut self.sum, &other.sum), TOO_LARGE);
+        if !add_all_or_nothing(&mut self.gram_lower, &other.gram_lower) {
+            subtract(&mut self.sum, &other.sum);
+            bail!(TOO_LARGE);
         }
         self.n_tokens += other.n_tokens;
         Ok(())
@@ -214,7 +228,10 @@ impl GramAccumulator {
         ensure!(sum.len() == d, "stored Σh has {} values, expected d = {d}", sum.len());
         ensure!(gram_lower.len() == triangle_len(d), "stored Gram has {} values, expected d(d+1)/2 = {}", gram_lower.len(), triangle_len(d));
         let acc = Self { d, n_tokens, sum, gram_lower };
-        ensure!(n_tokens > 0 || acc.gram_lower.iter().all(|&x| x == 0), "stored accumulator has no tokens but a non-zero Gram: the file is inconsistent");
+        ensure!(
+            n_tokens > 0 || acc.sum.iter().chain(&acc.gram_lower).all(|&x| x == 0),
+            "stored accumulator has no tokens but a non-zero Σh or Gram: the file is inconsistent"
+        );
         ensure!((0..d).all(|i| acc.gram_lower[lower_index(i, i)] >= 0), "stored Gram has a negative diagonal entry: the file is corrupt");
         Ok(acc)
     }
@@ -297,6 +314,26 @@ fn row_scale(values: impl Iterator<Item = f64>) -> Result<i32> {
         bail!("{TOO_LARGE} (a value of {largest:e})");
     }
     Ok(scale)
+}
+
+/// Adds `b` to `a` entry by entry, all or nothing: on an overflow `a` is left as it was and the
+/// answer is false.
+fn add_all_or_nothing(a: &mut [i128], b: &[i128]) -> bool {
+    for k in 0..a.len() {
+        match a[k].checked_add(b[k]) {
+            Some(sum) => a[k] = sum,
+            None => {
+                subtract(&mut a[..k], b);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// `a −= b` entry by entry, for taking back an addition that fitted.
+fn subtract(a: &mut [i128], b: &[i128]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x -= y);
 }
 
 /// Rejects NaN/Inf, naming the first offending position.
@@ -437,6 +474,17 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_that_overflows_changes_nothing() {
+        // Σh and the first two Gram entries fit; entry (1, 1), 2 · 2 · 6.4e13, does not.
+        let mut acc = GramAccumulator::new(2);
+        acc.update_f64(array![[1.0, 8e6], [1.0, 8e6]].view()).unwrap();
+        let before = acc.clone();
+        let err = acc.merge(&before).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert_eq!(acc, before);
+    }
+
+    #[test]
     fn merge_rejects_dimension_mismatch() {
         let mut a = GramAccumulator::new(3);
         let err = a.merge(&GramAccumulator::new(4)).unwrap_err();
@@ -501,5 +549,8 @@ mod tests {
         let mut empty_but_nonzero = GramAccumulator::new(2).to_parts();
         empty_but_nonzero.gram_lower[0] = 1;
         assert!(GramAccumulator::from_parts(empty_but_nonzero).is_err());
+        let mut empty_with_sum = GramAccumulator::new(2).to_parts();
+        empty_with_sum.sum[1] = -3;
+        assert!(GramAccumulator::from_parts(empty_with_sum).is_err());
     }
 }
