@@ -3,9 +3,10 @@
 //! measures. Written as CSV that pandas/polars read directly.
 
 use crate::extract::{AccumulatorKey, Accumulators, Condition, Group};
-use crate::rank::{compare_subspaces, Estimator, Spectrum, SubspaceOptions};
+use crate::rank::{compare_subspaces, Estimator, GramAccumulator, Spectrum, SubspaceOptions};
 use crate::spec::Centring;
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -57,46 +58,57 @@ pub struct Results {
     pub subspace: Vec<SubspaceRow>,
 }
 
-/// Every estimator on every accumulator, under each centring, plus the subspace measures.
+/// Every estimator on every accumulator, under each centring, plus the subspace measures. The
+/// accumulators are decomposed in parallel and their rows concatenated in key order, so the
+/// tables do not depend on the thread count.
 pub fn compute(accumulators: &Accumulators, estimators: &[Estimator], centrings: &[Centring]) -> Result<Results> {
+    let per_key: Vec<Results> = accumulators.par_iter().map(|(key, acc)| key_results(accumulators, key, acc, estimators, centrings)).collect::<Result<_>>()?;
+    Ok(per_key.into_iter().fold(Results::default(), |mut all, part| {
+        all.ranks.extend(part.ranks);
+        all.spectra.extend(part.spectra);
+        all.subspace.extend(part.subspace);
+        all
+    }))
+}
+
+/// [`compute`]'s rows for one accumulator.
+fn key_results(accumulators: &Accumulators, key: &AccumulatorKey, acc: &GramAccumulator, estimators: &[Estimator], centrings: &[Centring]) -> Result<Results> {
     let mut results = Results::default();
-    for (key, acc) in accumulators {
-        for &centring in centrings {
-            let centred = centring.is_centred();
-            let spectrum = Spectrum::from_gram(acc, centred).with_context(|| describe(key))?;
-            for estimator in estimators {
-                results.ranks.push(RankRow {
-                    model: key.model.clone(),
-                    condition: key.condition.to_string(),
-                    group: key.group.to_string(),
-                    layer: key.layer,
-                    estimator: estimator.to_string(),
-                    centred,
-                    value: estimator.evaluate(&spectrum),
-                    n_tokens: acc.n_tokens(),
-                });
-            }
-            results.spectra.extend(spectrum.eigenvalues().iter().enumerate().map(|(index, &eigenvalue)| SpectrumRow {
+    for &centring in centrings {
+        let centred = centring.is_centred();
+        let spectrum = Spectrum::from_gram(acc, centred).with_context(|| describe(key))?;
+        for estimator in estimators {
+            results.ranks.push(RankRow {
                 model: key.model.clone(),
                 condition: key.condition.to_string(),
                 group: key.group.to_string(),
                 layer: key.layer,
+                estimator: estimator.to_string(),
                 centred,
-                index,
-                eigenvalue,
-            }));
-            if key.group == Group::Mask {
-                let real_key = AccumulatorKey { group: Group::Real, ..key.clone() };
-                if let Some(real) = accumulators.get(&real_key) {
-                    results.subspace.push(subspace_row(key, real, acc, centred)?);
-                }
+                value: estimator.evaluate(&spectrum),
+                n_tokens: acc.n_tokens(),
+            });
+        }
+        results.spectra.extend(spectrum.eigenvalues().iter().enumerate().map(|(index, &eigenvalue)| SpectrumRow {
+            model: key.model.clone(),
+            condition: key.condition.to_string(),
+            group: key.group.to_string(),
+            layer: key.layer,
+            centred,
+            index,
+            eigenvalue,
+        }));
+        if key.group == Group::Mask {
+            let real_key = AccumulatorKey { group: Group::Real, ..key.clone() };
+            if let Some(real) = accumulators.get(&real_key) {
+                results.subspace.push(subspace_row(key, real, acc, centred)?);
             }
         }
     }
     Ok(results)
 }
 
-fn subspace_row(key: &AccumulatorKey, real: &crate::rank::GramAccumulator, mask: &crate::rank::GramAccumulator, centred: bool) -> Result<SubspaceRow> {
+fn subspace_row(key: &AccumulatorKey, real: &GramAccumulator, mask: &GramAccumulator, centred: bool) -> Result<SubspaceRow> {
     let report = compare_subspaces(real, mask, SubspaceOptions { tau: 0.9, centred }).with_context(|| describe(key))?;
     let angles = &report.angles_deg;
     let pick = |q: f64| angles.get(((angles.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
