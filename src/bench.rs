@@ -28,6 +28,10 @@ pub struct TrainBenchArgs {
     /// 4 × 128, 2 heads, relative-position bias, MAE-LM's decoder with its own).
     #[arg(long, value_enum, conflicts_with = "preset")]
     budget: Option<BudgetName>,
+    /// MAE-LM's decoder depth, instead of the preset's or budget's (the official 4 layers for a
+    /// 12-layer encoder, scaled to a 4-layer one, is 1).
+    #[arg(long)]
+    decoder_layers: Option<usize>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
@@ -100,16 +104,23 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
     Ok((1000.0 * total / args.steps as f64, cpu))
 }
 
-/// The model `objective` is timed with: the preset's, or the budget's.
+/// The model `objective` is timed with: the preset's, or the budget's, with `--decoder-layers`.
 fn model_config(objective: Objective, args: &TrainBenchArgs) -> Result<ModelConfig> {
-    match args.budget {
-        None => Ok(args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default())),
+    let mut config = match args.budget {
+        None => args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default()),
         Some(name) => {
             let budget = name.budget();
             let preset = budget.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
-            apply_model_overrides(&preset, &budget.model_overrides(objective))
+            apply_model_overrides(&preset, &budget.model_overrides(objective))?
+        }
+    };
+    if let (Some(layers), Some(repdef)) = (args.decoder_layers, config.repdef.as_mut()) {
+        if objective == Objective::MaeLm {
+            anyhow::ensure!(layers > 0, "--decoder-layers must be at least 1");
+            repdef.decoder_layers = layers;
         }
     }
+    Ok(config)
 }
 
 /// The reference script's arguments for the same models as [`model_config`] (MAE-LM's, which
@@ -150,12 +161,15 @@ pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         None => None,
     };
     println!("{:<8} {:>10} {:>10} {:>14} {:>14}", "objective", "ms/step", "tokens/s", "vs PyTorch", "CPU ms/step");
+    let mut step_ms = Vec::new();
     for (objective, key) in OBJECTIVES {
         let (ms, cpu_ms) = time_steps(objective, args)?;
+        step_ms.push(ms);
         let ratio = reference.as_ref().and_then(|r| r.get(key)?.as_f64()).map_or("-".to_string(), |reference_ms| format!("{:.2}× speed", reference_ms / ms));
         let cpu_ms = cpu_ms.map_or("-".to_string(), |c| format!("{c:.0}"));
         println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14} {cpu_ms:>14}", tokens / (ms / 1000.0));
     }
+    println!("MAE-LM step ÷ MLM step: {:.2}×", step_ms[1] / step_ms[0]);
     Ok(())
 }
 
@@ -202,6 +216,8 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         let spread = ratio_spread(&ratios);
         println!("{key:<8} {ms:>11.1} {reference_ms:>11.1} {spread:>22} {tokens_per_s:>10.0} {gflops:>9.1} {:>7.1}%", 100.0 * gflops / peak.gflops());
     }
+    let step_ratios = |side: fn(&(f64, f64)) -> f64| ratio_spread(&samples.iter().map(|s| side(&s[1]) / side(&s[0])).collect::<Vec<_>>());
+    println!("MAE-LM step ÷ MLM step, per pair: repdef {}, reference {}", step_ratios(|s| s.0), step_ratios(|s| s.1));
     println!("speed ratio = reference ms / repdef ms per pair (above 1: repdef is faster); FLOPs: matmuls only, backward counted as twice the forward");
     Ok(())
 }
@@ -301,6 +317,7 @@ mod tests {
         TrainBenchArgs {
             preset,
             budget,
+            decoder_layers: None,
             batch_size: 2,
             seq_len: 12,
             vocab_size: 100,
@@ -324,6 +341,10 @@ mod tests {
         assert!(flags(&args(Preset::Mini, None))
             .starts_with("--hidden-size 256 --layers 4 --heads 4 --intermediate-size 1024 --decoder-layers 2 --relative-buckets 0"));
         assert!(!flags(&args(Preset::Mini, None)).contains("--decoder-relative"));
+        let one_layer = TrainBenchArgs { decoder_layers: Some(1), ..args(Preset::Mini, Some(BudgetName::Quick)) };
+        assert!(flags(&one_layer).contains("--decoder-layers 1 "), "{}", flags(&one_layer));
+        assert_eq!(model_config(Objective::Mlm, &one_layer).unwrap().decoder_layers(), 0);
+        assert!(model_config(Objective::MaeLm, &TrainBenchArgs { decoder_layers: Some(0), ..args(Preset::Mini, None) }).is_err());
     }
 
     #[test]
