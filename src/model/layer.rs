@@ -57,8 +57,27 @@ impl Layer {
     /// the picked ~15% of positions, so this skips most of that block's work.
     pub fn forward_at(&self, xs: &Tensor, mask: &AttentionMask, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let resid_mid = self.attention_half(xs, mask, rows, ctx)?;
-        let linears = (&self.intermediate, &self.output);
-        self.output_norm.forward_feed_forward(linears, self.activation, &resid_mid, self.hidden_dropout, ctx)
+        self.feed_forward_half(&resid_mid, ctx)
+    }
+
+    /// `LayerNorm(dropout(activation(xs W_inᵀ + b_in) W_outᵀ + b_out) + xs)` for `xs`: `[rows,
+    /// d_model]`; one fused op on the CPU.
+    pub(super) fn feed_forward_half(&self, xs: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        if ctx.fused(xs) {
+            let mask = ctx.dropout_mask(xs.elem_count(), self.hidden_dropout);
+            let (ln_weight, ln_bias, eps) = self.output_norm.params();
+            let weights = kernels::FeedForwardWeights {
+                w_in: self.intermediate.weight(),
+                b_in: self.intermediate.bias(),
+                w_out: self.output.weight(),
+                b_out: self.output.bias(),
+                ln_weight,
+                ln_bias,
+            };
+            return Ok(kernels::feed_forward(xs, weights, self.activation, eps, mask, ctx.training())?);
+        }
+        let mlp = self.activation.forward(&self.intermediate.forward(xs)?)?;
+        self.output_norm.forward_residual(&self.output, &mlp, xs, self.hidden_dropout, ctx)
     }
 
     /// `LayerNorm(dropout(attention(xs) W_oᵀ + b_o) + xs)`, at `rows` only if given; one fused op

@@ -172,32 +172,6 @@ impl LayerNorm {
         let projected = ctx.dropout(&linear.forward(xs)?, dropout)?;
         self.forward(&(projected + residual)?, ctx)
     }
-
-    /// The feed-forward half of a post-LN block, `LayerNorm(dropout(output(activation(
-    /// intermediate(xs)))) + xs)`, for `xs`: `[rows, d_model]`; one fused op on the CPU.
-    pub fn forward_feed_forward(
-        &self,
-        (intermediate, output): (&Linear, &Linear),
-        activation: Activation,
-        xs: &Tensor,
-        dropout: f64,
-        ctx: &mut Ctx,
-    ) -> Result<Tensor> {
-        if ctx.fused(xs) {
-            let mask = ctx.dropout_mask(xs.elem_count(), dropout);
-            let weights = kernels::FeedForwardWeights {
-                w_in: &intermediate.weight,
-                b_in: &intermediate.bias,
-                w_out: &output.weight,
-                b_out: &output.bias,
-                ln_weight: &self.weight,
-                ln_bias: &self.bias,
-            };
-            return Ok(kernels::feed_forward(xs, weights, activation, self.eps, mask, ctx.training())?);
-        }
-        let mlp = activation.forward(&intermediate.forward(xs)?)?;
-        self.forward_residual(output, &mlp, xs, dropout, ctx)
-    }
 }
 
 /// The `hidden_act` values of HF configs that repdef implements.
