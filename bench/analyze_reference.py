@@ -4,8 +4,10 @@
 The straightforward way to measure the paper's per-layer effective rank (Meng et al. 2023),
 with the same shapes and work as src/bench_analysis.rs:
 
-* model: random-init HF `BertModel` at preset `mini` (vocab 8192, d_model 256, 4 layers,
-  4 heads, d_mlp 1024, 512 positions, no pooler), `torch.manual_seed(0)`, eval mode;
+* model: random-init HF `BertModel`, by default at preset `mini` (vocab 8192, d_model 256,
+  4 layers, 4 heads, d_mlp 1024, 512 positions, no pooler; --layers, --hidden-size, --heads and
+  --intermediate-size change the shape, e.g. all-MiniLM-L6-v2's 6 x 384, 12 heads, 1536),
+  `torch.manual_seed(0)`, eval mode;
 * data: ceil(--tokens / --seq-len) sequences of random ids in 5..8191, [CLS]=2 first,
   [SEP]=3 last, no padding; the token count reported is that many whole sequences
   (10000 -> 10112), the same count repdef reports;
@@ -13,14 +15,14 @@ with the same shapes and work as src/bench_analysis.rs:
   picked uniformly without replacement (numpy RNG, seed 0), all replaced by [MASK]=4;
 * two conditions per batch of --batch-size sequences: "masked" (corrupted ids) and "clean"
   (original ids), each one `model(ids, attention_mask, output_hidden_states=True)` under
-  `torch.inference_mode()`; every layer's hidden states (HF `hidden_states[0..4]`) are split
+  `torch.inference_mode()`; every layer's hidden states (HF `hidden_states[0..layers]`) are split
   into groups and kept as float32 arrays: masked/all (every non-pad position, [CLS]/[SEP]
   included), masked/real (unpicked non-special), masked/mask (picked), clean/all, clean/real
   (the same positions as masked/real);
 * spectra, per (condition, group, layer), by one of two routes (--route):
   - `gram` (default, streaming, the cheaper way): each batch's rows are cast to float64 and
     added as H^T H to that key's Gram matrix; at the end `np.linalg.eigvalsh(G)`. Memory stays
-    flat (25 matrices of 256 x 256);
+    flat (5 x (layers + 1) matrices of d_model x d_model);
   - `svd` (the most direct way): every batch's rows are kept; at the end `np.concatenate` ->
     float64 -> `np.linalg.svd(H, compute_uv=False)`, squared. Memory grows with the token count
     (~4 KiB of float32 per token per layer, plus the float64 copy of the group being decomposed);
@@ -50,6 +52,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and OpenBLAS threads (default: all CPUs)")
     parser.add_argument("--route", choices=["gram", "svd"], default="gram", help="streamed float64 Gram + eigvalsh, or stacked SVD")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--intermediate-size", type=int, default=1024)
     parser.add_argument("--out", type=Path, help="write the measurement here as JSON")
     args = parser.parse_args()
 
@@ -62,7 +68,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+        vocab_size=VOCAB, hidden_size=args.hidden_size, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        intermediate_size=args.intermediate_size,
         max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=PAD,
     )
     model = BertModel(config, add_pooling_layer=False).eval()
@@ -72,12 +79,12 @@ def main() -> None:
     ids = rng.integers(FIRST_ORDINARY, VOCAB, size=(n_seqs, args.seq_len))
     ids[:, 0], ids[:, -1] = CLS, SEP
     tokens = ids.size
-    print(f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} threads, preset mini, "
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} threads, {args.layers} x {args.hidden_size}, "
           f"{n_seqs} x {args.seq_len} = {tokens} tokens, batch {args.batch_size}, route {args.route}")
 
     start = time.perf_counter()
-    hidden = {}  # svd route: (condition, group, layer) -> list of [rows, 256] float32 arrays
-    gram = {}  # gram route: (condition, group, layer) -> [256, 256] float64
+    hidden = {}  # svd route: (condition, group, layer) -> list of [rows, d_model] float32 arrays
+    gram = {}  # gram route: (condition, group, layer) -> [d_model, d_model] float64
     for first in range(0, n_seqs, args.batch_size):
         clean = ids[first : first + args.batch_size]
         n_candidates = args.seq_len - 2

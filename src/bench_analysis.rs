@@ -1,5 +1,5 @@
-//! `repdef bench analyze`: end-to-end analysis speed and peak memory at the `mini` preset on
-//! random tokens — both conditions' forward passes, Gram accumulation, spectra and estimators —
+//! `repdef bench analyze`: end-to-end analysis speed and peak memory of a random-init model (the
+//! `mini` preset, or all-MiniLM-L6-v2's shape) on random tokens — both conditions' forward passes, Gram accumulation, spectra and estimators —
 //! for several token counts. Each count runs in a fresh child process so that its peak RSS is its
 //! own; memory must stay flat as tokens grow. Ratios are printed against
 //! `bench/analyze_reference.py` (transformers + numpy, streamed Gram or SVD), see `bench/ANALYZE.md`.
@@ -20,8 +20,37 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The model the analysis benchmark runs (random-init BERT, vocab 8192).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnalysisShape {
+    /// repdef's `mini` preset: 4 layers, d_model 256, 4 heads, d_mlp 1024.
+    Mini,
+    /// all-MiniLM-L6-v2's shape: 6 layers, d_model 384, 12 heads, d_mlp 1536.
+    Minilm,
+}
+
+impl AnalysisShape {
+    /// (layers, d_model, heads, d_mlp).
+    fn dims(self) -> (usize, usize, usize, usize) {
+        match self {
+            AnalysisShape::Mini => (4, 256, 4, 1024),
+            AnalysisShape::Minilm => (6, 384, 12, 1536),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AnalysisShape::Mini => "mini",
+            AnalysisShape::Minilm => "minilm",
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct AnalyzeBenchArgs {
+    /// The model's shape (both sides).
+    #[arg(long, value_enum, default_value = "mini")]
+    shape: AnalysisShape,
     /// Token counts to measure, each in its own process.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
     tokens: Vec<u64>,
@@ -61,17 +90,22 @@ const VOCAB: usize = 8192;
 
 pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
     if args.single {
-        let measurement = measure(args.tokens[0], args.batch_size)?;
+        let measurement = measure(args.tokens[0], args.batch_size, args.shape)?;
         println!("{}", serde_json::to_string(&measurement)?);
         return Ok(());
     }
-    println!("analysis of a random-init mini model (4 × 256), {SEQ_LEN}-token sequences, batch {}", args.batch_size);
+    let (layers, d_model, heads, _) = args.shape.dims();
+    println!(
+        "analysis of a random-init {} model ({layers} layers × {d_model}, {heads} heads), {SEQ_LEN}-token sequences, batch {}",
+        args.shape.name(),
+        args.batch_size
+    );
     if let Some(script) = &args.reference_script {
         return bench_pairs(args, script);
     }
     println!("{:>10} {:>10} {:>12} {:>14} {:>22}", "tokens", "seconds", "tokens/s", "peak RSS MiB", "vs reference");
     for &tokens in &args.tokens {
-        let m = run_child(tokens, args.batch_size)?;
+        let m = run_child(tokens, args)?;
         let rate = m.tokens as f64 / m.seconds;
         let comparison = match reference(args, tokens)? {
             Some(r) => format!("{:.2}× speed, {:.2}× mem", rate / (r.tokens as f64 / r.seconds), r.peak_rss_mib / m.peak_rss_mib),
@@ -98,11 +132,12 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
     for &tokens in &args.tokens {
         let mut pairs: Vec<(Measurement, Measurement)> = Vec::with_capacity(args.pairs);
         for pair in 1..=args.pairs {
-            let ours = run_child(tokens, args.batch_size)?;
+            let ours = run_child(tokens, args)?;
             let status = std::process::Command::new(&args.python)
                 .arg(script)
                 .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
                 .args(["--threads", &threads.to_string(), "--route", &args.route])
+                .args(reference_shape_args(args.shape))
                 .arg("--out")
                 .arg(&json)
                 .stdout(std::process::Stdio::null())
@@ -130,10 +165,20 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
     Ok(())
 }
 
-fn run_child(tokens: u64, batch_size: usize) -> Result<Measurement> {
+/// The reference script's arguments for the model `shape`.
+fn reference_shape_args(shape: AnalysisShape) -> Vec<String> {
+    let (layers, d_model, heads, d_mlp) = shape.dims();
+    [("--layers", layers), ("--hidden-size", d_model), ("--heads", heads), ("--intermediate-size", d_mlp)]
+        .iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
+}
+
+fn run_child(tokens: u64, args: &AnalyzeBenchArgs) -> Result<Measurement> {
     let exe = std::env::current_exe()?;
     let output = std::process::Command::new(exe)
-        .args(["bench", "analyze", "--single", "--tokens", &tokens.to_string(), "--batch-size", &batch_size.to_string()])
+        .args(["bench", "analyze", "--single", "--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string()])
+        .args(["--shape", args.shape.name()])
         .output()
         .context("running the measurement child process")?;
     if !output.status.success() {
@@ -151,9 +196,11 @@ fn reference(args: &AnalyzeBenchArgs, tokens: u64) -> Result<Option<Measurement>
     crate::fsutil::read_json(&path).map(Some)
 }
 
-fn measure(tokens: u64, batch_size: usize) -> Result<Measurement> {
+fn measure(tokens: u64, batch_size: usize, shape: AnalysisShape) -> Result<Measurement> {
     let device = Device::Cpu;
-    let config = Preset::Mini.model_config(VOCAB, &SPECIAL, Objective::Mlm, MaskConfig::default());
+    let mut config = Preset::Mini.model_config(VOCAB, &SPECIAL, Objective::Mlm, MaskConfig::default());
+    (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) = shape.dims();
+    config.initializer_range = init::width_scaled_std(config.hidden_size);
     let varmap = VarMap::new();
     Encoder::load(VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("bert"), &config)?;
     let mut rng = Rng::new(0);
@@ -167,7 +214,7 @@ fn measure(tokens: u64, batch_size: usize) -> Result<Measurement> {
     let sequences = PackedSequences::from_stream(&stream, SEQ_LEN, SPECIAL.cls, SPECIAL.sep)?;
     let selected: Vec<usize> = (0..sequences.len()).collect();
     let taps = Tap::encoder_taps(config.num_hidden_layers);
-    let run = ModelRun { label: "mini", config: &config, encoder: &encoder, taps: &taps, special: SPECIAL, mask_prob: 0.15, seed: 0 };
+    let run = ModelRun { label: shape.name(), config: &config, encoder: &encoder, taps: &taps, special: SPECIAL, mask_prob: 0.15, seed: 0 };
 
     let start = Instant::now();
     let mut accumulators = Accumulators::new();
@@ -185,4 +232,27 @@ fn peak_rss_mib() -> Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM in /proc/self/status")?;
     Ok(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_gets_the_shape_repdef_measures() {
+        assert_eq!(reference_shape_args(AnalysisShape::Minilm).join(" "), "--layers 6 --hidden-size 384 --heads 12 --intermediate-size 1536");
+        // The script's defaults are `mini`.
+        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/analyze_reference.py")).unwrap();
+        for pair in reference_shape_args(AnalysisShape::Mini).chunks(2) {
+            let default = format!("\"{}\", type=int, default={})", pair[0], pair[1]);
+            assert!(script.contains(&default), "analyze_reference.py lacks {default}");
+        }
+    }
+
+    #[test]
+    fn a_small_measurement_accumulates_every_token_of_whole_sequences() {
+        let m = measure(200, 4, AnalysisShape::Mini).unwrap();
+        assert_eq!(m.tokens, 2 * SEQ_LEN as u64);
+        assert!(m.seconds > 0.0 && m.peak_rss_mib > 0.0);
+    }
 }
