@@ -6,7 +6,7 @@ use clap::Parser;
 fn main() {
     repdef::panic_guard::install_quiet_hook();
     pin_thread_count();
-    keep_freed_buffers();
+    repdef::model::heap::keep_freed_memory();
     let cli = repdef::cli::Cli::parse();
     if let Err(error) = repdef::cli::run(cli) {
         // One line: candle errors may carry a multi-line backtrace after their message.
@@ -30,19 +30,5 @@ fn pin_thread_count() {
     }
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-}
-
-/// Keeps freed buffers in the heap for reuse. Every forward pass allocates and frees the same
-/// multi-MiB activations; by default glibc serves each from a fresh `mmap` or trims the heap
-/// after its `free`, so each batch pays page faults and zero-filling pages again (about a fifth
-/// of an analysis, bench/ANALYZE.md). Both limits must be set: setting one turns off glibc's
-/// own adaptation of the other. Peak memory is unchanged (what was freed is reused, not added).
-fn keep_freed_buffers() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }

@@ -5,7 +5,7 @@
 mod embeddings;
 mod encoder;
 mod head;
-mod heap;
+pub mod heap;
 pub mod init;
 mod kernels;
 mod layer;
