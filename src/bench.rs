@@ -55,8 +55,6 @@ pub struct TrainBenchArgs {
     python: String,
 }
 
-const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-
 /// CPU seconds used so far by all threads of this process (Linux `/proc`; `None` elsewhere).
 fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -75,12 +73,12 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
     let mut rng = Rng::new(0);
     init::initialize(&varmap, model_config.initializer_range, &mut rng)?;
     let mut optimizer = AdamW::new(&varmap, AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.01 })?;
-    let masker = Masker { config: MaskConfig::default(), special: SPECIAL, vocab_size: args.vocab_size, drop_picked: objective == Objective::MaeLm };
+    let masker = Masker { config: MaskConfig::default(), special: SpecialIds::REPDEF, vocab_size: args.vocab_size, drop_picked: objective == Objective::MaeLm };
     let rows: Vec<Vec<u32>> = (0..args.batch_size)
         .map(|_| {
             let mut row: Vec<u32> = (0..args.seq_len).map(|_| 5 + rng.below(args.vocab_size - 5) as u32).collect();
-            row[0] = SPECIAL.cls;
-            row[args.seq_len - 1] = SPECIAL.sep;
+            row[0] = SpecialIds::REPDEF.cls;
+            row[args.seq_len - 1] = SpecialIds::REPDEF.sep;
             row
         })
         .collect();
@@ -107,10 +105,10 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
 /// The model `objective` is timed with: the preset's, or the budget's, with `--decoder-layers`.
 fn model_config(objective: Objective, args: &TrainBenchArgs) -> Result<ModelConfig> {
     let mut config = match args.budget {
-        None => args.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default()),
+        None => args.preset.model_config(args.vocab_size, &SpecialIds::REPDEF, objective, MaskConfig::default()),
         Some(name) => {
             let budget = name.budget();
-            let preset = budget.preset.model_config(args.vocab_size, &SPECIAL, objective, MaskConfig::default());
+            let preset = budget.preset.model_config(args.vocab_size, &SpecialIds::REPDEF, objective, MaskConfig::default());
             apply_model_overrides(&preset, &budget.model_overrides(objective))?
         }
     };

@@ -84,7 +84,6 @@ struct Measurement {
     peak_rss_mib: f64,
 }
 
-const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
 const SEQ_LEN: usize = 128;
 const VOCAB: usize = 8192;
 
@@ -198,7 +197,7 @@ fn reference(args: &AnalyzeBenchArgs, tokens: u64) -> Result<Option<Measurement>
 
 fn measure(tokens: u64, batch_size: usize, shape: AnalysisShape) -> Result<Measurement> {
     let device = Device::Cpu;
-    let mut config = Preset::Mini.model_config(VOCAB, &SPECIAL, Objective::Mlm, MaskConfig::default());
+    let mut config = Preset::Mini.model_config(VOCAB, &SpecialIds::REPDEF, Objective::Mlm, MaskConfig::default());
     (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) = shape.dims();
     config.initializer_range = init::width_scaled_std(config.hidden_size);
     let varmap = VarMap::new();
@@ -211,10 +210,10 @@ fn measure(tokens: u64, batch_size: usize, shape: AnalysisShape) -> Result<Measu
     let encoder = Encoder::load(VarBuilder::from_tensors(weights, DType::F32, &device).pp("bert"), &config)?;
     let n_seqs = tokens.div_ceil(SEQ_LEN as u64) as usize;
     let stream: Vec<u32> = (0..n_seqs * (SEQ_LEN - 2)).map(|_| 5 + rng.below(VOCAB - 5) as u32).collect();
-    let sequences = PackedSequences::from_stream(&stream, SEQ_LEN, SPECIAL.cls, SPECIAL.sep)?;
+    let sequences = PackedSequences::from_stream(&stream, SEQ_LEN, SpecialIds::REPDEF.cls, SpecialIds::REPDEF.sep)?;
     let selected: Vec<usize> = (0..sequences.len()).collect();
     let taps = Tap::encoder_taps(config.num_hidden_layers);
-    let run = ModelRun { label: shape.name(), config: &config, encoder: &encoder, taps: &taps, special: SPECIAL, mask_prob: 0.15, seed: 0 };
+    let run = ModelRun { label: shape.name(), config: &config, encoder: &encoder, taps: &taps, special: SpecialIds::REPDEF, mask_prob: 0.15, seed: 0 };
 
     let start = Instant::now();
     let mut accumulators = Accumulators::new();

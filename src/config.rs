@@ -485,8 +485,8 @@ mod tests {
 
     #[test]
     fn init_std_keeps_bert_base_gain_unless_set() {
-        let tiny = Preset::Tiny.model_config(100, &SPECIAL, Objective::MaeLm, MaskConfig::default());
-        let base = Preset::Base.model_config(100, &SPECIAL, Objective::MaeLm, MaskConfig::default());
+        let tiny = Preset::Tiny.model_config(100, &SpecialIds::REPDEF, Objective::MaeLm, MaskConfig::default());
+        let base = Preset::Base.model_config(100, &SpecialIds::REPDEF, Objective::MaeLm, MaskConfig::default());
         assert!((tiny.initializer_range - 0.02 * 12f64.sqrt()).abs() < 1e-12, "64 = 768 / 12");
         assert_eq!(base.initializer_range, 0.02);
         let widened = apply_model_overrides(&tiny, &["hidden_size=192".into()]).unwrap();
@@ -517,14 +517,12 @@ mod tests {
         assert_eq!(config.family(), Family::Bert);
     }
 
-    const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-
     #[test]
     fn unsupported_configs_are_rejected() {
-        let mut config = Preset::Tiny.model_config(100, &SPECIAL, Objective::Mlm, MaskConfig::default());
+        let mut config = Preset::Tiny.model_config(100, &SpecialIds::REPDEF, Objective::Mlm, MaskConfig::default());
         config.model_type = "gpt2".into();
         assert!(config.validate().is_err());
-        let mut config = Preset::Tiny.model_config(100, &SPECIAL, Objective::Mlm, MaskConfig::default());
+        let mut config = Preset::Tiny.model_config(100, &SpecialIds::REPDEF, Objective::Mlm, MaskConfig::default());
         config.num_attention_heads = 3;
         assert!(config.validate().is_err());
     }

@@ -390,7 +390,7 @@ mod tests {
     /// is starved of gradient (reports/recipe/README.md, "Initialisation").
     #[test]
     fn budgets_keep_bert_base_init_gain() {
-        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let special = SpecialIds::REPDEF;
         for name in [BudgetName::Quick, BudgetName::Standard] {
             let budget = name.budget();
             let preset = budget.preset.model_config(100, &special, Objective::MaeLm, MaskConfig::default());
@@ -405,7 +405,7 @@ mod tests {
     /// The decoder's bias table is MAE-LM's alone: both runs' configs stay valid, and MLM's has none.
     #[test]
     fn decoder_bias_goes_to_mae_lm_only() {
-        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let special = SpecialIds::REPDEF;
         let budget = BudgetName::Standard.budget();
         let model = |objective| {
             let request = train_request(&budget, Path::new("data"), Path::new("/nonexistent/run"), objective, 0).unwrap();

@@ -431,7 +431,7 @@ mod tests {
 
         assert_eq!(read_meta(&out).unwrap(), meta);
         assert_eq!((meta.n_documents_train, meta.n_documents_holdout), (10, 3));
-        assert_eq!(meta.special_ids, SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 });
+        assert_eq!(meta.special_ids, SpecialIds::REPDEF);
         assert_eq!(meta.inputs[0].file.bytes, fs::metadata(&input).unwrap().len());
         assert_eq!((meta.holdout_frac, meta.holdout_piece_tokens), (Some(0.2), None));
         let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -481,7 +481,7 @@ mod tests {
             n_documents_holdout: 1,
             n_tokens_train: 0,
             n_tokens_holdout: 0,
-            special_ids: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 },
+            special_ids: SpecialIds::REPDEF,
         };
         fs::write(dir.path().join(META_FILE), serde_json::to_string(&meta).unwrap()).unwrap();
         assert!(err_text(read_meta(dir.path())).contains("re-run `repdef prepare`"));

@@ -192,7 +192,7 @@ mod tests {
     use super::*;
 
     fn specials() -> SpecialIds {
-        SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 }
+        SpecialIds::REPDEF
     }
 
     fn masker(policy: MaskPolicy, drop_picked: bool, keep_mask_frac: f64) -> Masker {

@@ -30,6 +30,11 @@ pub struct SpecialIds {
 }
 
 impl SpecialIds {
+    /// The ids repdef's own tokenizers give the special tokens: their order in [`SPECIAL_TOKENS`].
+    pub const REPDEF: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+}
+
+impl SpecialIds {
     /// Whether `id` is one of the special tokens.
     pub fn contains(&self, id: u32) -> bool {
         [self.pad, self.unk, self.cls, self.sep, self.mask].contains(&id)
@@ -149,7 +154,7 @@ pub(crate) mod tests {
             assert_eq!(tok.token_to_id(t), Some(i as u32), "{t}");
         }
         let ids = SpecialIds::from_tokenizer(tok).unwrap();
-        assert_eq!(ids, SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 });
+        assert_eq!(ids, SpecialIds::REPDEF);
         assert!(tok.get_vocab_size(true) <= 500);
     }
 

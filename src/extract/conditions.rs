@@ -134,17 +134,15 @@ mod tests {
     use crate::data::tokenizer::SpecialIds;
     use crate::rng::Rng;
 
-    const SPECIAL: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-
     fn batch(mae_lm: bool) -> MaskedBatch {
         let row: Vec<u32> = [2].into_iter().chain(10..40).chain([3]).collect();
-        let masker = Masker { config: MaskConfig::default(), special: SPECIAL, vocab_size: 100, drop_picked: mae_lm };
+        let masker = Masker { config: MaskConfig::default(), special: SpecialIds::REPDEF, vocab_size: 100, drop_picked: mae_lm };
         masker.mask(&[&row, &row], &mut Rng::new(5))
     }
 
     #[test]
     fn mlm_groups_cover_the_right_positions() {
-        let config = Preset::Tiny.model_config(100, &SPECIAL, Objective::Mlm, MaskConfig::default());
+        let config = Preset::Tiny.model_config(100, &SpecialIds::REPDEF, Objective::Mlm, MaskConfig::default());
         let b = batch(false);
         let inputs = condition_inputs(&config, &b, false, &Device::Cpu).unwrap();
         let names: Vec<Condition> = inputs.iter().map(|c| c.condition).collect();
@@ -159,7 +157,7 @@ mod tests {
 
     #[test]
     fn mae_lm_view_drops_picked_positions_and_has_no_mask_group() {
-        let config = Preset::Tiny.model_config(100, &SPECIAL, Objective::MaeLm, MaskConfig::default());
+        let config = Preset::Tiny.model_config(100, &SpecialIds::REPDEF, Objective::MaeLm, MaskConfig::default());
         let b = batch(true);
         let inputs = condition_inputs(&config, &b, true, &Device::Cpu).unwrap();
         let dropped = inputs.iter().find(|c| c.condition == Condition::Masked).unwrap();

@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn unigram_plateau_loss_scores_the_first_holdout_sequences_with_add_one_smoothed_training_counts() {
-        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let special = SpecialIds::REPDEF;
         let masker = Masker { config: MaskConfig::default(), special, vocab_size: 13, drop_picked: false };
         // Vocabulary 0..13: `[UNK]` and ids 5..=12 are the 9 possible targets.
         let train = PackedSequences::from_stream(&[10, 10, 11, 10, 10, 11], 8, 2, 3).unwrap();

@@ -27,7 +27,7 @@ fn random(shape: impl Into<Shape>, rng: &mut Rng) -> Tensor {
 
 /// A small BERT config (d_head 32, so the attention scale is not a power of two).
 fn config(hidden_act: &str, dropout: f64) -> ModelConfig {
-    let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+    let special = SpecialIds::REPDEF;
     let mut cfg = Preset::Tiny.model_config(50, &special, Objective::Mlm, MaskConfig::default());
     cfg.hidden_act = hidden_act.into();
     cfg.hidden_dropout_prob = dropout;
@@ -290,7 +290,7 @@ fn mlm_head_loss_matches_composed_in_value_gradients_and_predictions() {
 #[test]
 fn pretraining_steps_match_composed_for_both_objectives() {
     for (objective, buckets) in [(Objective::Mlm, 0), (Objective::MaeLm, 0), (Objective::Mlm, 16), (Objective::MaeLm, 16)] {
-        let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+        let special = SpecialIds::REPDEF;
         let mut cfg = Preset::Tiny.model_config(60, &special, objective, MaskConfig::default());
         cfg.relative_attention_num_buckets = buckets;
         cfg.relative_attention_max_distance = 12;
