@@ -3,12 +3,14 @@
 //! backward on slices (the op around it, with the output projection and the residual
 //! LayerNorm, is `attention_block`).
 //!
-//! Forward computes the three projections as one product (gemm, as in `projection`), splits the
-//! heads (adding the bias and folding 1/√d_head into the queries), runs
-//! `softmax(q·kᵀ + additive)`, dropout and `·v`, where `additive` is the padding mask and, in
-//! models with one, the relative-position bias. It keeps the split heads and the probabilities
-//! for backward, which is written out by hand: as composed ops the scores alone would pass
-//! through ~9 nodes, each 3 memory passes in backward.
+//! Forward computes the three projections as one product (gemm, as in `projection`), adds their
+//! biases in place (folding 1/√d_head into the queries), and runs `softmax(q·kᵀ + additive)`,
+//! dropout and `·v` per head, where `additive` is the padding mask and, in models with one, the
+//! relative-position bias. Each head's products read its columns of the `[rows, 3·d]` product
+//! and write its columns of the `[rows, d]` output directly (strided gemm operands), so no pass
+//! splits or merges the heads, in either direction. Forward keeps the biased product and the
+//! probabilities for backward, which is written out by hand: as composed ops the scores alone
+//! would pass through ~9 nodes, each 3 memory passes in backward.
 //!
 //! The work is cut into chunks of a few sequences that run in parallel, each chunk's scores
 //! staying in cache; within a chunk the per-head products call gemm one after another on the
@@ -16,8 +18,8 @@
 //! across the threads, which on two cores is slower than not splitting at all.)
 
 use super::dropout::DropoutMask;
-use super::par::{par_row_chunks, sum_partials};
-use super::projection::{self, sequential_products, Operand};
+use super::par::{par_chunks_mut, par_row_chunks, sum_partials, BLOCK_ROWS};
+use super::projection::{self, sequential_products, sequential_products_into, Operand};
 use super::simd::{dot, exp, max, sum};
 use candle_core::{bail, Result, Shape};
 use std::ops::Range;
@@ -37,13 +39,13 @@ pub(super) struct Attention {
 pub(super) struct Saved {
     dims: Dims,
     batch: usize,
+    /// `[rows, 3·d]`: the queries (scaled by 1/√d_head), keys and values, biases added.
+    qkv: Vec<f32>,
     chunks: Vec<ChunkSaved>,
 }
 
-/// What backward needs of one chunk of sequences.
+/// What backward needs of one chunk of sequences besides its rows of `qkv`.
 struct ChunkSaved {
-    /// `[3, seqs·heads, pos, d_head]`: scaled queries, keys, values.
-    heads: Vec<f32>,
     /// `[seqs·heads, pos, pos]` softmax output, before dropout.
     probs: Vec<f32>,
     /// `probs` after dropout (none without dropout).
@@ -118,51 +120,12 @@ impl Dims {
         1.0 / (self.d_head as f32).sqrt()
     }
 
-    /// The queries, keys and values of `heads` (`[3, n, pos, d_head]`) for `n` sequence-heads.
-    fn parts(self, heads: &[f32], n: usize) -> [&[f32]; 3] {
-        let len = n * self.pos * self.d_head;
-        [&heads[..len], &heads[len..2 * len], &heads[2 * len..3 * len]]
-    }
-
-    /// For row `r` of a `[seqs·heads, pos, ·]` tensor: its row in `[seqs·pos, ·]` and its head.
-    fn token_and_head(self, r: usize) -> (usize, usize) {
-        let (s, h, l) = self.row_indices(r);
-        (s * self.pos + l, h)
-    }
-
-    /// `([seqs·pos, width]` columns `part·d..(part+1)·d` `+ bias) · factor` → `[seqs·heads·pos, d_head]`.
-    fn split_heads(self, src: &[f32], width: usize, part: usize, bias: Option<&[f32]>, factor: f32, out: &mut [f32]) {
-        let dh = self.d_head;
-        for (r, o) in out.chunks_exact_mut(dh).enumerate() {
-            let (token, h) = self.token_and_head(r);
-            let src = &src[token * width + part * self.d_model() + h * dh..][..dh];
-            match bias {
-                Some(bias) => {
-                    let bias = &bias[h * dh..(h + 1) * dh];
-                    o.iter_mut().zip(src).zip(bias).for_each(|((o, &x), &b)| *o = (x + b) * factor);
-                }
-                None => o.iter_mut().zip(src).for_each(|(o, &x)| *o = x * factor),
-            }
-        }
-    }
-
-    /// `[seqs·heads, pos, d_head]` parts, each times its factor → their concatenation as
-    /// `[seqs·pos, P·d]` rows in `out`; adds the column sums of `out` to `col_sums` if given.
-    fn merge_heads<const P: usize>(self, parts: [(&[f32], f32); P], out: &mut [f32], mut col_sums: Option<&mut [f32]>) {
-        let (d, dh) = (self.d_model(), self.d_head);
-        for (token, o) in out.chunks_exact_mut(P * d).enumerate() {
-            let (s, l) = (token / self.pos, token % self.pos);
-            for (part, &(src, factor)) in parts.iter().enumerate() {
-                for h in 0..self.n_heads {
-                    let r = (s * self.n_heads + h) * self.pos + l;
-                    let cols = part * d + h * dh..part * d + (h + 1) * dh;
-                    o[cols.clone()].iter_mut().zip(&src[r * dh..(r + 1) * dh]).for_each(|(o, &x)| *o = x * factor);
-                    if let Some(sums) = col_sums.as_deref_mut() {
-                        sums[cols.clone()].iter_mut().zip(&o[cols]).for_each(|(s, &x)| *s += x);
-                    }
-                }
-            }
-        }
+    /// Where head `h` (sequence-major, `sequence · n_heads + head`) of part `part` starts in a
+    /// chunk's rows of `parts · d` (the `[rows, 3·d]` projections, parts 0–2: queries, keys,
+    /// values; or a `[rows, d]` output or gradient, part 0 of 1).
+    fn head_start(self, h: usize, part: usize, parts: usize) -> usize {
+        let (seq, head) = (h / self.n_heads, h % self.n_heads);
+        (seq * self.pos * parts + part) * self.d_model() + head * self.d_head
     }
 
     /// The (sequence, head, query) of row `r` of a chunk's `[seqs·heads·pos, pos]` logits.
@@ -171,21 +134,20 @@ impl Dims {
         (sh / self.n_heads, sh % self.n_heads, query)
     }
 
-    /// Row-wise softmax of `scores + additive` for the chunk of sequences starting at
-    /// `first_seq` (`additive`: the whole term, see [`Additive`]) → probabilities.
-    fn softmax(self, scores: &[f32], additive: &[f32], first_seq: usize) -> Vec<f32> {
+    /// Row-wise softmax of `scores + additive`, in place, for the chunk of sequences starting
+    /// at `first_seq` (`additive`: the whole term, see [`Additive`]) → probabilities.
+    fn softmax(self, mut scores: Vec<f32>, additive: &[f32], first_seq: usize) -> Vec<f32> {
         let pos = self.pos;
-        let mut probs = vec![0f32; scores.len()];
-        for (r, (o, s)) in probs.chunks_exact_mut(pos).zip(scores.chunks_exact(pos)).enumerate() {
+        for (r, o) in scores.chunks_exact_mut(pos).enumerate() {
             let (seq, head, query) = self.row_indices(r);
             let start = self.additive.row(first_seq + seq, head, query);
-            o.iter_mut().zip(s).zip(&additive[start..start + pos]).for_each(|((o, &s), &m)| *o = s + m);
+            o.iter_mut().zip(&additive[start..start + pos]).for_each(|(o, &m)| *o += m);
             let top = max(o);
             o.iter_mut().for_each(|o| *o = exp(*o - top));
             let inv = 1.0 / sum(o);
             o.iter_mut().for_each(|o| *o *= inv);
         }
-        probs
+        scores
     }
 }
 
@@ -203,45 +165,46 @@ impl Attention {
     }
 
     /// Forward of the sequences `seqs`: `qkv` and `out` are their rows; `additive` is the whole term.
-    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, bias, additive): (&[f32], &[f32], &[f32]), out: &mut [f32]) -> Result<ChunkSaved> {
+    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, additive): (&[f32], &[f32]), out: &mut [f32]) -> Result<ChunkSaved> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
         let n = seqs.len() * dims.n_heads;
-        let mut heads = vec![0f32; 3 * n * pos * dh];
-        for (part, o) in heads.chunks_exact_mut(n * pos * dh).enumerate() {
-            let factor = if part == 0 { dims.scale() } else { 1.0 };
-            dims.split_heads(qkv, 3 * d, part, Some(&bias[part * d..(part + 1) * d]), factor, o);
-        }
-        let (per_head, per_score) = (pos * dh, pos * pos);
-        let [q, k, _] = dims.parts(&heads, n);
-        let scores = sequential_products(n, (pos, dh, pos), |h| Operand::rows(&q[h * per_head..], dh), |h| Operand::transposed(&k[h * per_head..], dh));
-        let probs = dims.softmax(&scores, additive, seqs.start);
+        let part = |part: usize, h: usize| &qkv[dims.head_start(h, part, 3)..];
+        let scores = sequential_products(n, (pos, dh, pos), |h| Operand::rows(part(0, h), 3 * d), |h| Operand::transposed(part(1, h), 3 * d));
+        let probs = dims.softmax(scores, additive, seqs.start);
+        let per_score = pos * pos;
         let dropped = self.dropout.as_ref().map(|dropout| {
             let mut dropped = vec![0f32; probs.len()];
             dropout.apply(&probs, seqs.start * dims.n_heads * per_score, &mut dropped);
             dropped
         });
-        let saved = ChunkSaved { heads, probs, dropped };
-        let [_, _, v] = dims.parts(&saved.heads, n);
-        let attended =
-            sequential_products(n, (pos, pos, dh), |h| Operand::rows(&saved.dropped()[h * per_score..], pos), |h| Operand::rows(&v[h * per_head..], dh));
-        dims.merge_heads([(&attended[..], 1.0)], out, None);
+        let saved = ChunkSaved { probs, dropped };
+        let (probs, values) = (|h| Operand::rows(&saved.dropped()[h * per_score..], pos), |h| Operand::rows(part(2, h), 3 * d));
+        sequential_products_into(out, (|h| dims.head_start(h, 0, 1), d), n, (pos, pos, dh), (probs, values), 1.0);
         Ok(saved)
     }
 
-    /// Backward of the sequences `seqs` (`grad`, `dqkv`: their rows); returns ∂/∂bias, and adds
-    /// ∂/∂additive to `d_additive` (the chunk's sequences' part of it, or the whole shared term)
-    /// when the term is per query.
-    fn backward_chunk(&self, dims: Dims, seqs: Range<usize>, saved: &ChunkSaved, grad: &[f32], dqkv: &mut [f32], d_additive: &mut [f32]) -> Vec<f32> {
+    /// Backward of the sequences `seqs` (`qkv`, `grad`, `dqkv`: their rows); returns ∂/∂bias, and
+    /// adds ∂/∂additive to `d_additive` (the chunk's sequences' part of it, or the whole shared
+    /// term) when the term is per query.
+    fn backward_chunk(
+        &self,
+        dims: Dims,
+        seqs: Range<usize>,
+        (saved, qkv): (&ChunkSaved, &[f32]),
+        grad: &[f32],
+        dqkv: &mut [f32],
+        d_additive: &mut [f32],
+    ) -> Vec<f32> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
         let n = seqs.len() * dims.n_heads;
-        let mut g_heads = vec![0f32; n * pos * dh];
-        dims.split_heads(grad, d, 0, None, 1.0, &mut g_heads);
-        let [q, k, v] = dims.parts(&saved.heads, n);
-        let (per_head, per_score) = (pos * dh, pos * pos);
-        let g_head = |h: usize| Operand::rows(&g_heads[h * per_head..], dh);
-        let dv = sequential_products(n, (pos, pos, dh), |h| Operand::transposed(&saved.dropped()[h * per_score..], pos), g_head);
+        let per_score = pos * pos;
+        let part = |part: usize, h: usize| &qkv[dims.head_start(h, part, 3)..];
+        let into_part = |part: usize| (move |h| dims.head_start(h, part, 3), 3 * d);
+        let g_head = |h: usize| Operand::rows(&grad[dims.head_start(h, 0, 1)..], d);
+        let dropped_t = |h: usize| Operand::transposed(&saved.dropped()[h * per_score..], pos);
+        sequential_products_into(dqkv, into_part(2), n, (pos, pos, dh), (dropped_t, g_head), 1.0);
         // Softmax backward: ds = p ⊙ (dp − Σ dp ⊙ p), dp being ∂/∂dropped times the dropout factors.
-        let d_dropped = sequential_products(n, (pos, dh, pos), g_head, |h| Operand::transposed(&v[h * per_head..], dh));
+        let d_dropped = sequential_products(n, (pos, dh, pos), g_head, |h| Operand::transposed(part(2, h), 3 * d));
         let mut ds = vec![0f32; n * pos * pos];
         {
             let p = &saved.probs;
@@ -261,11 +224,14 @@ impl Attention {
                 }
             }
         }
-        let dq = sequential_products(n, (pos, pos, dh), |h| Operand::rows(&ds[h * per_score..], pos), |h| Operand::rows(&k[h * per_head..], dh));
-        let dk = sequential_products(n, (pos, pos, dh), |h| Operand::transposed(&ds[h * per_score..], pos), |h| Operand::rows(&q[h * per_head..], dh));
-        let parts = [(&dq[..], dims.scale()), (&dk[..], 1.0), (&dv[..], 1.0)];
+        // The queries were scaled before the product, so ∂/∂q carries the scale and ∂/∂k does not.
+        let (ds_rows, ds_t) = (|h| Operand::rows(&ds[h * per_score..], pos), |h| Operand::transposed(&ds[h * per_score..], pos));
+        sequential_products_into(dqkv, into_part(0), n, (pos, pos, dh), (ds_rows, |h| Operand::rows(part(1, h), 3 * d)), dims.scale());
+        sequential_products_into(dqkv, into_part(1), n, (pos, pos, dh), (ds_t, |h| Operand::rows(part(0, h), 3 * d)), 1.0);
         let mut dbias = vec![0f32; 3 * d];
-        dims.merge_heads(parts, dqkv, Some(&mut dbias));
+        for row in dqkv.chunks_exact(3 * d) {
+            dbias.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+        }
         dbias
     }
 }
@@ -283,14 +249,21 @@ impl Attention {
     ) -> Result<(Vec<f32>, Saved)> {
         let (dims, batch) = self.dims((rows, d_in, d), additive_shape)?;
         let pos = dims.pos;
-        let qkv = projection::product(rows, d_in, 3 * d, Operand::rows(xs, d_in), Operand::transposed(projections, d_in + 1));
+        let mut qkv = projection::product(rows, d_in, 3 * d, Operand::rows(xs, d_in), Operand::transposed(projections, d_in + 1));
         let bias: Vec<f32> = projections.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
-        let (qkv, bias) = (&qkv[..], &bias[..]);
+        let scale = dims.scale();
+        par_chunks_mut(&mut qkv, BLOCK_ROWS * 3 * d, |chunk| {
+            for row in chunk.chunks_exact_mut(3 * d) {
+                let (queries, keys_values) = row.split_at_mut(d);
+                queries.iter_mut().zip(&bias[..d]).for_each(|(x, &b)| *x = (*x + b) * scale);
+                keys_values.iter_mut().zip(&bias[d..]).for_each(|(x, &b)| *x += b);
+            }
+        });
         let (chunks, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
             let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
-            self.forward_chunk(dims, seqs, (qkv, bias, additive), o)
+            self.forward_chunk(dims, seqs, (qkv, additive), o)
         });
-        Ok((out, Saved { dims, batch, chunks: chunks.into_iter().collect::<Result<_>>()? }))
+        Ok((out, Saved { dims, batch, qkv, chunks: chunks.into_iter().collect::<Result<_>>()? }))
     }
 
     /// The gradients of [`Attention::forward`] for the output gradient `g` (`[rows, d]`) →
@@ -309,7 +282,9 @@ impl Attention {
             let chunk = seqs.start / SEQS_PER_CHUNK;
             let mut shared = vec![0f32; shared_len];
             let target = if per_seq { da } else { &mut shared[..] };
-            let dbias = self.backward_chunk(dims, seqs.clone(), &saved.chunks[chunk], &g[seqs.start * pos * d..seqs.end * pos * d], o, target);
+            let qkv = &saved.qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
+            let grad = &g[seqs.start * pos * d..seqs.end * pos * d];
+            let dbias = self.backward_chunk(dims, seqs.clone(), (&saved.chunks[chunk], qkv), grad, o, target);
             (dbias, shared)
         });
         let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().unzip();

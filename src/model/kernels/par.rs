@@ -81,6 +81,12 @@ pub fn par_elementwise(len: usize, f: impl Fn(Range<usize>, &mut [f32]) + Sync) 
     out
 }
 
+/// `f(chunk)` over consecutive chunks of `chunk_len` elements of `data`, in place, spread over
+/// the threads.
+pub fn par_chunks_mut(data: &mut [f32], chunk_len: usize, f: impl Fn(&mut [f32]) + Sync) {
+    par_map(data.chunks_mut(chunk_len.max(1)).collect(), f);
+}
+
 /// `f` over every item, the items split into one contiguous run per thread; results in item order.
 fn par_map<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let n_threads = candle_core::utils::get_num_threads().clamp(1, items.len().max(1));

@@ -71,38 +71,67 @@ fn stacked_products<'a>(
 ) -> Vec<f32> {
     let mut out = Vec::<f32>::with_capacity(batch * m * n);
     for b in 0..batch {
-        let (lhs, rhs) = (lhs(b), rhs(b));
-        assert!(lhs.holds(m, k) && rhs.holds(k, n), "gemm operands smaller than {m}×{k} · {k}×{n}");
-        // SAFETY: the operands hold their [m, k] and [k, n] elements at their strides (asserted
-        // above); `out` has room for `batch` blocks of m·n elements, of which gemm writes block
-        // `b` without reading it (`read_dst` false); `set_len` exposes them once all are written.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr().add(b * m * n),
-                1,
-                n as isize,
-                false,
-                lhs.data.as_ptr(),
-                lhs.col_stride as isize,
-                lhs.row_stride as isize,
-                rhs.data.as_ptr(),
-                rhs.col_stride as isize,
-                rhs.row_stride as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        // SAFETY: `out` has room for `batch` blocks of m·n elements; block `b` is written
+        // (not read) at row stride n; `set_len` exposes them once all are written.
+        unsafe { gemm_raw(out.as_mut_ptr().add(b * m * n), n, (m, k, n), (lhs(b), rhs(b)), 1.0, parallelism) };
     }
     // SAFETY: every block was written above.
     unsafe { out.set_len(batch * m * n) };
     out
+}
+
+/// For each of `batch` pairs, `factor · lhs(b) · rhs(b)` (`[m, k]` · `[k, n]`) written over the
+/// `[m, n]` block of `out` that starts at element `at(b)`, its rows `row_len` apart: the per-head
+/// products of attention straight into (or out of) the `[rows, heads · d_head]` layout. One
+/// after another on the calling thread, as [`sequential_products`].
+pub(super) fn sequential_products_into<'a>(
+    out: &mut [f32],
+    (at, row_len): (impl Fn(usize) -> usize, usize),
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    (lhs, rhs): (impl Fn(usize) -> Operand<'a>, impl Fn(usize) -> Operand<'a>),
+    factor: f32,
+) {
+    for b in 0..batch {
+        let start = at(b);
+        let fits = m == 0 || n == 0 || (n <= row_len && start + (m - 1) * row_len + n <= out.len());
+        assert!(fits, "gemm destination smaller than {m}×{n} at {start}, rows {row_len} apart");
+        // SAFETY: the block lies inside `out` (asserted above), which is borrowed mutably.
+        unsafe { gemm_raw(out.as_mut_ptr().add(start), row_len, (m, k, n), (lhs(b), rhs(b)), factor, Parallelism::None) };
+    }
+}
+
+/// `dst ← factor · lhs · rhs` for the `[m, n]` block at `dst`, rows `dst_row_len` apart.
+///
+/// # Safety
+/// `dst` must be valid for writes of that block; the operands are checked here.
+unsafe fn gemm_raw(dst: *mut f32, dst_row_len: usize, (m, k, n): (usize, usize, usize), (lhs, rhs): (Operand, Operand), factor: f32, parallelism: Parallelism) {
+    assert!(lhs.holds(m, k) && rhs.holds(k, n), "gemm operands smaller than {m}×{k} · {k}×{n}");
+    // SAFETY: the operands hold their [m, k] and [k, n] elements at their strides (asserted
+    // above); the caller vouches for `dst`, which gemm writes without reading (`read_dst` false).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row_len as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            0.0,
+            factor,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 /// `(rows, d_in, d_out)` of `xs`: `[rows, d_in]` times the transpose of `weight`: `[d_out, d_in]`.
