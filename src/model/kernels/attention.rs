@@ -1,16 +1,18 @@
 //! The core of multi-head self-attention: `[rows, d_in]` hidden states → the query/key/value
 //! projections → `[rows, d]` attended values, before the output projection, forward and
 //! backward on slices (the op around it, with the output projection and the residual
-//! LayerNorm, is `attention_block`).
+//! LayerNorm, is `attention_block`). The queries may be some rows only: every row is attended
+//! to, but only those attend (the last block of a pretraining model, read at the picked rows).
 //!
-//! Forward computes the three projections as one product (gemm, as in `projection`), adds their
-//! biases in place (folding 1/√d_head into the queries), and runs `softmax(q·kᵀ + additive)`,
-//! dropout and `·v` per head, where `additive` is the padding mask and, in models with one, the
-//! relative-position bias. Each head's products read its columns of the `[rows, 3·d]` product
-//! and write its columns of the `[rows, d]` output directly (strided gemm operands), so no pass
-//! splits or merges the heads, in either direction. Forward keeps the biased product and the
-//! probabilities for backward, which is written out by hand: as composed ops the scores alone
-//! would pass through ~9 nodes, each 3 memory passes in backward.
+//! Forward computes the queries (at their rows) and the keys and values (at every row) as two
+//! products (gemm, as in `projection`), adds their biases in place (folding 1/√d_head into the
+//! queries), and runs `softmax(q·kᵀ + additive)`, dropout and `·v` per head, where `additive` is
+//! the padding mask and, in models with one, the relative-position bias. Each head's products
+//! read its columns of the projections and write its columns of the `[queries, d]` output
+//! directly (strided gemm operands), so no pass splits or merges the heads, in either direction.
+//! Forward keeps the biased projections and the probabilities for backward, which is written
+//! out by hand: as composed ops the scores alone would pass through ~9 nodes, each 3 memory
+//! passes in backward.
 //!
 //! The work is cut into chunks of a few sequences that run in parallel, each chunk's scores
 //! staying in cache; within a chunk the per-head products call gemm one after another on the
@@ -18,10 +20,11 @@
 //! across the threads, which on two cores is slower than not splitting at all.)
 
 use super::dropout::DropoutMask;
-use super::par::{par_chunks_mut, par_row_chunks, sum_partials, BLOCK_ROWS};
-use super::projection::{self, sequential_products, sequential_products_into, Operand};
+use super::par::{par_chunks_mut, par_uneven_chunks, sum_partials, BLOCK_ROWS};
+use super::projection::{self, sequential_products_into, Operand};
 use super::simd::{dot, exp, max, sum};
 use candle_core::{bail, Result, Shape};
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -38,15 +41,17 @@ pub(super) struct Attention {
 /// What [`Attention::forward`] keeps for [`Attention::backward`].
 pub(super) struct Saved {
     dims: Dims,
-    batch: usize,
-    /// `[rows, 3·d]`: the queries (scaled by 1/√d_head), keys and values, biases added.
-    qkv: Vec<f32>,
+    queries: Queries,
+    /// `[queries, d]`: the queries, biases added, scaled by 1/√d_head.
+    q: Vec<f32>,
+    /// `[rows, 2·d]`: the keys and values, biases added.
+    kv: Vec<f32>,
     chunks: Vec<ChunkSaved>,
 }
 
-/// What backward needs of one chunk of sequences besides its rows of `qkv`.
+/// What backward needs of one chunk of sequences besides its rows of `q` and `kv`.
 struct ChunkSaved {
-    /// `[seqs·heads, pos, pos]` softmax output, before dropout.
+    /// Per sequence and head, `[its queries, pos]`: the softmax output, before dropout.
     probs: Vec<f32>,
     /// `probs` after dropout (none without dropout).
     dropped: Option<Vec<f32>>,
@@ -56,6 +61,105 @@ impl ChunkSaved {
     /// The probabilities as the values saw them.
     fn dropped(&self) -> &[f32] {
         self.dropped.as_deref().unwrap_or(&self.probs)
+    }
+}
+
+/// The rows that attend (the queries): every row, or some rows of each sequence. The output
+/// has one row per query, in row order.
+struct Queries {
+    /// The query rows of the `[batch·pos]` input, ascending; `None`: every row.
+    rows: Option<Vec<u32>>,
+    /// `[batch + 1]`: sequence `s`'s queries are output rows `starts[s]..starts[s + 1]`.
+    starts: Vec<usize>,
+}
+
+impl Queries {
+    fn new(rows: Option<&[u32]>, batch: usize, pos: usize) -> Result<Self> {
+        let Some(rows) = rows else { return Ok(Queries { rows: None, starts: (0..=batch).map(|s| s * pos).collect() }) };
+        if let Some(pair) = rows.windows(2).find(|pair| pair[0] >= pair[1]) {
+            bail!("attention: query rows must ascend, each once ({} before {})", pair[0], pair[1]);
+        }
+        if let Some(&last) = rows.last().filter(|&&last| last as usize >= batch * pos) {
+            bail!("attention: query row {last} of {} rows", batch * pos);
+        }
+        let starts = (0..=batch).map(|s| rows.partition_point(|&r| (r as usize) < s * pos)).collect();
+        Ok(Queries { rows: Some(rows.to_vec()), starts })
+    }
+
+    fn len(&self) -> usize {
+        self.starts[self.starts.len() - 1]
+    }
+
+    /// The position in its sequence `seq` of query `i` (an output row).
+    fn position(&self, i: usize, seq: usize, pos: usize) -> usize {
+        match &self.rows {
+            Some(rows) => rows[i] as usize - seq * pos,
+            None => i - seq * pos,
+        }
+    }
+
+    /// The queries' rows of `xs` (rows of `d`).
+    fn gather<'a>(&self, xs: &'a [f32], d: usize) -> Cow<'a, [f32]> {
+        match &self.rows {
+            Some(rows) => Cow::Owned(rows.iter().flat_map(|&r| &xs[r as usize * d..(r as usize + 1) * d]).copied().collect()),
+            None => Cow::Borrowed(xs),
+        }
+    }
+
+    /// `into[row] += g[i]` for each query `i` at `row` (rows of `d`).
+    fn add_to_rows(&self, g: &[f32], into: &mut [f32], d: usize) {
+        let rows: Box<dyn Iterator<Item = usize>> = match &self.rows {
+            Some(rows) => Box::new(rows.iter().map(|&r| r as usize)),
+            None => Box::new(0..self.len()),
+        };
+        for (r, g) in rows.zip(g.chunks_exact(d)) {
+            into[r * d..(r + 1) * d].iter_mut().zip(g).for_each(|(x, &g)| *x += g);
+        }
+    }
+
+    /// The sequences of the chunk `seqs`.
+    fn chunk(&self, seqs: Range<usize>) -> Vec<ChunkSeq> {
+        let first = self.starts[seqs.start];
+        seqs.clone()
+            .map(|index| ChunkSeq {
+                index,
+                local: index - seqs.start,
+                query_start: self.starts[index],
+                first_query: self.starts[index] - first,
+                n_queries: self.starts[index + 1] - self.starts[index],
+            })
+            .collect()
+    }
+}
+
+/// One sequence of a chunk.
+#[derive(Clone, Copy)]
+struct ChunkSeq {
+    /// Its index in the batch, and in the chunk.
+    index: usize,
+    local: usize,
+    /// Its first query among all, and in the chunk; its number of queries.
+    query_start: usize,
+    first_query: usize,
+    n_queries: usize,
+}
+
+impl ChunkSeq {
+    /// Where the `[n_queries, pos]` scores of head `head` start in the chunk's: per sequence,
+    /// then per head.
+    fn scores_start(self, head: usize, dims: Dims) -> usize {
+        (self.first_query * dims.n_heads + head * self.n_queries) * dims.pos
+    }
+
+    /// Where head `head`'s columns of this sequence's part `part` (0: keys, 1: values) start
+    /// in the chunk's `[seqs·pos, 2·d]` keys and values.
+    fn kv_start(self, part: usize, head: usize, dims: Dims) -> usize {
+        (self.local * dims.pos * 2 + part) * dims.d_model() + head * dims.d_head
+    }
+
+    /// Where head `head`'s columns of this sequence's first query start in the chunk's `[queries, d]`.
+    fn query_start(self, head: usize, dims: Dims) -> usize {
+        self.first_query * dims.d_model() + head * dims.d_head
     }
 }
 
@@ -120,34 +224,18 @@ impl Dims {
         1.0 / (self.d_head as f32).sqrt()
     }
 
-    /// Where head `h` (sequence-major, `sequence · n_heads + head`) of part `part` starts in a
-    /// chunk's rows of `parts · d` (the `[rows, 3·d]` projections, parts 0–2: queries, keys,
-    /// values; or a `[rows, d]` output or gradient, part 0 of 1).
-    fn head_start(self, h: usize, part: usize, parts: usize) -> usize {
-        let (seq, head) = (h / self.n_heads, h % self.n_heads);
-        (seq * self.pos * parts + part) * self.d_model() + head * self.d_head
+    /// (sequence, head, query position) of each row of a chunk's scores, in their order.
+    fn score_rows<'a>(self, seqs: &'a [ChunkSeq], queries: &'a Queries) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+        seqs.iter().flat_map(move |&seq| {
+            (0..self.n_heads)
+                .flat_map(move |head| (0..seq.n_queries).map(move |i| (seq.index, head, queries.position(seq.query_start + i, seq.index, self.pos))))
+        })
     }
 
-    /// The (sequence, head, query) of row `r` of a chunk's `[seqs·heads·pos, pos]` logits.
-    fn row_indices(self, r: usize) -> (usize, usize, usize) {
-        let (sh, query) = (r / self.pos, r % self.pos);
-        (sh / self.n_heads, sh % self.n_heads, query)
-    }
-
-    /// Row-wise softmax of `scores + additive`, in place, for the chunk of sequences starting
-    /// at `first_seq` (`additive`: the whole term, see [`Additive`]) → probabilities.
-    fn softmax(self, mut scores: Vec<f32>, additive: &[f32], first_seq: usize) -> Vec<f32> {
-        let pos = self.pos;
-        for (r, o) in scores.chunks_exact_mut(pos).enumerate() {
-            let (seq, head, query) = self.row_indices(r);
-            let start = self.additive.row(first_seq + seq, head, query);
-            o.iter_mut().zip(&additive[start..start + pos]).for_each(|(o, &m)| *o += m);
-            let top = max(o);
-            o.iter_mut().for_each(|o| *o = exp(*o - top));
-            let inv = 1.0 / sum(o);
-            o.iter_mut().for_each(|o| *o *= inv);
-        }
-        scores
+    /// Where row (sequence, head, query position) of the full `[batch, heads, pos, pos]` logits
+    /// starts: the dropout mask's layout.
+    fn logit_row(self, seq: usize, head: usize, query: usize) -> usize {
+        ((seq * self.n_heads + head) * self.pos + query) * self.pos
     }
 }
 
@@ -164,134 +252,184 @@ impl Attention {
         Ok((Dims { n_heads: self.n_heads, pos, d_head: d / self.n_heads, additive }, batch))
     }
 
-    /// Forward of the sequences `seqs`: `qkv` and `out` are their rows; `additive` is the whole term.
-    fn forward_chunk(&self, dims: Dims, seqs: Range<usize>, (qkv, additive): (&[f32], &[f32]), out: &mut [f32]) -> Result<ChunkSaved> {
+    /// Forward of the chunk's sequences `seqs`: `q`, `kv` and `out` are their rows; `additive`
+    /// is the whole term.
+    fn forward_chunk(&self, dims: Dims, (seqs, queries): (&[ChunkSeq], &Queries), (q, kv, additive): (&[f32], &[f32], &[f32]), out: &mut [f32]) -> ChunkSaved {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
-        let n = seqs.len() * dims.n_heads;
-        let part = |part: usize, h: usize| &qkv[dims.head_start(h, part, 3)..];
-        let scores = sequential_products(n, (pos, dh, pos), |h| Operand::rows(part(0, h), 3 * d), |h| Operand::transposed(part(1, h), 3 * d));
-        let probs = dims.softmax(scores, additive, seqs.start);
-        let per_score = pos * pos;
+        let mut scores = vec![0f32; q.len() / d * dims.n_heads * pos];
+        for &seq in seqs.iter().filter(|seq| seq.n_queries > 0) {
+            let (queries, keys) = (|h| Operand::rows(&q[seq.query_start(h, dims)..], d), |h| Operand::transposed(&kv[seq.kv_start(0, h, dims)..], 2 * d));
+            sequential_products_into(&mut scores, (|h| seq.scores_start(h, dims), pos), dims.n_heads, (seq.n_queries, dh, pos), (queries, keys), 1.0);
+        }
+        let rows = || dims.score_rows(seqs, queries);
+        // Softmax of each row of `scores + additive`, in place.
+        for (o, (seq, head, query)) in scores.chunks_exact_mut(pos).zip(rows()) {
+            let start = dims.additive.row(seq, head, query);
+            o.iter_mut().zip(&additive[start..start + pos]).for_each(|(o, &m)| *o += m);
+            let top = max(o);
+            o.iter_mut().for_each(|o| *o = exp(*o - top));
+            let inv = 1.0 / sum(o);
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
         let dropped = self.dropout.as_ref().map(|dropout| {
-            let mut dropped = vec![0f32; probs.len()];
-            dropout.apply(&probs, seqs.start * dims.n_heads * per_score, &mut dropped);
+            let mut dropped = vec![0f32; scores.len()];
+            for ((o, p), (seq, head, query)) in dropped.chunks_exact_mut(pos).zip(scores.chunks_exact(pos)).zip(rows()) {
+                dropout.apply(p, dims.logit_row(seq, head, query), o);
+            }
             dropped
         });
-        let saved = ChunkSaved { probs, dropped };
-        let (probs, values) = (|h| Operand::rows(&saved.dropped()[h * per_score..], pos), |h| Operand::rows(part(2, h), 3 * d));
-        sequential_products_into(out, (|h| dims.head_start(h, 0, 1), d), n, (pos, pos, dh), (probs, values), 1.0);
-        Ok(saved)
+        let saved = ChunkSaved { probs: scores, dropped };
+        for &seq in seqs.iter().filter(|seq| seq.n_queries > 0) {
+            let (probs, values) =
+                (|h| Operand::rows(&saved.dropped()[seq.scores_start(h, dims)..], pos), |h| Operand::rows(&kv[seq.kv_start(1, h, dims)..], 2 * d));
+            sequential_products_into(out, (|h| seq.query_start(h, dims), d), dims.n_heads, (seq.n_queries, pos, dh), (probs, values), 1.0);
+        }
+        saved
     }
 
-    /// Backward of the sequences `seqs` (`qkv`, `grad`, `dqkv`: their rows); returns ∂/∂bias, and
-    /// adds ∂/∂additive to `d_additive` (the chunk's sequences' part of it, or the whole shared
-    /// term) when the term is per query.
+    /// Backward of the chunk's sequences `seqs` (`q`, `kv`, `grad`, `dq`, `dkv`: their rows);
+    /// returns ∂/∂bias, and adds ∂/∂additive to `d_additive` (the chunk's sequences' part of
+    /// it, or the whole shared term) when the term is per query.
     fn backward_chunk(
         &self,
         dims: Dims,
-        seqs: Range<usize>,
-        (saved, qkv): (&ChunkSaved, &[f32]),
+        (seqs, queries): (&[ChunkSeq], &Queries),
+        (saved, q, kv): (&ChunkSaved, &[f32], &[f32]),
         grad: &[f32],
-        dqkv: &mut [f32],
-        d_additive: &mut [f32],
+        [dq, dkv, d_additive]: [&mut [f32]; 3],
     ) -> Vec<f32> {
         let (d, pos, dh) = (dims.d_model(), dims.pos, dims.d_head);
-        let n = seqs.len() * dims.n_heads;
-        let per_score = pos * pos;
-        let part = |part: usize, h: usize| &qkv[dims.head_start(h, part, 3)..];
-        let into_part = |part: usize| (move |h| dims.head_start(h, part, 3), 3 * d);
-        let g_head = |h: usize| Operand::rows(&grad[dims.head_start(h, 0, 1)..], d);
-        let dropped_t = |h: usize| Operand::transposed(&saved.dropped()[h * per_score..], pos);
-        sequential_products_into(dqkv, into_part(2), n, (pos, pos, dh), (dropped_t, g_head), 1.0);
-        // Softmax backward: ds = p ⊙ (dp − Σ dp ⊙ p), dp being ∂/∂dropped times the dropout factors.
-        let d_dropped = sequential_products(n, (pos, dh, pos), g_head, |h| Operand::transposed(part(2, h), 3 * d));
-        let mut ds = vec![0f32; n * pos * pos];
-        {
-            let p = &saved.probs;
-            let offset = seqs.start * dims.n_heads * pos * pos;
-            for (r, ((o, p), dd)) in ds.chunks_exact_mut(pos).zip(p.chunks_exact(pos)).zip(d_dropped.chunks_exact(pos)).enumerate() {
-                match &self.dropout {
-                    Some(mask) => mask.apply(dd, offset + r * pos, o),
-                    None => o.copy_from_slice(dd),
-                }
-                let c = dot(o, p);
-                o.iter_mut().zip(p).for_each(|(o, &p)| *o = p * (*o - c));
-                if dims.additive.per_query() {
-                    // `d_additive` starts at this chunk's first sequence.
-                    let (seq, head, query) = dims.row_indices(r);
-                    let start = dims.additive.row(seq, head, query);
-                    d_additive[start..start + pos].iter_mut().zip(o.iter()).for_each(|(d, &g)| *d += g);
-                }
+        let mut d_dropped = vec![0f32; saved.probs.len()];
+        for &seq in seqs.iter().filter(|seq| seq.n_queries > 0) {
+            let m = seq.n_queries;
+            let g_head = |h| Operand::rows(&grad[seq.query_start(h, dims)..], d);
+            let dropped_t = |h| Operand::transposed(&saved.dropped()[seq.scores_start(h, dims)..], pos);
+            sequential_products_into(dkv, (|h| seq.kv_start(1, h, dims), 2 * d), dims.n_heads, (pos, m, dh), (dropped_t, g_head), 1.0);
+            let values_t = |h| Operand::transposed(&kv[seq.kv_start(1, h, dims)..], 2 * d);
+            sequential_products_into(&mut d_dropped, (|h| seq.scores_start(h, dims), pos), dims.n_heads, (m, dh, pos), (g_head, values_t), 1.0);
+        }
+        // Softmax backward: ds = p ⊙ (dp − Σ dp ⊙ p), dp being ∂/∂dropped times the dropout
+        // factors; in place in `d_dropped`.
+        let mut ds = d_dropped;
+        for ((o, p), (seq, head, query)) in ds.chunks_exact_mut(pos).zip(saved.probs.chunks_exact(pos)).zip(dims.score_rows(seqs, queries)) {
+            if let Some(mask) = &self.dropout {
+                let start = dims.logit_row(seq, head, query);
+                o.iter_mut().zip(mask.factors(start..start + pos)).for_each(|(o, f)| *o *= f);
+            }
+            let c = dot(o, p);
+            o.iter_mut().zip(p).for_each(|(o, &p)| *o = p * (*o - c));
+            if dims.additive.per_query() {
+                // `d_additive` starts at this chunk's first sequence.
+                let start = dims.additive.row(seq - seqs[0].index, head, query);
+                d_additive[start..start + pos].iter_mut().zip(o.iter()).for_each(|(d, &g)| *d += g);
             }
         }
         // The queries were scaled before the product, so ∂/∂q carries the scale and ∂/∂k does not.
-        let (ds_rows, ds_t) = (|h| Operand::rows(&ds[h * per_score..], pos), |h| Operand::transposed(&ds[h * per_score..], pos));
-        sequential_products_into(dqkv, into_part(0), n, (pos, pos, dh), (ds_rows, |h| Operand::rows(part(1, h), 3 * d)), dims.scale());
-        sequential_products_into(dqkv, into_part(1), n, (pos, pos, dh), (ds_t, |h| Operand::rows(part(0, h), 3 * d)), 1.0);
+        for &seq in seqs.iter().filter(|seq| seq.n_queries > 0) {
+            let m = seq.n_queries;
+            let (ds_rows, keys) = (|h| Operand::rows(&ds[seq.scores_start(h, dims)..], pos), |h| Operand::rows(&kv[seq.kv_start(0, h, dims)..], 2 * d));
+            sequential_products_into(dq, (|h| seq.query_start(h, dims), d), dims.n_heads, (m, pos, dh), (ds_rows, keys), dims.scale());
+            let (ds_t, queries) = (|h| Operand::transposed(&ds[seq.scores_start(h, dims)..], pos), |h| Operand::rows(&q[seq.query_start(h, dims)..], d));
+            sequential_products_into(dkv, (|h| seq.kv_start(0, h, dims), 2 * d), dims.n_heads, (pos, m, dh), (ds_t, queries), 1.0);
+        }
         let mut dbias = vec![0f32; 3 * d];
-        for row in dqkv.chunks_exact(3 * d) {
-            dbias.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+        let (dbias_q, dbias_kv) = dbias.split_at_mut(d);
+        for (sums, rows) in [(dbias_q, &*dq), (dbias_kv, &*dkv)] {
+            for row in rows.chunks_exact(sums.len()) {
+                sums.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+            }
         }
         dbias
     }
 }
 
+/// `buffer[r] = (buffer[r] + bias) · factor` for each row `r` (rows as long as `bias`).
+fn add_bias(buffer: &mut [f32], bias: &[f32], factor: f32) {
+    par_chunks_mut(buffer, BLOCK_ROWS * bias.len(), |chunk| {
+        for row in chunk.chunks_exact_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(x, &b)| *x = (*x + b) * factor);
+        }
+    });
+}
+
+/// The chunks' first sequences, `[n_chunks + 1]`.
+fn chunk_bounds(batch: usize) -> Vec<usize> {
+    (0..=batch.div_ceil(SEQS_PER_CHUNK)).map(|c| batch.min(c * SEQS_PER_CHUNK)).collect()
+}
+
 impl Attention {
-    /// The attended values of `xs` (`[rows, d_in]`) for `projections` (`[3·d, d_in + 1]`, each
-    /// row an output's weights, then its bias) and the additive term `(values, shape)` →
-    /// (`[rows, d]`, what backward needs).
+    /// The attended values of `xs` (`[rows, d_in]`) at the rows `queries` (ascending, each once;
+    /// all if `None`) for `projections` (`[3·d, d_in + 1]`, each row an output's weights, then
+    /// its bias) and the additive term `(values, shape)` → (`[queries, d]`, what backward needs).
     pub(super) fn forward(
         &self,
         xs: &[f32],
         projections: &[f32],
         (additive, additive_shape): (&[f32], &Shape),
         (rows, d_in, d): (usize, usize, usize),
+        queries: Option<&[u32]>,
     ) -> Result<(Vec<f32>, Saved)> {
         let (dims, batch) = self.dims((rows, d_in, d), additive_shape)?;
+        let queries = Queries::new(queries, batch, dims.pos)?;
         let pos = dims.pos;
-        let mut qkv = projection::product(rows, d_in, 3 * d, Operand::rows(xs, d_in), Operand::transposed(projections, d_in + 1));
+        let (w_q, w_kv) = projections.split_at(d * (d_in + 1));
         let bias: Vec<f32> = projections.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
-        let scale = dims.scale();
-        par_chunks_mut(&mut qkv, BLOCK_ROWS * 3 * d, |chunk| {
-            for row in chunk.chunks_exact_mut(3 * d) {
-                let (queries, keys_values) = row.split_at_mut(d);
-                queries.iter_mut().zip(&bias[..d]).for_each(|(x, &b)| *x = (*x + b) * scale);
-                keys_values.iter_mut().zip(&bias[d..]).for_each(|(x, &b)| *x += b);
-            }
+        let mut q = projection::product(queries.len(), d_in, d, Operand::rows(&queries.gather(xs, d_in), d_in), Operand::transposed(w_q, d_in + 1));
+        let mut kv = projection::product(rows, d_in, 2 * d, Operand::rows(xs, d_in), Operand::transposed(w_kv, d_in + 1));
+        add_bias(&mut q, &bias[..d], dims.scale());
+        add_bias(&mut kv, &bias[d..], 1.0);
+        let seq_bounds = chunk_bounds(batch);
+        let query_bounds: Vec<usize> = seq_bounds.iter().map(|&s| queries.starts[s]).collect();
+        let n_chunks = seq_bounds.len() - 1;
+        let (chunks, [out]) = par_uneven_chunks(n_chunks, [(&query_bounds, d)], |c, [o]| {
+            let seqs = queries.chunk(seq_bounds[c]..seq_bounds[c + 1]);
+            let q = &q[query_bounds[c] * d..query_bounds[c + 1] * d];
+            let kv = &kv[seq_bounds[c] * pos * 2 * d..seq_bounds[c + 1] * pos * 2 * d];
+            self.forward_chunk(dims, (&seqs, &queries), (q, kv, additive), o)
         });
-        let (chunks, [out]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * d], |seqs, [o]| {
-            let qkv = &qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
-            self.forward_chunk(dims, seqs, (qkv, additive), o)
-        });
-        Ok((out, Saved { dims, batch, qkv, chunks: chunks.into_iter().collect::<Result<_>>()? }))
+        Ok((out, Saved { dims, queries, q, kv, chunks }))
     }
 
-    /// The gradients of [`Attention::forward`] for the output gradient `g` (`[rows, d]`) →
+    /// The gradients of [`Attention::forward`] for the output gradient `g` (`[queries, d]`) →
     /// (∂/∂xs, ∂/∂projections in their layout, ∂/∂additive in its layout when the term is per
     /// query: a padding mask gets none).
     pub(super) fn backward(&self, saved: &Saved, xs: &[f32], projections: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
-        let (dims, batch) = (saved.dims, saved.batch);
+        let (dims, queries) = (saved.dims, &saved.queries);
         let (d, pos) = (dims.d_model(), dims.pos);
         let d_in = projections.len() / (3 * d) - 1;
+        let batch = queries.starts.len() - 1;
         // ∂/∂additive: written per sequence when each has its own term, otherwise summed over
         // chunk-local copies of the shared term (none for a padding mask).
         let per_seq = dims.additive.per_query() && dims.additive.per_sequence();
         let shared_len = if dims.additive.per_query() && !per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
         let seq_len = if per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
-        let (partials, [dqkv, d_additive]) = par_row_chunks(batch, SEQS_PER_CHUNK, [pos * 3 * d, seq_len], |seqs, [o, da]| {
-            let chunk = seqs.start / SEQS_PER_CHUNK;
+        let seq_bounds = chunk_bounds(batch);
+        let query_bounds: Vec<usize> = seq_bounds.iter().map(|&s| queries.starts[s]).collect();
+        let layouts = [(&query_bounds[..], d), (&seq_bounds[..], pos * 2 * d), (&seq_bounds[..], seq_len)];
+        let (partials, [dq, dkv, d_additive]) = par_uneven_chunks(seq_bounds.len() - 1, layouts, |c, [dq, dkv, da]| {
             let mut shared = vec![0f32; shared_len];
             let target = if per_seq { da } else { &mut shared[..] };
-            let qkv = &saved.qkv[seqs.start * pos * 3 * d..seqs.end * pos * 3 * d];
-            let grad = &g[seqs.start * pos * d..seqs.end * pos * d];
-            let dbias = self.backward_chunk(dims, seqs.clone(), (&saved.chunks[chunk], qkv), grad, o, target);
+            let seqs = queries.chunk(seq_bounds[c]..seq_bounds[c + 1]);
+            let (query_rows, seq_rows) = (query_bounds[c] * d..query_bounds[c + 1] * d, seq_bounds[c] * pos * 2 * d..seq_bounds[c + 1] * pos * 2 * d);
+            let inputs = (&saved.chunks[c], &saved.q[query_rows.clone()], &saved.kv[seq_rows]);
+            let dbias = self.backward_chunk(dims, (&seqs, queries), inputs, &g[query_rows], [dq, dkv, target]);
             (dbias, shared)
         });
         let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+        // ∂/∂xs: through the keys and values at every row, and the queries at theirs.
+        let (w_q, w_kv) = projections.split_at(d * (d_in + 1));
+        let (mut dx, dw_kv) = projection::product_grads(&dkv, xs, w_kv, (batch * pos, d_in, 2 * d), d_in + 1);
+        let xs_q = queries.gather(xs, d_in);
+        let dw_q = projection::product(d, queries.len(), d_in, Operand::transposed(&dq, d), Operand::rows(&xs_q, d_in));
+        let dx_q = Operand::rows(&dq, d);
+        match queries.rows {
+            None => projection::add_product(&mut dx, (queries.len(), d, d_in), dx_q, Operand::rows(w_q, d_in + 1)),
+            Some(_) => queries.add_to_rows(&projection::product(queries.len(), d, d_in, dx_q, Operand::rows(w_q, d_in + 1)), &mut dx, d_in),
+        }
         // ∂/∂W laid out as `projections`, each row followed by its ∂/∂bias.
-        let (dx, dw) = projection::product_grads(&dqkv, xs, projections, (batch * pos, d_in, 3 * d), d_in + 1);
         let dbias = sum_partials(dbias, 3 * d);
-        let dprojections: Vec<f32> = dw.chunks_exact(d_in).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
+        let dprojections: Vec<f32> =
+            dw_q.chunks_exact(d_in).chain(dw_kv.chunks_exact(d_in)).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
         let d_additive = match (per_seq, shared_len) {
             (true, _) => Some(d_additive),
             (false, 0) => None,

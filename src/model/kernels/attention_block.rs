@@ -1,7 +1,8 @@
 //! The attention half of a post-LN block, `LayerNorm(dropout(attention(x) W_oᵀ + b_o) + x)`, as
 //! one op with hand-written backward: the attention core (`attention`), the output projection
 //! and the residual LayerNorm (`layer_norm`'s slice-level passes), optionally only at some rows
-//! (the last block of the pretraining encoder, whose output the loss reads at the picked ~15%).
+//! (the last block of a pretraining model, whose output the loss reads at the picked ~15%): then
+//! only those rows attend (are queries), though every row is attended to.
 //!
 //! As separate ops, the attended values and their projection would be nodes of candle's graph,
 //! each given a zero-filled gradient and an add in backward (serially, on one thread), and `x`,
@@ -54,7 +55,7 @@ pub fn attention_block(
     let params = Tensor::cat(&[&projections.flatten_all()?, &w_out.flatten_all()?, b_out, ln_weight, ln_bias], 0)?;
     let op = AttentionBlock {
         attention: Attention { n_heads, dropout: dropout.probs },
-        rows: rows.map(Tensor::to_vec1::<u32>).transpose()?,
+        rows: rows.map(Tensor::to_vec1::<u32>).transpose()?.map(OutputRows::new),
         eps: eps as f32,
         dropout: dropout.hidden,
         differentiable,
@@ -66,12 +67,52 @@ pub fn attention_block(
 struct AttentionBlock {
     attention: Attention,
     /// The output rows, if not all.
-    rows: Option<Vec<u32>>,
+    rows: Option<OutputRows>,
     eps: f32,
     dropout: Option<Arc<DropoutMask>>,
     /// Whether backward may run: otherwise nothing is kept for it.
     differentiable: bool,
     saved: OnceLock<Saved>,
+}
+
+/// The rows a block's output is wanted at, and the queries of its attention.
+struct OutputRows {
+    /// As asked for: any order, repeats allowed.
+    rows: Vec<u32>,
+    /// The same rows, ascending, each once: the rows that attend.
+    queries: Vec<u32>,
+    /// For each output row, its index in `queries`.
+    query_of: Vec<usize>,
+}
+
+impl OutputRows {
+    fn new(rows: Vec<u32>) -> Self {
+        let mut queries = rows.clone();
+        queries.sort_unstable();
+        queries.dedup();
+        let query_of = rows.iter().map(|r| queries.binary_search(r).expect("every row is a query")).collect();
+        OutputRows { rows, queries, query_of }
+    }
+
+    /// The attended values of the queries (rows of `d`) → those of the output rows.
+    fn at_output_rows(&self, attended: Vec<f32>, d: usize) -> Vec<f32> {
+        if self.queries == self.rows {
+            return attended;
+        }
+        self.query_of.iter().flat_map(|&q| &attended[q * d..(q + 1) * d]).copied().collect()
+    }
+
+    /// The gradient for the output rows → that for the queries (a repeated row's added up).
+    fn summed_per_query(&self, g: Vec<f32>, d: usize) -> Vec<f32> {
+        if self.queries == self.rows {
+            return g;
+        }
+        let mut summed = vec![0f32; self.queries.len() * d];
+        for (&q, g) in self.query_of.iter().zip(g.chunks_exact(d)) {
+            summed[q * d..(q + 1) * d].iter_mut().zip(g).for_each(|(s, &g)| *s += g);
+        }
+        summed
+    }
 }
 
 /// What the forward pass keeps for backward.
@@ -111,7 +152,7 @@ impl AttentionBlock {
     /// `xs` (rows of `d`) at the output rows.
     fn at_rows<'a>(&self, xs: &'a [f32], d: usize) -> Cow<'a, [f32]> {
         match &self.rows {
-            Some(rows) => Cow::Owned(gather(xs, rows, d)),
+            Some(rows) => Cow::Owned(gather(xs, &rows.rows, d)),
             None => Cow::Borrowed(xs),
         }
     }
@@ -120,7 +161,7 @@ impl AttentionBlock {
     fn add_at_rows(&self, g: &[f32], into: &mut [f32], d: usize) {
         match &self.rows {
             Some(rows) => {
-                for (&r, g) in rows.iter().zip(g.chunks_exact(d)) {
+                for (&r, g) in rows.rows.iter().zip(g.chunks_exact(d)) {
                     into[r as usize * d..(r as usize + 1) * d].iter_mut().zip(g).for_each(|(x, &g)| *x += g);
                 }
             }
@@ -138,14 +179,15 @@ impl CustomOp3 for AttentionBlock {
         let (n, d) = xl.shape().dims2()?;
         let (xs, additive) = (cpu_f32(xs, xl)?, cpu_f32(additive, al)?);
         let parts = Parts::split(cpu_f32(p, pl)?, d)?;
-        if let Some(bad) = self.rows.iter().flatten().find(|&&r| r as usize >= n) {
+        if let Some(bad) = self.rows.iter().flat_map(|rows| &rows.queries).find(|&&r| r as usize >= n) {
             bail!("attention block: output row {bad} of {n} rows");
         }
-        let (attended, attention) = self.attention.forward(xs, parts.projections, (additive, al.shape()), (n, d, d))?;
-        // In inference the split heads and probabilities go before the rest of the block runs.
+        let queries = self.rows.as_ref().map(|rows| &rows.queries[..]);
+        let (attended, attention) = self.attention.forward(xs, parts.projections, (additive, al.shape()), (n, d, d), queries)?;
+        // In inference the projections and probabilities go before the rest of the block runs.
         let attention = self.differentiable.then_some(attention);
         let attended = match &self.rows {
-            Some(rows) => gather(&attended, rows, d),
+            Some(rows) => rows.at_output_rows(attended, d),
             None => attended,
         };
         let residual = self.at_rows(xs, d);
@@ -163,7 +205,7 @@ impl CustomOp3 for AttentionBlock {
 
     fn bwd(&self, xs: &Tensor, params: &Tensor, additive: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else { bail!("attention block backward before forward") };
-        let (n, d) = xs.dims2()?;
+        let d = xs.dim(1)?;
         let grad = grad.contiguous()?;
         let (xs_s, xs_l) = xs.storage_and_layout();
         let (p_s, p_l) = params.storage_and_layout();
@@ -176,11 +218,7 @@ impl CustomOp3 for AttentionBlock {
         let out_rows = saved.attended.len() / d;
         let (dattended, dw_out) = projection::product_grads(dprojected, &saved.attended, parts.w_out, (out_rows, d, d), d);
         let dattended = match &self.rows {
-            Some(_) => {
-                let mut all = vec![0f32; n * d];
-                self.add_at_rows(&dattended, &mut all, d);
-                all
-            }
+            Some(rows) => rows.summed_per_query(dattended, d),
             None => dattended,
         };
         let (mut dx, dprojections, dadditive) = self.attention.backward(&saved.attention, xs_v, parts.projections, &dattended);

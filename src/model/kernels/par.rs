@@ -45,23 +45,43 @@ pub fn par_row_chunks<const N: usize, R: Send>(
     widths: [usize; N],
     f: impl Fn(Range<usize>, [&mut [f32]; N]) -> R + Sync,
 ) -> (Vec<R>, [Vec<f32>; N]) {
-    let mut buffers = widths.map(|width| Vec::<f32>::with_capacity(n_rows * width));
-    let mut width_of = widths.into_iter();
-    let mut chunks = buffers.each_mut().map(|buffer| {
-        let width = width_of.next().expect("one width per buffer");
-        buffer.spare_capacity_mut()[..n_rows * width].chunks_mut(block_rows * width.max(1))
-    });
-    let blocks: Vec<_> = (0..n_rows.div_ceil(block_rows))
-        .map(|b| {
-            let rows = b * block_rows..n_rows.min((b + 1) * block_rows);
-            (rows, std::array::from_fn::<_, N, _>(|i| chunks[i].next().unwrap_or_default()))
+    let n_blocks = n_rows.div_ceil(block_rows);
+    let bounds: Vec<usize> = (0..=n_blocks).map(|b| n_rows.min(b * block_rows)).collect();
+    par_uneven_chunks(n_blocks, widths.map(|width| (&bounds[..], width)), |b, buffers| f(bounds[b]..bounds[b + 1], buffers))
+}
+
+/// [`par_row_chunks`] with chunks of any sizes, laid out per buffer: buffer `i`, given as
+/// `(bounds, width)`, has `bounds[n_chunks]` rows of `width`, of which chunk `c` gets rows
+/// `bounds[c]..bounds[c + 1]` (`bounds` ascending from 0). Runs `f(c, its parts)` for every
+/// chunk → the results in chunk order, and the buffers, zeroed as in `par_row_chunks`.
+pub fn par_uneven_chunks<const N: usize, R: Send>(
+    n_chunks: usize,
+    layouts: [(&[usize], usize); N],
+    f: impl Fn(usize, [&mut [f32]; N]) -> R + Sync,
+) -> (Vec<R>, [Vec<f32>; N]) {
+    assert!(layouts.iter().all(|(bounds, _)| bounds.len() == n_chunks + 1 && bounds[0] == 0), "one bound per chunk, and 0");
+    let lens = layouts.map(|(bounds, width)| bounds[n_chunks] * width);
+    let mut buffers = lens.map(Vec::<f32>::with_capacity);
+    let mut rests: [&mut [MaybeUninit<f32>]; N] = {
+        let mut lens = lens.into_iter();
+        buffers.each_mut().map(|buffer| &mut buffer.spare_capacity_mut()[..lens.next().expect("one length per buffer")])
+    };
+    let chunks: Vec<_> = (0..n_chunks)
+        .map(|c| {
+            let parts = std::array::from_fn::<_, N, _>(|i| {
+                let (bounds, width) = layouts[i];
+                let (part, rest) = std::mem::take(&mut rests[i]).split_at_mut((bounds[c + 1] - bounds[c]) * width);
+                rests[i] = rest;
+                part
+            });
+            (c, parts)
         })
         .collect();
-    let results = par_map(blocks, |(rows, bufs)| f(rows, bufs.map(zero_filled)));
-    for (buffer, width) in buffers.iter_mut().zip(widths) {
-        // SAFETY: the blocks' chunks cover the first `n_rows · width` elements, and `par_map`
-        // returned, so every block ran and `zero_filled` initialised its chunk.
-        unsafe { buffer.set_len(n_rows * width) };
+    let results = par_map(chunks, |(c, parts)| f(c, parts.map(zero_filled)));
+    for (buffer, len) in buffers.iter_mut().zip(lens) {
+        // SAFETY: the chunks' parts cover the first `len` elements, and `par_map` returned, so
+        // every chunk ran and `zero_filled` initialised its part.
+        unsafe { buffer.set_len(len) };
     }
     (results, buffers)
 }

@@ -37,9 +37,31 @@ impl<'a> Operand<'a> {
 /// `lhs · rhs` (`[m, k]` · `[k, n]`) into a new row-major `[m, n]` buffer, spread over the
 /// worker threads.
 pub(super) fn product(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: `out` has room for the [m, n] product, which gemm writes (without reading it) at
+    // row stride n; `set_len` exposes it once written.
+    unsafe {
+        gemm_raw(out.as_mut_ptr(), n, (m, k, n), (lhs, rhs), Scale::product(1.0), parallelism());
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `out += lhs · rhs` for a row-major `[m, n]` `out`, spread over the worker threads.
+pub(super) fn add_product(out: &mut [f32], (m, k, n): (usize, usize, usize), lhs: Operand, rhs: Operand) {
+    assert_eq!(out.len(), m * n, "gemm destination is not {m}×{n}");
+    // SAFETY: `out` holds the [m, n] block, rows n apart, and is borrowed mutably.
+    unsafe { gemm_raw(out.as_mut_ptr(), n, (m, k, n), (lhs, rhs), Scale { old: 1.0, product: 1.0 }, parallelism()) };
+}
+
+/// All the worker threads for one product.
+fn parallelism() -> Parallelism {
     let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    stacked_products(1, (m, k, n), |_| lhs, |_| rhs, parallelism)
+    if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
 }
 
 /// The gradients of `x Wᵀ` for its output gradient `g`: `[rows, d_out]`, with `xs`:
@@ -51,39 +73,10 @@ pub(super) fn product_grads(g: &[f32], xs: &[f32], weight: &[f32], (rows, d_in, 
     (dx, dw)
 }
 
-/// `lhs(b) · rhs(b)` (`[m, k]` · `[k, n]`) for each of `batch` pairs, one after another on the
-/// calling thread (which runs one of several chunks side by side) → `[batch, m, n]`.
-pub(super) fn sequential_products<'a>(
-    batch: usize,
-    mkn: (usize, usize, usize),
-    lhs: impl Fn(usize) -> Operand<'a>,
-    rhs: impl Fn(usize) -> Operand<'a>,
-) -> Vec<f32> {
-    stacked_products(batch, mkn, lhs, rhs, Parallelism::None)
-}
-
-fn stacked_products<'a>(
-    batch: usize,
-    (m, k, n): (usize, usize, usize),
-    lhs: impl Fn(usize) -> Operand<'a>,
-    rhs: impl Fn(usize) -> Operand<'a>,
-    parallelism: Parallelism,
-) -> Vec<f32> {
-    let mut out = Vec::<f32>::with_capacity(batch * m * n);
-    for b in 0..batch {
-        // SAFETY: `out` has room for `batch` blocks of m·n elements; block `b` is written
-        // (not read) at row stride n; `set_len` exposes them once all are written.
-        unsafe { gemm_raw(out.as_mut_ptr().add(b * m * n), n, (m, k, n), (lhs(b), rhs(b)), 1.0, parallelism) };
-    }
-    // SAFETY: every block was written above.
-    unsafe { out.set_len(batch * m * n) };
-    out
-}
-
 /// For each of `batch` pairs, `factor · lhs(b) · rhs(b)` (`[m, k]` · `[k, n]`) written over the
 /// `[m, n]` block of `out` that starts at element `at(b)`, its rows `row_len` apart: the per-head
 /// products of attention straight into (or out of) the `[rows, heads · d_head]` layout. One
-/// after another on the calling thread, as [`sequential_products`].
+/// after another on the calling thread, which runs one of several chunks side by side.
 pub(super) fn sequential_products_into<'a>(
     out: &mut [f32],
     (at, row_len): (impl Fn(usize) -> usize, usize),
@@ -97,18 +90,41 @@ pub(super) fn sequential_products_into<'a>(
         let fits = m == 0 || n == 0 || (n <= row_len && start + (m - 1) * row_len + n <= out.len());
         assert!(fits, "gemm destination smaller than {m}×{n} at {start}, rows {row_len} apart");
         // SAFETY: the block lies inside `out` (asserted above), which is borrowed mutably.
-        unsafe { gemm_raw(out.as_mut_ptr().add(start), row_len, (m, k, n), (lhs(b), rhs(b)), factor, Parallelism::None) };
+        unsafe { gemm_raw(out.as_mut_ptr().add(start), row_len, (m, k, n), (lhs(b), rhs(b)), Scale::product(factor), Parallelism::None) };
     }
 }
 
-/// `dst ← factor · lhs · rhs` for the `[m, n]` block at `dst`, rows `dst_row_len` apart.
+/// `dst ← old · dst + product · lhs · rhs`, gemm's two factors.
+#[derive(Clone, Copy)]
+struct Scale {
+    old: f32,
+    product: f32,
+}
+
+impl Scale {
+    /// Overwrites `dst` (which is then not read) with the product times `factor`.
+    fn product(factor: f32) -> Self {
+        Scale { old: 0.0, product: factor }
+    }
+}
+
+/// `dst ← scale.old · dst + scale.product · lhs · rhs` for the `[m, n]` block at `dst`, rows
+/// `dst_row_len` apart; `dst` is read only if `scale.old` is not 0.
 ///
 /// # Safety
-/// `dst` must be valid for writes of that block; the operands are checked here.
-unsafe fn gemm_raw(dst: *mut f32, dst_row_len: usize, (m, k, n): (usize, usize, usize), (lhs, rhs): (Operand, Operand), factor: f32, parallelism: Parallelism) {
+/// `dst` must be valid for writes of that block (and for reads, if it is read); the operands
+/// are checked here.
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_row_len: usize,
+    (m, k, n): (usize, usize, usize),
+    (lhs, rhs): (Operand, Operand),
+    scale: Scale,
+    parallelism: Parallelism,
+) {
     assert!(lhs.holds(m, k) && rhs.holds(k, n), "gemm operands smaller than {m}×{k} · {k}×{n}");
     // SAFETY: the operands hold their [m, k] and [k, n] elements at their strides (asserted
-    // above); the caller vouches for `dst`, which gemm writes without reading (`read_dst` false).
+    // above); the caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
@@ -117,15 +133,15 @@ unsafe fn gemm_raw(dst: *mut f32, dst_row_len: usize, (m, k, n): (usize, usize, 
             dst,
             1,
             dst_row_len as isize,
-            false,
+            scale.old != 0.0,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
             lhs.row_stride as isize,
             rhs.data.as_ptr(),
             rhs.col_stride as isize,
             rhs.row_stride as isize,
-            0.0,
-            factor,
+            scale.old,
+            scale.product,
             false,
             false,
             false,

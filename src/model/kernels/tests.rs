@@ -228,14 +228,17 @@ fn block_at_picked_rows_matches_full_block_read_there() {
     let (varmap, layer) = module(|vb| Layer::load(vb.pp("layer"), &cfg, 1.0));
     let (mask, batch, pos) = ragged_mask();
     let x = Var::from_tensor(&random((batch * pos, cfg.hidden_size), &mut Rng::new(1))).unwrap();
-    // Unsorted, across all three sequences, as `picked_indices` of a masked batch never are.
-    let rows = Tensor::new(&[12u32, 0, 5, 20, 32, 13], &Device::Cpu).unwrap();
-    assert_same_training_pass(
-        &varmap,
-        &x,
-        |x, ctx| layer.forward_at(x, &mask, Some(&rows), ctx),
-        |x, ctx| Ok(layer.forward(x, &mask, ctx)?.index_select(&rows, 0)?),
-    );
+    // Unsorted, across all three sequences, as `picked_indices` of a masked batch never are; then
+    // sorted, with the middle sequence (11 rows each) asking for no row at all.
+    for rows in [&[12u32, 0, 5, 20, 32, 13][..], &[0, 5, 23, 30]] {
+        let rows = Tensor::new(rows, &Device::Cpu).unwrap();
+        assert_same_training_pass(
+            &varmap,
+            &x,
+            |x, ctx| layer.forward_at(x, &mask, Some(&rows), ctx),
+            |x, ctx| Ok(layer.forward(x, &mask, ctx)?.index_select(&rows, 0)?),
+        );
+    }
 }
 
 #[test]
