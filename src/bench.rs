@@ -232,16 +232,17 @@ pub(crate) fn ratio_spread(ratios: &[f64]) -> String {
 
 /// Matmul FLOPs of one training step at the benchmark's shapes: the encoder over the full
 /// length (MLM) or over the kept ~85% (MAE-LM, plus its decoder over the full length), the last
-/// block past its attention and the head only at the ~15% picked positions
+/// block (but its keys and values) and the head only at the ~15% picked positions
 /// (`Layer::forward_at`); backward costs twice the forward.
 fn step_flops(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
     let cfg = model_config(objective, args)?;
     let (d, d_mlp, v) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.vocab_size as f64);
     let (batch, len) = (args.batch_size as f64, args.seq_len as f64);
     let picked = batch * (0.15 * (len - 2.0)).round();
-    // A block of `tokens` tokens attending over `span` each (QKV projections and the two
-    // attention matmuls), then the output projection and the MLP at `outputs` of them.
-    let block = |tokens: f64, span: f64, outputs: f64| tokens * (6.0 * d * d + 4.0 * span * d) + outputs * (2.0 * d * d + 4.0 * d * d_mlp);
+    // A block over `tokens` tokens, its output wanted at `outputs` of them: keys and values at
+    // every token; at the outputs, the queries, the two attention matmuls over `span` tokens
+    // each, the output projection and the MLP.
+    let block = |tokens: f64, span: f64, outputs: f64| tokens * 4.0 * d * d + outputs * (4.0 * d * d + 4.0 * span * d + 4.0 * d * d_mlp);
     // `layers` blocks over `tokens` tokens, the last one output at the picked positions only.
     let stack = |layers: usize, tokens: f64, span: f64| match layers {
         0 => 0.0,
@@ -346,14 +347,15 @@ mod tests {
     }
 
     #[test]
-    fn step_flops_count_the_last_block_past_attention_at_the_picked_rows_only() {
+    fn step_flops_count_the_last_block_but_keys_and_values_at_the_picked_rows_only() {
         // Preset tiny: 2 layers, d 64, d_mlp 256; 2 sequences of 12 tokens, round(0.15 · 10) = 2
-        // picked each. Per forward, in multiply-adds: a layer's QKV and attention over all 24
-        // tokens: 24 · (3 · 64² + 2 · 12 · 64) = 331,776; its output projection and MLP per
-        // output row: 64² + 2 · 64 · 256 = 36,864, at 24 rows (first layer) or 4 (last);
-        // the head at 4 rows: 4 · (64² + 64 · 100) = 41,984. FLOPs = 2 · MACs, times 3 for backward.
+        // picked each. Per forward, in multiply-adds: a layer's keys and values at all 24 tokens:
+        // 24 · 2 · 64² = 196,608; per output row its query, attention over 12 tokens, output
+        // projection and MLP: 64² + 2 · 12 · 64 + 64² + 2 · 64 · 256 = 42,496, at 24 rows (first
+        // layer) or 4 (last); the head at 4 rows: 4 · (64² + 64 · 100) = 41,984. FLOPs = 2 · MACs,
+        // times 3 for backward.
         let args = args(Preset::Tiny, None);
-        let macs = 2.0 * 331_776.0 + 28.0 * 36_864.0 + 41_984.0;
+        let macs = 2.0 * 196_608.0 + 28.0 * 42_496.0 + 41_984.0;
         assert_eq!(step_flops(Objective::Mlm, &args).unwrap(), 6.0 * macs);
     }
 }

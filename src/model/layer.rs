@@ -52,9 +52,10 @@ impl Layer {
     }
 
     /// [`Layer::forward`] whose output is wanted only at `rows` (of `xs`), if given: every row
-    /// is still attended to, but the output projection, the FFN and both LayerNorms run at
-    /// those rows only → `[rows.len(), d_model]`. The pretraining loss reads the last block at
-    /// the picked ~15% of positions, so this skips most of that block's work.
+    /// is still attended to (keys and values everywhere), but only those rows attend, and the
+    /// output projection, the FFN and both LayerNorms run there only → `[rows.len(), d_model]`.
+    /// The pretraining loss reads the last block at the picked ~15% of positions, so this skips
+    /// most of that block's work.
     pub fn forward_at(&self, xs: &Tensor, mask: &AttentionMask, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let resid_mid = self.attention_half(xs, mask, rows, ctx)?;
         self.feed_forward_half(&resid_mid, ctx)
