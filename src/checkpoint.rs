@@ -288,6 +288,20 @@ pub struct LoadedEncoder {
     pub encoder: Encoder,
     pub tokenizer: Tokenizer,
     pub weights_path: PathBuf,
+    /// Every tensor of the checkpoint as read (sharing storage with the encoder's), so that its
+    /// MLM head can be built without reading the file again ([`LoadedEncoder::mlm_model`]).
+    weights: HashMap<String, Tensor>,
+}
+
+impl LoadedEncoder {
+    /// The checkpoint as an MLM model with its head, or `None` when it stores no MLM head (an
+    /// encoder-only export, an ELECTRA discriminator) or is an MAE-LM run.
+    pub fn mlm_model(&self, device: &Device) -> Result<Option<PretrainingModel>> {
+        if self.config.objective() != crate::config::Objective::Mlm || !self.weights.keys().any(|name| name.starts_with("cls.predictions.")) {
+            return Ok(None);
+        }
+        build_pretraining_model(self.weights.clone(), &self.weights_path, self.config.clone(), device).map(Some)
+    }
 }
 
 /// Loads the encoder of a repdef run dir or a HF BERT/RoBERTa directory (heads are ignored),
@@ -296,9 +310,9 @@ pub fn load_encoder(dir: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let (tokenizer, tokenizer_path) = model_tokenizer(dir, tokenizer)?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
-    let encoder = build_strict(tensors, &weights_path, &config, &["bert."], "encoder", device, |vb| Encoder::load(vb.pp("bert"), &config))?;
+    let encoder = build_strict(tensors.clone(), &weights_path, &config, &["bert."], "encoder", device, |vb| Encoder::load(vb.pp("bert"), &config))?;
     check_vocabulary(&tokenizer, &config, &tokenizer_path)?;
-    Ok(LoadedEncoder { config, encoder, tokenizer, weights_path })
+    Ok(LoadedEncoder { config, encoder, tokenizer, weights_path, weights: tensors })
 }
 
 /// Loads encoder and pretraining head(s) (for evaluation of a run dir or a HF MLM checkpoint).
@@ -306,20 +320,6 @@ pub fn load_pretraining_model(dir: &Path, device: &Device) -> Result<Pretraining
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
     let (tensors, weights_path) = read_model_weights(dir, device)?;
     build_pretraining_model(tensors, &weights_path, config, device)
-}
-
-/// Loads an MLM model with its head, or `None` when the checkpoint stores no MLM head (an
-/// encoder-only export, an ELECTRA discriminator) or is an MAE-LM run.
-pub fn load_mlm_model(dir: &Path, device: &Device) -> Result<Option<PretrainingModel>> {
-    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
-    if config.objective() != crate::config::Objective::Mlm {
-        return Ok(None);
-    }
-    let (tensors, weights_path) = read_model_weights(dir, device)?;
-    if !tensors.keys().any(|name| name.starts_with("cls.predictions.")) {
-        return Ok(None);
-    }
-    build_pretraining_model(tensors, &weights_path, config, device).map(Some)
 }
 
 fn build_pretraining_model(tensors: HashMap<String, Tensor>, weights_path: &Path, config: ModelConfig, device: &Device) -> Result<PretrainingModel> {

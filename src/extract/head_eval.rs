@@ -3,7 +3,7 @@
 //! sequences, and the plateau loss of the analysed text, so that the report judges "left the
 //! plateau" for it by the same rule as for repdef's own runs.
 
-use crate::checkpoint::load_mlm_model;
+use crate::checkpoint::LoadedEncoder;
 use crate::config::{MaskConfig, MaskPolicy};
 use crate::data::masking::Masker;
 use crate::data::packing::PackedSequences;
@@ -12,7 +12,6 @@ use crate::train::eval::{evaluate, unigram_plateau_loss};
 use anyhow::Result;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Sequences scored: ~10⁴ predictions at 128 tokens, so the loss is known to ~0.01 nats.
 pub const HEAD_EVAL_SEQUENCES: usize = 512;
@@ -30,17 +29,18 @@ pub struct HeadEvaluation {
     pub plateau_loss: f64,
 }
 
-/// Scores the MLM head of the model in `dir` on the first `n_selected` (≤ [`HEAD_EVAL_SEQUENCES`])
-/// of `sequences`, masked as the analysis masks them; `None` when the checkpoint has no MLM head.
+/// Scores the MLM head of the `loaded` checkpoint on the first `n_selected` (≤
+/// [`HEAD_EVAL_SEQUENCES`]) of `sequences`, masked as the analysis masks them; `None` when the
+/// checkpoint has no MLM head.
 pub fn evaluate_head(
-    dir: &Path,
+    loaded: &LoadedEncoder,
     sequences: &PackedSequences,
     n_selected: usize,
     special: SpecialIds,
     mask_prob: f64,
     seed: u64,
 ) -> Result<Option<HeadEvaluation>> {
-    let Some(model) = load_mlm_model(dir, &Device::Cpu)? else { return Ok(None) };
+    let Some(model) = loaded.mlm_model(&Device::Cpu)? else { return Ok(None) };
     let masker = Masker {
         config: MaskConfig { prob: mask_prob, policy: MaskPolicy::AllMask, keep_mask_frac: 0.0, protect_special: true },
         special,

@@ -96,7 +96,7 @@ fn extract_model(
     } else {
         // Every shard scores the same first sequences of the unsharded selection.
         let n_selected = shard_selection(sequences.len(), data.seq_len, data.tokens, (0, 1)).len();
-        evaluate_head(&model.path, &sequences, n_selected, special, mask_prob, seed)?
+        evaluate_head(&loaded, &sequences, n_selected, special, mask_prob, seed)?
     };
     Ok((tokens, head_evaluation))
 }
