@@ -122,6 +122,8 @@ struct Saved {
     attended: Vec<f32>,
     /// Their projection `attended W_oᵀ`.
     projected: Vec<f32>,
+    /// The block input at the output rows when not all (otherwise backward reads the input).
+    residual_rows: Option<Vec<f32>>,
 }
 
 /// The packed parameter vector, split: `[projections (3·d·(d + 1)) | w_out (d·d) | b_out,
@@ -196,7 +198,11 @@ impl CustomOp3 for AttentionBlock {
         let projected = projection::product(out_rows, d, d, Operand::rows(&attended, d), Operand::transposed(parts.w_out, d));
         let out = residual_norm_forward(&projected, &residual, parts.norm, self.eps, self.dropout.as_deref());
         if let Some(attention) = attention {
-            if self.saved.set(Saved { attention, attended, projected }).is_err() {
+            let residual_rows = match residual {
+                Cow::Owned(rows) => Some(rows),
+                Cow::Borrowed(_) => None,
+            };
+            if self.saved.set(Saved { attention, attended, projected, residual_rows }).is_err() {
                 bail!("attention block op applied twice");
             }
         }
@@ -212,8 +218,8 @@ impl CustomOp3 for AttentionBlock {
         let (g_s, g_l) = grad.storage_and_layout();
         let (xs_v, g) = (storage_f32(&xs_s, xs_l)?, storage_f32(&g_s, g_l)?);
         let parts = Parts::split(storage_f32(&p_s, p_l)?, d)?;
-        let residual = self.at_rows(xs_v, d);
-        let (dh, dprojected, dnorm) = residual_norm_backward((&saved.projected, &residual, parts.norm), g, self.eps, self.dropout.as_deref());
+        let residual = saved.residual_rows.as_deref().unwrap_or(xs_v);
+        let (dh, dprojected, dnorm) = residual_norm_backward((&saved.projected, residual, parts.norm), g, self.eps, self.dropout.as_deref());
         let dprojected = dprojected.as_deref().unwrap_or(&dh);
         let out_rows = saved.attended.len() / d;
         let (dattended, dw_out) = projection::product_grads(dprojected, &saved.attended, parts.w_out, (out_rows, d, d), d);
