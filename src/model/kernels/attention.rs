@@ -101,19 +101,8 @@ impl Queries {
     /// The queries' rows of `xs` (rows of `d`).
     fn gather<'a>(&self, xs: &'a [f32], d: usize) -> Cow<'a, [f32]> {
         match &self.rows {
-            Some(rows) => Cow::Owned(rows.iter().flat_map(|&r| &xs[r as usize * d..(r as usize + 1) * d]).copied().collect()),
+            Some(rows) => Cow::Owned(gather_rows(xs, rows, d)),
             None => Cow::Borrowed(xs),
-        }
-    }
-
-    /// `into[row] += g[i]` for each query `i` at `row` (rows of `d`).
-    fn add_to_rows(&self, g: &[f32], into: &mut [f32], d: usize) {
-        let rows: Box<dyn Iterator<Item = usize>> = match &self.rows {
-            Some(rows) => Box::new(rows.iter().map(|&r| r as usize)),
-            None => Box::new(0..self.len()),
-        };
-        for (r, g) in rows.zip(g.chunks_exact(d)) {
-            into[r * d..(r + 1) * d].iter_mut().zip(g).for_each(|(x, &g)| *x += g);
         }
     }
 
@@ -343,6 +332,18 @@ impl Attention {
     }
 }
 
+/// Rows `rows` of `xs` (rows of `d`), in that order.
+pub(super) fn gather_rows(xs: &[f32], rows: &[u32], d: usize) -> Vec<f32> {
+    rows.iter().flat_map(|&r| &xs[r as usize * d..(r as usize + 1) * d]).copied().collect()
+}
+
+/// `into[rows[i]] += g[i]` for each row `i` of `g` (rows of `d`): the gradient of [`gather_rows`].
+pub(super) fn add_into_rows(g: &[f32], rows: &[u32], into: &mut [f32], d: usize) {
+    for (&r, g) in rows.iter().zip(g.chunks_exact(d)) {
+        into[r as usize * d..(r as usize + 1) * d].iter_mut().zip(g).for_each(|(x, &g)| *x += g);
+    }
+}
+
 /// `buffer[r] = (buffer[r] + bias) · factor` for each row `r` (rows as long as `bias`).
 fn add_bias(buffer: &mut [f32], bias: &[f32], factor: f32) {
     par_chunks_mut(buffer, BLOCK_ROWS * bias.len(), |chunk| {
@@ -422,9 +423,9 @@ impl Attention {
         let xs_q = queries.gather(xs, d_in);
         let dw_q = projection::product(d, queries.len(), d_in, Operand::transposed(&dq, d), Operand::rows(&xs_q, d_in));
         let dx_q = Operand::rows(&dq, d);
-        match queries.rows {
+        match &queries.rows {
             None => projection::add_product(&mut dx, (queries.len(), d, d_in), dx_q, Operand::rows(w_q, d_in + 1)),
-            Some(_) => queries.add_to_rows(&projection::product(queries.len(), d, d_in, dx_q, Operand::rows(w_q, d_in + 1)), &mut dx, d_in),
+            Some(rows) => add_into_rows(&projection::product(rows.len(), d, d_in, dx_q, Operand::rows(w_q, d_in + 1)), rows, &mut dx, d_in),
         }
         // ∂/∂W laid out as `projections`, each row followed by its ∂/∂bias.
         let dbias = sum_partials(dbias, 3 * d);

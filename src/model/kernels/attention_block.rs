@@ -9,7 +9,7 @@
 //! which feeds both the attention and the residual, two gradients to add. Here the block input's
 //! gradient is the only one candle accumulates.
 
-use super::attention::{self, Attention};
+use super::attention::{self, add_into_rows, gather_rows, Attention};
 use super::dropout::DropoutMask;
 use super::layer_norm::{check_residual_sizes, residual_norm_backward, residual_norm_forward};
 use super::par::{cpu_f32, storage_f32};
@@ -145,16 +145,11 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// Rows `rows` of `xs` (rows of `d`).
-fn gather(xs: &[f32], rows: &[u32], d: usize) -> Vec<f32> {
-    rows.iter().flat_map(|&r| &xs[r as usize * d..(r as usize + 1) * d]).copied().collect()
-}
-
 impl AttentionBlock {
     /// `xs` (rows of `d`) at the output rows.
     fn at_rows<'a>(&self, xs: &'a [f32], d: usize) -> Cow<'a, [f32]> {
         match &self.rows {
-            Some(rows) => Cow::Owned(gather(xs, &rows.rows, d)),
+            Some(rows) => Cow::Owned(gather_rows(xs, &rows.rows, d)),
             None => Cow::Borrowed(xs),
         }
     }
@@ -162,11 +157,7 @@ impl AttentionBlock {
     /// Adds `g` (`[out_rows, d]`) into `into` (`[rows, d]`) at the output rows.
     fn add_at_rows(&self, g: &[f32], into: &mut [f32], d: usize) {
         match &self.rows {
-            Some(rows) => {
-                for (&r, g) in rows.rows.iter().zip(g.chunks_exact(d)) {
-                    into[r as usize * d..(r as usize + 1) * d].iter_mut().zip(g).for_each(|(x, &g)| *x += g);
-                }
-            }
+            Some(rows) => add_into_rows(g, &rows.rows, into, d),
             None => into.iter_mut().zip(g).for_each(|(x, &g)| *x += g),
         }
     }
