@@ -154,4 +154,21 @@ mod tests {
         assert!(b.iter().all(|&x| x == 1.0));
         assert!(a.chunks(2).enumerate().all(|(r, p)| p == [r as f32, r as f32]));
     }
+
+    #[test]
+    fn uneven_chunks_get_their_own_rows_of_each_buffer() {
+        // Four chunks; buffer `a` (width 3) gives chunk 1 no rows, buffer `b` (width 1) has its own bounds.
+        let (a_bounds, b_bounds) = ([0, 2, 2, 7, 8], [0, 1, 2, 3, 4]);
+        let (rows, [a, b]) = par_uneven_chunks(4, [(&a_bounds[..], 3), (&b_bounds[..], 1)], |c, [a, b]| {
+            assert!(a.iter().chain(b.iter()).all(|&x| x == 0.0), "buffers start zeroed");
+            assert_eq!((a.len(), b.len()), (3 * (a_bounds[c + 1] - a_bounds[c]), 1));
+            a.iter_mut().for_each(|x| *x = c as f32);
+            b[0] = 10.0 * c as f32;
+            a.len() / 3
+        });
+        assert_eq!(rows, vec![2, 0, 5, 1]);
+        let owner: Vec<f32> = [0., 0., 2., 2., 2., 2., 2., 3.].iter().flat_map(|&c| [c; 3]).collect();
+        assert_eq!(a, owner);
+        assert_eq!(b, vec![0.0, 10.0, 20.0, 30.0]);
+    }
 }
