@@ -103,6 +103,10 @@ impl GramAccumulator {
     ///
     /// The values are widened to f64 *before* any product: an f32 Gram loses the small singular
     /// values (DESIGN §5 measured the entropy rank of a low-rank group moving by 0.56).
+    ///
+    /// Runs on the calling thread. To use several, update one accumulator per slice of rows in
+    /// parallel and [`merge`](Self::merge) them (the sums are exact, so the result is the same
+    /// in any order), as the extraction does.
     pub fn update(&mut self, rows: ArrayView2<f32>) -> Result<()> {
         self.add_rows(rows)
     }

@@ -59,14 +59,13 @@ impl FromStr for EigenSolver {
 
 /// Writes the lower triangle (diagonal included) of `aᵀ·a` into `out` (d × d, row-major) for a
 /// row-major `a` (rows × d), as one faer product that computes only that triangle; the rest of
-/// `out` is left as it was, so a buffer can be reused without clearing. Spread over faer's
-/// threads, except on a rayon worker, where the caller already runs such products side by side.
+/// `out` is left as it was, so a buffer can be reused without clearing. On the calling thread:
+/// callers run such products side by side (see [`super::GramAccumulator::update`]).
 pub(super) fn lower_self_product(a: &[f64], rows: usize, d: usize, out: &mut [f64]) {
     use faer::linalg::matmul::triangular::{matmul, BlockStructure};
     let a = MatRef::from_row_major_slice(a, rows, d);
     let dst = MatMut::from_row_major_slice_mut(out, d, d);
-    let par = if rayon::current_thread_index().is_some() { Par::Seq } else { faer::get_global_parallelism() };
-    matmul(dst, BlockStructure::TriangularLower, Accum::Replace, a.transpose(), BlockStructure::Rectangular, a, BlockStructure::Rectangular, 1.0, par);
+    matmul(dst, BlockStructure::TriangularLower, Accum::Replace, a.transpose(), BlockStructure::Rectangular, a, BlockStructure::Rectangular, 1.0, Par::Seq);
 }
 
 /// Eigenvalues of the symmetric matrix `a`, descending, with the chosen solver.
