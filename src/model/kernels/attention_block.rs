@@ -82,7 +82,7 @@ struct OutputRows {
     /// The same rows, ascending, each once: the rows that attend.
     queries: Vec<u32>,
     /// For each output row, its index in `queries`.
-    query_of: Vec<usize>,
+    query_of: Vec<u32>,
 }
 
 impl OutputRows {
@@ -90,7 +90,7 @@ impl OutputRows {
         let mut queries = rows.clone();
         queries.sort_unstable();
         queries.dedup();
-        let query_of = rows.iter().map(|r| queries.binary_search(r).expect("every row is a query")).collect();
+        let query_of = rows.iter().map(|r| queries.binary_search(r).expect("every row is a query") as u32).collect();
         OutputRows { rows, queries, query_of }
     }
 
@@ -99,7 +99,7 @@ impl OutputRows {
         if self.queries == self.rows {
             return attended;
         }
-        self.query_of.iter().flat_map(|&q| &attended[q * d..(q + 1) * d]).copied().collect()
+        gather_rows(&attended, &self.query_of, d)
     }
 
     /// The gradient for the output rows → that for the queries (a repeated row's added up).
@@ -108,9 +108,7 @@ impl OutputRows {
             return g;
         }
         let mut summed = vec![0f32; self.queries.len() * d];
-        for (&q, g) in self.query_of.iter().zip(g.chunks_exact(d)) {
-            summed[q * d..(q + 1) * d].iter_mut().zip(g).for_each(|(s, &g)| *s += g);
-        }
+        add_into_rows(&g, &self.query_of, &mut summed, d);
         summed
     }
 }
