@@ -1,8 +1,9 @@
 //! `repdef bench analyze`: end-to-end analysis speed and peak memory of a random-init model (the
-//! `mini` preset, or all-MiniLM-L6-v2's shape) on random tokens — both conditions' forward passes, Gram accumulation, spectra and estimators —
-//! for several token counts. Each count runs in a fresh child process so that its peak RSS is its
-//! own; memory must stay flat as tokens grow. Ratios are printed against
-//! `bench/analyze_reference.py` (transformers + numpy, streamed Gram or SVD), see `bench/ANALYZE.md`.
+//! `mini` preset, or all-MiniLM-L6-v2's shape) on random tokens — both conditions' forward
+//! passes, Gram accumulation, spectra and estimators — for several token counts. Each count runs
+//! in a fresh child process so that its peak RSS is its own; memory must stay flat as tokens grow.
+//! Ratios are printed against `bench/analyze_reference.py` (transformers + numpy, streamed Gram or
+//! SVD), see `bench/ANALYZE.md`.
 
 use crate::analysis::tables::compute;
 use crate::config::{MaskConfig, Objective, Preset};

@@ -32,9 +32,7 @@ pub struct SpecialIds {
 impl SpecialIds {
     /// The ids repdef's own tokenizers give the special tokens: their order in [`SPECIAL_TOKENS`].
     pub const REPDEF: SpecialIds = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
-}
 
-impl SpecialIds {
     /// Whether `id` is one of the special tokens.
     pub fn contains(&self, id: u32) -> bool {
         [self.pad, self.unk, self.cls, self.sep, self.mask].contains(&id)

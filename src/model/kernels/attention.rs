@@ -42,6 +42,8 @@ pub(super) struct Attention {
 pub(super) struct Saved {
     dims: Dims,
     queries: Queries,
+    /// The input at the query rows when not all (otherwise backward reads the input).
+    xs_q: Option<Vec<f32>>,
     /// `[queries, d]`: the queries, biases added, scaled by 1/√d_head.
     q: Vec<f32>,
     /// `[rows, 2·d]`: the keys and values, biases added.
@@ -65,25 +67,49 @@ impl ChunkSaved {
 }
 
 /// The rows that attend (the queries): every row, or some rows of each sequence. The output
-/// has one row per query, in row order.
+/// has one row per query, in row order. Also how the sequences split into the chunks that run
+/// in parallel.
 struct Queries {
     /// The query rows of the `[batch·pos]` input, ascending; `None`: every row.
     rows: Option<Vec<u32>>,
     /// `[batch + 1]`: sequence `s`'s queries are output rows `starts[s]..starts[s + 1]`.
     starts: Vec<usize>,
+    /// `[n_chunks + 1]`: each chunk's first sequence, and its first query.
+    chunk_seqs: Vec<usize>,
+    chunk_queries: Vec<usize>,
 }
 
 impl Queries {
     fn new(rows: Option<&[u32]>, batch: usize, pos: usize) -> Result<Self> {
-        let Some(rows) = rows else { return Ok(Queries { rows: None, starts: (0..=batch).map(|s| s * pos).collect() }) };
-        if let Some(pair) = rows.windows(2).find(|pair| pair[0] >= pair[1]) {
-            bail!("attention: query rows must ascend, each once ({} before {})", pair[0], pair[1]);
-        }
-        if let Some(&last) = rows.last().filter(|&&last| last as usize >= batch * pos) {
-            bail!("attention: query row {last} of {} rows", batch * pos);
-        }
-        let starts = (0..=batch).map(|s| rows.partition_point(|&r| (r as usize) < s * pos)).collect();
-        Ok(Queries { rows: Some(rows.to_vec()), starts })
+        let starts: Vec<usize> = match rows {
+            None => (0..=batch).map(|s| s * pos).collect(),
+            Some(rows) => {
+                if let Some(pair) = rows.windows(2).find(|pair| pair[0] >= pair[1]) {
+                    bail!("attention: query rows must ascend, each once ({} before {})", pair[0], pair[1]);
+                }
+                if let Some(&last) = rows.last().filter(|&&last| last as usize >= batch * pos) {
+                    bail!("attention: query row {last} of {} rows", batch * pos);
+                }
+                (0..=batch).map(|s| rows.partition_point(|&r| (r as usize) < s * pos)).collect()
+            }
+        };
+        let chunk_seqs: Vec<usize> = (0..=batch.div_ceil(SEQS_PER_CHUNK)).map(|c| batch.min(c * SEQS_PER_CHUNK)).collect();
+        let chunk_queries = chunk_seqs.iter().map(|&s| starts[s]).collect();
+        Ok(Queries { rows: rows.map(<[u32]>::to_vec), starts, chunk_seqs, chunk_queries })
+    }
+
+    fn n_chunks(&self) -> usize {
+        self.chunk_seqs.len() - 1
+    }
+
+    /// Chunk `c`'s part of a buffer with a row of `width` per query.
+    fn chunk_query_range(&self, c: usize, width: usize) -> Range<usize> {
+        self.chunk_queries[c] * width..self.chunk_queries[c + 1] * width
+    }
+
+    /// Chunk `c`'s part of a buffer with `width` elements per sequence.
+    fn chunk_seq_range(&self, c: usize, width: usize) -> Range<usize> {
+        self.chunk_seqs[c] * width..self.chunk_seqs[c + 1] * width
     }
 
     fn len(&self) -> usize {
@@ -106,14 +132,14 @@ impl Queries {
         }
     }
 
-    /// The sequences of the chunk `seqs`.
-    fn chunk(&self, seqs: Range<usize>) -> Vec<ChunkSeq> {
-        let first = self.starts[seqs.start];
+    /// The sequences of chunk `c`.
+    fn chunk(&self, c: usize) -> Vec<ChunkSeq> {
+        let (seqs, first) = (self.chunk_seqs[c]..self.chunk_seqs[c + 1], self.chunk_queries[c]);
         seqs.clone()
             .map(|index| ChunkSeq {
                 index,
                 local: index - seqs.start,
-                query_start: self.starts[index],
+                global_first_query: self.starts[index],
                 first_query: self.starts[index] - first,
                 n_queries: self.starts[index + 1] - self.starts[index],
             })
@@ -128,7 +154,7 @@ struct ChunkSeq {
     index: usize,
     local: usize,
     /// Its first query among all, and in the chunk; its number of queries.
-    query_start: usize,
+    global_first_query: usize,
     first_query: usize,
     n_queries: usize,
 }
@@ -217,7 +243,7 @@ impl Dims {
     fn score_rows<'a>(self, seqs: &'a [ChunkSeq], queries: &'a Queries) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
         seqs.iter().flat_map(move |&seq| {
             (0..self.n_heads)
-                .flat_map(move |head| (0..seq.n_queries).map(move |i| (seq.index, head, queries.position(seq.query_start + i, seq.index, self.pos))))
+                .flat_map(move |head| (0..seq.n_queries).map(move |i| (seq.index, head, queries.position(seq.global_first_query + i, seq.index, self.pos))))
         })
     }
 
@@ -353,11 +379,6 @@ fn add_bias(buffer: &mut [f32], bias: &[f32], factor: f32) {
     });
 }
 
-/// The chunks' first sequences, `[n_chunks + 1]`.
-fn chunk_bounds(batch: usize) -> Vec<usize> {
-    (0..=batch.div_ceil(SEQS_PER_CHUNK)).map(|c| batch.min(c * SEQS_PER_CHUNK)).collect()
-}
-
 impl Attention {
     /// The attended values of `xs` (`[rows, d_in]`) at the rows `queries` (ascending, each once;
     /// all if `None`) for `projections` (`[3·d, d_in + 1]`, each row an output's weights, then
@@ -375,20 +396,20 @@ impl Attention {
         let pos = dims.pos;
         let (w_q, w_kv) = projections.split_at(d * (d_in + 1));
         let bias: Vec<f32> = projections.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
-        let mut q = projection::product(queries.len(), d_in, d, Operand::rows(&queries.gather(xs, d_in), d_in), Operand::transposed(w_q, d_in + 1));
+        let xs_q = queries.gather(xs, d_in);
+        let mut q = projection::product(queries.len(), d_in, d, Operand::rows(&xs_q, d_in), Operand::transposed(w_q, d_in + 1));
         let mut kv = projection::product(rows, d_in, 2 * d, Operand::rows(xs, d_in), Operand::transposed(w_kv, d_in + 1));
         add_bias(&mut q, &bias[..d], dims.scale());
         add_bias(&mut kv, &bias[d..], 1.0);
-        let seq_bounds = chunk_bounds(batch);
-        let query_bounds: Vec<usize> = seq_bounds.iter().map(|&s| queries.starts[s]).collect();
-        let n_chunks = seq_bounds.len() - 1;
-        let (chunks, [out]) = par_uneven_chunks(n_chunks, [(&query_bounds, d)], |c, [o]| {
-            let seqs = queries.chunk(seq_bounds[c]..seq_bounds[c + 1]);
-            let q = &q[query_bounds[c] * d..query_bounds[c + 1] * d];
-            let kv = &kv[seq_bounds[c] * pos * 2 * d..seq_bounds[c + 1] * pos * 2 * d];
-            self.forward_chunk(dims, (&seqs, &queries), (q, kv, additive), o)
+        let (chunks, [out]) = par_uneven_chunks(queries.n_chunks(), [(&queries.chunk_queries[..], d)], |c, [o]| {
+            let (q, kv) = (&q[queries.chunk_query_range(c, d)], &kv[queries.chunk_seq_range(c, pos * 2 * d)]);
+            self.forward_chunk(dims, (&queries.chunk(c), &queries), (q, kv, additive), o)
         });
-        Ok((out, Saved { dims, queries, q, kv, chunks }))
+        let xs_q = match xs_q {
+            Cow::Owned(gathered) => Some(gathered),
+            Cow::Borrowed(_) => None,
+        };
+        Ok((out, Saved { dims, queries, xs_q, q, kv, chunks }))
     }
 
     /// The gradients of [`Attention::forward`] for the output gradient `g` (`[queries, d]`) →
@@ -404,24 +425,21 @@ impl Attention {
         let per_seq = dims.additive.per_query() && dims.additive.per_sequence();
         let shared_len = if dims.additive.per_query() && !per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
         let seq_len = if per_seq { dims.additive.seq_len(self.n_heads, pos) } else { 0 };
-        let seq_bounds = chunk_bounds(batch);
-        let query_bounds: Vec<usize> = seq_bounds.iter().map(|&s| queries.starts[s]).collect();
-        let layouts = [(&query_bounds[..], d), (&seq_bounds[..], pos * 2 * d), (&seq_bounds[..], seq_len)];
-        let (partials, [dq, dkv, d_additive]) = par_uneven_chunks(seq_bounds.len() - 1, layouts, |c, [dq, dkv, da]| {
+        let layouts = [(&queries.chunk_queries[..], d), (&queries.chunk_seqs[..], pos * 2 * d), (&queries.chunk_seqs[..], seq_len)];
+        let (partials, [dq, dkv, d_additive]) = par_uneven_chunks(queries.n_chunks(), layouts, |c, [dq, dkv, da]| {
             let mut shared = vec![0f32; shared_len];
             let target = if per_seq { da } else { &mut shared[..] };
-            let seqs = queries.chunk(seq_bounds[c]..seq_bounds[c + 1]);
-            let (query_rows, seq_rows) = (query_bounds[c] * d..query_bounds[c + 1] * d, seq_bounds[c] * pos * 2 * d..seq_bounds[c + 1] * pos * 2 * d);
-            let inputs = (&saved.chunks[c], &saved.q[query_rows.clone()], &saved.kv[seq_rows]);
-            let dbias = self.backward_chunk(dims, (&seqs, queries), inputs, &g[query_rows], [dq, dkv, target]);
+            let query_rows = queries.chunk_query_range(c, d);
+            let inputs = (&saved.chunks[c], &saved.q[query_rows.clone()], &saved.kv[queries.chunk_seq_range(c, pos * 2 * d)]);
+            let dbias = self.backward_chunk(dims, (&queries.chunk(c), queries), inputs, &g[query_rows], [dq, dkv, target]);
             (dbias, shared)
         });
         let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
         // ∂/∂xs: through the keys and values at every row, and the queries at theirs.
         let (w_q, w_kv) = projections.split_at(d * (d_in + 1));
         let (mut dx, dw_kv) = projection::product_grads(&dkv, xs, w_kv, (batch * pos, d_in, 2 * d), d_in + 1);
-        let xs_q = queries.gather(xs, d_in);
-        let dw_q = projection::product(d, queries.len(), d_in, Operand::transposed(&dq, d), Operand::rows(&xs_q, d_in));
+        let xs_q = saved.xs_q.as_deref().unwrap_or(xs);
+        let dw_q = projection::product(d, queries.len(), d_in, Operand::transposed(&dq, d), Operand::rows(xs_q, d_in));
         let dx_q = Operand::rows(&dq, d);
         match &queries.rows {
             None => projection::add_product(&mut dx, (queries.len(), d, d_in), dx_q, Operand::rows(w_q, d_in + 1)),
