@@ -15,6 +15,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use ndarray::{Array1, Array2, ArrayView2};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::linalg;
@@ -31,6 +32,12 @@ const SLICE_UNIT: f64 = (1u64 << SLICE_BITS) as f64;
 /// Rows per slice product: sums of MAX_BLOCK_ROWS products of at most 2.25·2^40 stay below 2^53,
 /// where f64 holds every integer.
 const MAX_BLOCK_ROWS: usize = 2048;
+
+thread_local! {
+    /// Each thread's buffer for a block's three products (d × d each, of which only the lower
+    /// triangles are written and read), kept across updates: it needs no clearing.
+    static PRODUCTS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Running sums over the rows (tokens) of a hidden-state matrix H (N × d), in fixed point: Σh in
 /// units of 2^−ROW_BITS, HᵀH in units of 2^−2·ROW_BITS.
@@ -119,7 +126,6 @@ impl GramAccumulator {
     fn add_rows<T: Copy + Into<f64>>(&mut self, rows: ArrayView2<T>) -> Result<()> {
         ensure!(rows.ncols() == self.d, "batch has {} columns but the accumulator was created for d = {}", rows.ncols(), self.d);
         check_finite(rows)?;
-        let mut delta = Self::new(self.d);
         let scales: Vec<i32> = rows.rows().into_iter().map(|row| row_scale(row.iter().map(|&x| x.into()))).collect::<Result<_>>()?;
         let mut rows_of_scale: BTreeMap<i32, usize> = BTreeMap::new();
         for &scale in &scales {
@@ -132,20 +138,30 @@ impl GramAccumulator {
             let row = row.as_slice().map_or_else(|| std::borrow::Cow::Owned(row.to_vec()), std::borrow::Cow::Borrowed);
             slices.push_row(&row, ((ROW_BITS - scale) as f64).exp2());
         }
-        // The three products of a block, each d × d of which only the lower triangle is used.
-        let mut products = vec![0.0; 3 * self.d * self.d];
-        for (scale, slices) in by_scale {
-            for block in slices.blocks(MAX_BLOCK_ROWS * self.d) {
-                delta.add_block(scale, block, &mut products)?;
+        if self.n_tokens > 0 {
+            let mut delta = Self::new(self.d);
+            delta.add_slices(&by_scale, rows.nrows())?;
+            return self.merge(&delta);
+        }
+        // An accumulator without tokens is all zero (`from_parts` checks): add in place, and
+        // clear it again on an error.
+        self.add_slices(&by_scale, rows.nrows()).inspect_err(|_| *self = Self::new(self.d))
+    }
+
+    /// Adds the sums of `n_rows` rows, given as their slices by scale.
+    fn add_slices(&mut self, by_scale: &BTreeMap<i32, Slices>, n_rows: usize) -> Result<()> {
+        PRODUCTS.with_borrow_mut(|products| {
+            let len = 3 * self.d * self.d;
+            products.resize(products.len().max(len), 0.0);
+            for (&scale, slices) in by_scale {
+                for block in slices.blocks(MAX_BLOCK_ROWS * self.d) {
+                    self.add_block(scale, block, &mut products[..len])?;
+                }
             }
-        }
-        delta.n_tokens = rows.nrows() as u64;
-        if self.n_tokens == 0 {
-            // Nothing to add to (an accumulator without tokens is all zero, `from_parts` checks).
-            *self = delta;
-            return Ok(());
-        }
-        self.merge(&delta)
+            Ok::<_, anyhow::Error>(())
+        })?;
+        self.n_tokens += n_rows as u64;
+        Ok(())
     }
 
     /// Adds Σ n and Σ nᵀn of rounded rows that share `scale`, computed from their slices
@@ -475,6 +491,14 @@ mod tests {
         let err = acc.update_f64(big.view()).unwrap_err();
         assert!(err.to_string().contains("too large"), "{err}");
         assert_eq!(acc, before);
+        // An empty accumulator adds in place: a batch whose first block of MAX_BLOCK_ROWS fits
+        // and whose second does not leaves it empty.
+        let rows = |n| Array2::from_elem((n, 2), 2.2e5);
+        assert!(GramAccumulator::new(2).update_f64(rows(MAX_BLOCK_ROWS).view()).is_ok());
+        let mut empty = GramAccumulator::new(2);
+        let err = empty.update_f64(rows(2 * MAX_BLOCK_ROWS).view()).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert_eq!(empty, GramAccumulator::new(2));
     }
 
     #[test]
