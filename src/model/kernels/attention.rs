@@ -23,6 +23,7 @@ use super::dropout::DropoutMask;
 use super::par::{par_chunks_mut, par_uneven_chunks, sum_partials, BLOCK_ROWS};
 use super::projection::{self, sequential_products_into, Operand};
 use super::simd::{dot, exp, max, sum};
+use crate::vectorize::{self, Vectorized};
 use candle_core::{bail, Result, Shape};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -277,15 +278,8 @@ impl Attention {
             sequential_products_into(&mut scores, (|h| seq.scores_start(h, dims), pos), dims.n_heads, (seq.n_queries, dh, pos), (queries, keys), 1.0);
         }
         let rows = || dims.score_rows(seqs, queries);
-        // Softmax of each row of `scores + additive`, in place.
-        for (o, (seq, head, query)) in scores.chunks_exact_mut(pos).zip(rows()) {
-            let start = dims.additive.row(seq, head, query);
-            o.iter_mut().zip(&additive[start..start + pos]).for_each(|(o, &m)| *o += m);
-            let top = max(o);
-            o.iter_mut().for_each(|o| *o = exp(*o - top));
-            let inv = 1.0 / sum(o);
-            o.iter_mut().for_each(|o| *o *= inv);
-        }
+        let additive_rows = rows().map(|(seq, head, query)| &additive[dims.additive.row(seq, head, query)..][..pos]);
+        vectorize::dispatch(SoftmaxRows { scores: &mut scores, additive_rows, pos });
         let dropped = self.dropout.as_ref().map(|dropout| {
             let mut dropped = vec![0f32; scores.len()];
             for ((o, p), (seq, head, query)) in dropped.chunks_exact_mut(pos).zip(scores.chunks_exact(pos)).zip(rows()) {
@@ -323,22 +317,9 @@ impl Attention {
             let values_t = |h| Operand::transposed(&kv[seq.kv_start(1, h, dims)..], 2 * d);
             sequential_products_into(&mut d_dropped, (|h| seq.scores_start(h, dims), pos), dims.n_heads, (m, dh, pos), (g_head, values_t), 1.0);
         }
-        // Softmax backward: ds = p ⊙ (dp − Σ dp ⊙ p), dp being ∂/∂dropped times the dropout
-        // factors; in place in `d_dropped`.
+        // Softmax backward, in place.
         let mut ds = d_dropped;
-        for ((o, p), (seq, head, query)) in ds.chunks_exact_mut(pos).zip(saved.probs.chunks_exact(pos)).zip(dims.score_rows(seqs, queries)) {
-            if let Some(mask) = &self.dropout {
-                let start = dims.logit_row(seq, head, query);
-                o.iter_mut().zip(mask.factors(start..start + pos)).for_each(|(o, f)| *o *= f);
-            }
-            let c = dot(o, p);
-            o.iter_mut().zip(p).for_each(|(o, &p)| *o = p * (*o - c));
-            if dims.additive.per_query() {
-                // `d_additive` starts at this chunk's first sequence.
-                let start = dims.additive.row(seq - seqs[0].index, head, query);
-                d_additive[start..start + pos].iter_mut().zip(o.iter()).for_each(|(d, &g)| *d += g);
-            }
-        }
+        vectorize::dispatch(SoftmaxGradRows { dims, seqs, queries, dropout: self.dropout.as_deref(), probs: &saved.probs, ds: &mut ds, d_additive });
         // The queries were scaled before the product, so ∂/∂q carries the scale and ∂/∂k does not.
         for &seq in seqs.iter().filter(|seq| seq.n_queries > 0) {
             let m = seq.n_queries;
@@ -355,6 +336,62 @@ impl Attention {
             }
         }
         dbias
+    }
+}
+
+/// Softmax of each row of `scores + additive`, in place, `additive_rows` giving each row's term;
+/// dispatched to the CPU's widest vectors (the same bits on every path).
+struct SoftmaxRows<'a, I> {
+    scores: &'a mut [f32],
+    additive_rows: I,
+    pos: usize,
+}
+
+impl<'a, I: Iterator<Item = &'a [f32]>> Vectorized for SoftmaxRows<'_, I> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        for (o, additive) in self.scores.chunks_exact_mut(self.pos).zip(self.additive_rows) {
+            o.iter_mut().zip(additive).for_each(|(o, &m)| *o += m);
+            let top = max(o);
+            o.iter_mut().for_each(|o| *o = exp(*o - top));
+            let inv = 1.0 / sum(o);
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+}
+
+/// Softmax backward over a chunk's rows, in place in `ds` (which holds ∂/∂dropped): ds = p ⊙
+/// (dp − Σ dp ⊙ p), dp being ∂/∂dropped times the dropout factors; adds each row to its
+/// ∂/∂additive row when the term is per query. Dispatched to the CPU's widest vectors.
+struct SoftmaxGradRows<'a> {
+    dims: Dims,
+    seqs: &'a [ChunkSeq],
+    queries: &'a Queries,
+    dropout: Option<&'a DropoutMask>,
+    probs: &'a [f32],
+    ds: &'a mut [f32],
+    /// Starts at the chunk's first sequence.
+    d_additive: &'a mut [f32],
+}
+
+impl Vectorized for SoftmaxGradRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (dims, pos) = (self.dims, self.dims.pos);
+        for ((o, p), (seq, head, query)) in self.ds.chunks_exact_mut(pos).zip(self.probs.chunks_exact(pos)).zip(dims.score_rows(self.seqs, self.queries)) {
+            if let Some(mask) = self.dropout {
+                let start = dims.logit_row(seq, head, query);
+                o.iter_mut().zip(mask.factors(start..start + pos)).for_each(|(o, f)| *o *= f);
+            }
+            let c = dot(o, p);
+            o.iter_mut().zip(p).for_each(|(o, &p)| *o = p * (*o - c));
+            if dims.additive.per_query() {
+                let start = dims.additive.row(seq - self.seqs[0].index, head, query);
+                self.d_additive[start..start + pos].iter_mut().zip(o.iter()).for_each(|(d, &g)| *d += g);
+            }
+        }
     }
 }
 

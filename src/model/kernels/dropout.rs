@@ -40,6 +40,7 @@ impl DropoutMask {
     }
 
     /// The factors (0 or 1/(1-p)) of the elements `range`.
+    #[inline(always)]
     pub fn factors(&self, range: Range<usize>) -> impl Iterator<Item = f32> + '_ {
         self.dropped[range].iter().map(|&d| if d { 0.0 } else { self.scale })
     }

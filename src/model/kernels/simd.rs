@@ -57,6 +57,7 @@ pub fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+#[inline(always)]
 pub fn dot(xs: &[f32], ys: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (xc, yc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));

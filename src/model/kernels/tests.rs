@@ -311,14 +311,18 @@ fn pretraining_steps_match_composed_for_both_objectives() {
     }
 }
 
-/// exp and erf over spread-out values, as the dispatched kernel loops use them.
-struct Transcendentals<'a>(&'a [f32]);
+/// exp and erf over spread-out values, and the reductions (sum, max, dot) over rows of them, as
+/// the dispatched kernel loops (GELU, softmax and its gradient) use them.
+struct KernelArithmetic<'a>(&'a [f32]);
 
-impl crate::vectorize::Vectorized for Transcendentals<'_> {
+impl crate::vectorize::Vectorized for KernelArithmetic<'_> {
     type Output = Vec<f32>;
     #[inline(always)]
     fn run(self) -> Vec<f32> {
-        self.0.iter().map(|&x| super::simd::exp(x) + super::simd::erf(x) * x + x * x * 0.5 + 1.0).collect()
+        use super::simd::{dot, erf, exp, max, sum};
+        let mapped: Vec<f32> = self.0.iter().map(|&x| exp(x) + erf(x) * x + x * x * 0.5 + 1.0).collect();
+        let reductions = mapped.chunks(131).flat_map(|row| [sum(row), max(row), dot(row, &self.0[..row.len()])]);
+        mapped.iter().copied().chain(reductions).collect()
     }
 }
 
@@ -326,8 +330,8 @@ impl crate::vectorize::Vectorized for Transcendentals<'_> {
 fn the_dispatched_loop_gives_the_same_bits_as_the_baseline_one() {
     use crate::vectorize::Vectorized;
     let xs: Vec<f32> = (0..4099).map(|i| (i as f32 * 0.618_034).sin() * 30.0).collect();
-    let dispatched = crate::vectorize::dispatch(Transcendentals(&xs));
-    let baseline = Transcendentals(&xs).run();
+    let dispatched = crate::vectorize::dispatch(KernelArithmetic(&xs));
+    let baseline = KernelArithmetic(&xs).run();
     let same = dispatched.iter().zip(&baseline).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "a vectorised path changed the arithmetic");
 }
