@@ -101,7 +101,10 @@ class Pretraining(nn.Module):
         self.head.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tied
         self.decoder = None
         if decoder_layers:
-            dec = BertConfig(**{**config.to_dict(), "num_hidden_layers": decoder_layers, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+            # `to_dict` leaves out the attention implementation, which would leave the decoder
+            # on HF's fallback (eager) instead of the encoder's.
+            dec = BertConfig(**{**config.to_dict(), "num_hidden_layers": decoder_layers, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                                "attn_implementation": config._attn_implementation})
             self.dec_position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
             self.dec_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
             self.decoder = BertEncoder(dec)
