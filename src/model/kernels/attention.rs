@@ -400,6 +400,14 @@ pub(super) fn gather_rows(xs: &[f32], rows: &[u32], d: usize) -> Vec<f32> {
     rows.iter().flat_map(|&r| &xs[r as usize * d..(r as usize + 1) * d]).copied().collect()
 }
 
+/// Rows gathered to keep for backward: `None` when they were the input itself, borrowed.
+pub(super) fn gathered(rows: Cow<[f32]>) -> Option<Vec<f32>> {
+    match rows {
+        Cow::Owned(rows) => Some(rows),
+        Cow::Borrowed(_) => None,
+    }
+}
+
 /// `into[rows[i]] += g[i]` for each row `i` of `g` (rows of `d`): the gradient of [`gather_rows`].
 pub(super) fn add_into_rows(g: &[f32], rows: &[u32], into: &mut [f32], d: usize) {
     for (&r, g) in rows.iter().zip(g.chunks_exact(d)) {
@@ -442,11 +450,7 @@ impl Attention {
             let (q, kv) = (&q[queries.chunk_query_range(c, d)], &kv[queries.chunk_seq_range(c, pos * 2 * d)]);
             self.forward_chunk(dims, (&queries.chunk(c), &queries), (q, kv, additive), o)
         });
-        let xs_q = match xs_q {
-            Cow::Owned(gathered) => Some(gathered),
-            Cow::Borrowed(_) => None,
-        };
-        Ok((out, Saved { dims, queries, xs_q, q, kv, chunks }))
+        Ok((out, Saved { dims, queries, xs_q: gathered(xs_q), q, kv, chunks }))
     }
 
     /// The gradients of [`Attention::forward`] for the output gradient `g` (`[queries, d]`) →

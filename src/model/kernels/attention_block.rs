@@ -9,7 +9,7 @@
 //! which feeds both the attention and the residual, two gradients to add. Here the block input's
 //! gradient is the only one candle accumulates.
 
-use super::attention::{self, add_into_rows, gather_rows, Attention};
+use super::attention::{self, add_into_rows, gather_rows, gathered, Attention};
 use super::dropout::DropoutMask;
 use super::layer_norm::{check_residual_sizes, residual_norm_backward, residual_norm_forward};
 use super::par::{cpu_f32, storage_f32};
@@ -81,8 +81,8 @@ struct OutputRows {
     rows: Vec<u32>,
     /// The same rows, ascending, each once: the rows that attend.
     queries: Vec<u32>,
-    /// For each output row, its index in `queries`.
-    query_of: Vec<u32>,
+    /// For each output row, its index in `queries`; `None` when the rows already are the queries.
+    query_of: Option<Vec<u32>>,
 }
 
 impl OutputRows {
@@ -90,25 +90,23 @@ impl OutputRows {
         let mut queries = rows.clone();
         queries.sort_unstable();
         queries.dedup();
-        let query_of = rows.iter().map(|r| queries.binary_search(r).expect("every row is a query") as u32).collect();
+        let query_of = (queries != rows).then(|| rows.iter().map(|r| queries.binary_search(r).expect("every row is a query") as u32).collect());
         OutputRows { rows, queries, query_of }
     }
 
     /// The attended values of the queries (rows of `d`) → those of the output rows.
     fn at_output_rows(&self, attended: Vec<f32>, d: usize) -> Vec<f32> {
-        if self.queries == self.rows {
-            return attended;
+        match &self.query_of {
+            Some(query_of) => gather_rows(&attended, query_of, d),
+            None => attended,
         }
-        gather_rows(&attended, &self.query_of, d)
     }
 
     /// The gradient for the output rows → that for the queries (a repeated row's added up).
     fn summed_per_query(&self, g: Vec<f32>, d: usize) -> Vec<f32> {
-        if self.queries == self.rows {
-            return g;
-        }
+        let Some(query_of) = &self.query_of else { return g };
         let mut summed = vec![0f32; self.queries.len() * d];
-        add_into_rows(&g, &self.query_of, &mut summed, d);
+        add_into_rows(&g, query_of, &mut summed, d);
         summed
     }
 }
@@ -187,11 +185,7 @@ impl CustomOp3 for AttentionBlock {
         let projected = projection::product(out_rows, d, d, Operand::rows(&attended, d), Operand::transposed(parts.w_out, d));
         let out = residual_norm_forward(&projected, &residual, parts.norm, self.eps, self.dropout.as_deref());
         if let Some(attention) = attention {
-            let residual_rows = match residual {
-                Cow::Owned(rows) => Some(rows),
-                Cow::Borrowed(_) => None,
-            };
-            if self.saved.set(Saved { attention, attended, projected, residual_rows }).is_err() {
+            if self.saved.set(Saved { attention, attended, projected, residual_rows: gathered(residual) }).is_err() {
                 bail!("attention block op applied twice");
             }
         }
