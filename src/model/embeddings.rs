@@ -2,9 +2,10 @@
 //! DistilBERT), then LayerNorm and dropout. Mirrors HF `BertEmbeddings` / `RobertaEmbeddings` /
 //! `ElectraEmbeddings` (whose width may be below the model's: see `Encoder`).
 
+use super::kernels;
 use super::ops::{Ctx, LayerNorm};
 use crate::config::ModelConfig;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
@@ -35,16 +36,25 @@ impl Embeddings {
 
     /// `ids`, `position_ids`, `token_type_ids`: `[batch, pos]` u32 → `[batch·pos, d_embedding]`.
     pub fn forward(&self, ids: &Tensor, position_ids: &Tensor, token_type_ids: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let mut summed = (lookup(&self.word, ids)? + lookup(&self.position, position_ids)?)?;
+        let mut terms = vec![(&self.word, ids), (&self.position, position_ids)];
         if let Some(token_type) = &self.token_type {
-            summed = (summed + lookup(token_type, token_type_ids)?)?;
+            terms.push((token_type, token_type_ids));
         }
-        let normed = self.layer_norm.forward(&summed, ctx)?;
+        let normed = self.layer_norm.forward(&sum_of_lookups(&terms, ctx)?, ctx)?;
         ctx.dropout(&normed, self.dropout)
     }
 }
 
-/// Rows of `table` (`[n, d]`) for `[batch, pos]` ids → `[batch·pos, d]`.
-pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
-    Ok(table.index_select(&ids.flatten_all()?, 0)?)
+/// `Σ table[ids]` over `terms`, added in their order (each table `[n, d]`, its ids `[batch, pos]`
+/// or `[batch·pos]`, u32) → `[batch·pos, d]`; one fused op on the CPU.
+pub fn sum_of_lookups(terms: &[(&Tensor, &Tensor)], ctx: &Ctx) -> Result<Tensor> {
+    let Some(((first_table, first_ids), rest)) = terms.split_first() else { bail!("a sum of no lookups") };
+    if ctx.fused(first_table) && !rest.is_empty() {
+        let ids = terms.iter().map(|(_, ids)| ids.flatten_all()?.to_vec1::<u32>()).collect::<candle_core::Result<Vec<_>>>()?;
+        let tables: Vec<(&Tensor, &[u32])> = terms.iter().zip(&ids).map(|((table, _), ids)| (*table, &ids[..])).collect();
+        return Ok(kernels::lookup_sum(&tables)?);
+    }
+    let lookup = |table: &Tensor, ids: &Tensor| table.index_select(&ids.flatten_all()?, 0);
+    let first = lookup(first_table, first_ids)?;
+    Ok(rest.iter().try_fold(first, |sum, (table, ids)| sum.add(&lookup(table, ids)?))?)
 }

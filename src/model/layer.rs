@@ -85,10 +85,6 @@ impl Layer {
     /// on the CPU.
     fn attention_half(&self, xs: &Tensor, mask: &AttentionMask, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         if ctx.fused(xs) {
-            // The three projections as one product (a larger matmul): each row the weights of
-            // one output, then its bias.
-            let with_bias = |linear: &Linear| Tensor::cat(&[linear.weight(), &linear.bias().unsqueeze(1)?], 1);
-            let projections = Tensor::cat(&[with_bias(&self.query)?, with_bias(&self.key)?, with_bias(&self.value)?], 0)?;
             let (batch, pos, d_model) = (mask.batch, mask.pos, xs.dim(1)?);
             let out_rows = rows.map_or(Ok(batch * pos), |rows| rows.dim(0))?;
             // Drawn in the order of the composed path below.
@@ -97,8 +93,8 @@ impl Layer {
                 hidden: ctx.dropout_mask(out_rows * d_model, self.hidden_dropout),
             };
             let (ln_weight, ln_bias, eps) = self.attention_norm.params();
-            let (w_out, b_out) = (self.attention_out.weight(), self.attention_out.bias());
-            let weights = kernels::AttentionWeights { projections: &projections, w_out, b_out, ln_weight, ln_bias };
+            let projections = [&self.query, &self.key, &self.value, &self.attention_out].map(|linear| (linear.weight(), linear.bias()));
+            let weights = kernels::AttentionWeights { projections, ln_weight, ln_bias };
             return Ok(kernels::attention_block(xs, weights, (&mask.additive, self.n_heads), eps, rows, dropout, ctx.training())?);
         }
         let attended = self.self_attention(xs, mask, ctx)?;

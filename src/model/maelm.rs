@@ -6,7 +6,7 @@
 //! its own relative-position bias table (`decoder.relative_attention_bias.weight`) over its
 //! contiguous positions.
 
-use super::embeddings::lookup;
+use super::embeddings::sum_of_lookups;
 use super::layer::{run_blocks, Layer};
 use super::ops::{AttentionMask, Ctx, LayerNorm};
 use super::relative_position::RelativePositionBias;
@@ -64,11 +64,13 @@ impl Compaction {
         Ok(c)
     }
 
-    /// Encoder output `[batch·kept_len, d_model]` + `[MASK]` row `[1, d_model]` → `[batch·pos, d_model]`.
-    pub fn scatter(&self, encoded: &Tensor, mask_row: &Tensor) -> Result<Tensor> {
+    /// Encoder output `[batch·kept_len, d_model]` + `[MASK]` row `[1, d_model]` → the rows
+    /// `[batch·kept_len + 1, d_model]` and the index `[batch·pos]` that scatter them back:
+    /// `rows[index]` is the decoder's full-length input.
+    pub fn scatter(&self, encoded: &Tensor, mask_row: &Tensor) -> Result<Scattered> {
         let rows = Tensor::cat(&[encoded, mask_row], 0)?;
         let index = Tensor::from_slice(&self.scatter_index, self.scatter_index.len(), encoded.device())?;
-        Ok(rows.index_select(&index, 0)?)
+        Ok(Scattered { rows, index })
     }
 
     pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
@@ -79,6 +81,13 @@ impl Compaction {
             Tensor::from_slice(&self.attention_mask, shape, device)?,
         ))
     }
+}
+
+/// The decoder's full-length input, `rows[index]`, left for the decoder to look up (one pass
+/// with its position embeddings).
+pub struct Scattered {
+    pub rows: Tensor,
+    pub index: Tensor,
 }
 
 /// The MAE-LM decoder (`decoder.*` tensors).
@@ -103,15 +112,16 @@ impl Decoder {
         })
     }
 
-    /// `scattered`: `[batch·pos, d_model]`, `attention_mask`: `[batch, pos]` → `[batch·pos, d_model]`,
-    /// or `[rows.len(), d_model]` when the output is wanted only at `rows` (see [`run_blocks`]).
-    pub fn forward(&self, scattered: &Tensor, attention_mask: &Tensor, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+    /// `scattered`: `[batch·pos, d_model]` rows, `attention_mask`: `[batch, pos]` → `[batch·pos,
+    /// d_model]`, or `[rows.len(), d_model]` when the output is wanted only at `rows` (see
+    /// [`run_blocks`]).
+    pub fn forward(&self, scattered: &Scattered, attention_mask: &Tensor, rows: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let mut mask = AttentionMask::new(attention_mask)?;
-        let position_ids = Tensor::arange(0u32, mask.pos as u32, scattered.device())?.unsqueeze(0)?.repeat((mask.batch, 1))?;
+        let position_ids = Tensor::arange(0u32, mask.pos as u32, scattered.rows.device())?.unsqueeze(0)?.repeat((mask.batch, 1))?;
         if let Some(bias) = &self.relative_position {
             mask = mask.with_position_bias(bias.forward(&position_ids)?)?;
         }
-        let summed = scattered.add(&lookup(&self.position, &position_ids)?)?;
+        let summed = sum_of_lookups(&[(&scattered.rows, &scattered.index), (&self.position, &position_ids)], ctx)?;
         let hidden = self.layer_norm.forward(&summed, ctx)?;
         ctx.record(Tap::DecoderFullEmbed, &hidden, &mask)?;
         run_blocks(&self.layers, hidden, &mask, rows, Tap::DecoderBlockOutput, ctx)
@@ -138,7 +148,8 @@ mod tests {
         let encoded: Vec<f32> = c.ids.iter().map(|&id| id as f32).collect();
         let encoded = Tensor::from_vec(encoded, (6, 1), &device).unwrap();
         let mask_row = Tensor::new(&[[-1f32]], &device).unwrap();
-        let restored = c.scatter(&encoded, &mask_row).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let Scattered { rows, index } = c.scatter(&encoded, &mask_row).unwrap();
+        let restored = rows.index_select(&index, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(restored, vec![10., -1., -1., 13., 20., 21., 22., -1.]);
     }
 

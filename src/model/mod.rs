@@ -2,7 +2,7 @@
 //! candle `VarBuilder`s so that fresh (trainable) and on-disk weights go through the same
 //! `load` functions, with HF tensor names falling out of the nesting. No file IO here.
 
-mod embeddings;
+pub(crate) mod embeddings;
 mod encoder;
 mod head;
 pub mod heap;

@@ -426,12 +426,13 @@ fn add_bias(buffer: &mut [f32], bias: &[f32], factor: f32) {
 
 impl Attention {
     /// The attended values of `xs` (`[rows, d_in]`) at the rows `queries` (ascending, each once;
-    /// all if `None`) for `projections` (`[3·d, d_in + 1]`, each row an output's weights, then
-    /// its bias) and the additive term `(values, shape)` → (`[queries, d]`, what backward needs).
+    /// all if `None`) for the query, key and value projections `(weights, biases)` (`[3·d, d_in]`
+    /// in PyTorch's `[out, in]` layout, and `[3·d]`) and the additive term `(values, shape)` →
+    /// (`[queries, d]`, what backward needs).
     pub(super) fn forward(
         &self,
         xs: &[f32],
-        projections: &[f32],
+        (weights, bias): (&[f32], &[f32]),
         (additive, additive_shape): (&[f32], &Shape),
         (rows, d_in, d): (usize, usize, usize),
         queries: Option<&[u32]>,
@@ -439,11 +440,13 @@ impl Attention {
         let (dims, batch) = self.dims((rows, d_in, d), additive_shape)?;
         let queries = Queries::new(queries, batch, dims.pos)?;
         let pos = dims.pos;
-        let (w_q, w_kv) = projections.split_at(d * (d_in + 1));
-        let bias: Vec<f32> = projections.chunks_exact(d_in + 1).map(|row| row[d_in]).collect();
+        if weights.len() != 3 * d * d_in || bias.len() != 3 * d {
+            bail!("attention: {} weights and {} biases do not fit d {d} and d_in {d_in}", weights.len(), bias.len());
+        }
+        let (w_q, w_kv) = weights.split_at(d * d_in);
         let xs_q = queries.gather(xs, d_in);
-        let mut q = projection::product(queries.len(), d_in, d, Operand::rows(&xs_q, d_in), Operand::transposed(w_q, d_in + 1));
-        let mut kv = projection::product(rows, d_in, 2 * d, Operand::rows(xs, d_in), Operand::transposed(w_kv, d_in + 1));
+        let mut q = projection::product(queries.len(), d_in, d, Operand::rows(&xs_q, d_in), Operand::transposed(w_q, d_in));
+        let mut kv = projection::product(rows, d_in, 2 * d, Operand::rows(xs, d_in), Operand::transposed(w_kv, d_in));
         add_bias(&mut q, &bias[..d], dims.scale());
         add_bias(&mut kv, &bias[d..], 1.0);
         let (chunks, [out]) = par_uneven_chunks(queries.n_chunks(), [(&queries.chunk_queries[..], d)], |c, [o]| {
@@ -453,13 +456,12 @@ impl Attention {
         Ok((out, Saved { dims, queries, xs_q: gathered(xs_q), q, kv, chunks }))
     }
 
-    /// The gradients of [`Attention::forward`] for the output gradient `g` (`[queries, d]`) →
-    /// (∂/∂xs, ∂/∂projections in their layout, ∂/∂additive in its layout when the term is per
-    /// query: a padding mask gets none).
-    pub(super) fn backward(&self, saved: &Saved, xs: &[f32], projections: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    /// The gradients of [`Attention::forward`] for the output gradient `g` (`[queries, d]`), with
+    /// the projections' `weights` as given to it.
+    pub(super) fn backward(&self, saved: &Saved, xs: &[f32], weights: &[f32], g: &[f32]) -> AttentionGrads {
         let (dims, queries) = (saved.dims, &saved.queries);
         let (d, pos) = (dims.d_model(), dims.pos);
-        let d_in = projections.len() / (3 * d) - 1;
+        let d_in = weights.len() / (3 * d);
         let batch = queries.starts.len() - 1;
         // ∂/∂additive: written per sequence when each has its own term, otherwise summed over
         // chunk-local copies of the shared term (none for a padding mask).
@@ -477,24 +479,33 @@ impl Attention {
         });
         let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
         // ∂/∂xs: through the keys and values at every row, and the queries at theirs.
-        let (w_q, w_kv) = projections.split_at(d * (d_in + 1));
-        let (mut dx, dw_kv) = projection::product_grads(&dkv, xs, w_kv, (batch * pos, d_in, 2 * d), d_in + 1);
+        let (w_q, w_kv) = weights.split_at(d * d_in);
+        let (mut dx, dw_kv) = projection::product_grads(&dkv, xs, w_kv, (batch * pos, d_in, 2 * d), d_in);
         let xs_q = saved.xs_q.as_deref().unwrap_or(xs);
         let dw_q = projection::product(d, queries.len(), d_in, Operand::transposed(&dq, d), Operand::rows(xs_q, d_in));
         let dx_q = Operand::rows(&dq, d);
         match &queries.rows {
-            None => projection::add_product(&mut dx, (queries.len(), d, d_in), dx_q, Operand::rows(w_q, d_in + 1)),
-            Some(rows) => add_into_rows(&projection::product(rows.len(), d, d_in, dx_q, Operand::rows(w_q, d_in + 1)), rows, &mut dx, d_in),
+            None => projection::add_product(&mut dx, (queries.len(), d, d_in), dx_q, Operand::rows(w_q, d_in)),
+            Some(rows) => add_into_rows(&projection::product(rows.len(), d, d_in, dx_q, Operand::rows(w_q, d_in)), rows, &mut dx, d_in),
         }
-        // ∂/∂W laid out as `projections`, each row followed by its ∂/∂bias.
-        let dbias = sum_partials(dbias, 3 * d);
-        let dprojections: Vec<f32> =
-            dw_q.chunks_exact(d_in).chain(dw_kv.chunks_exact(d_in)).zip(dbias).flat_map(|(row, b)| row.iter().copied().chain([b])).collect();
         let d_additive = match (per_seq, shared_len) {
             (true, _) => Some(d_additive),
             (false, 0) => None,
             (false, n) => Some(sum_partials(shared, n)),
         };
-        (dx, dprojections, d_additive)
+        AttentionGrads { dx, dw_q, dw_kv, dbias: sum_partials(dbias, 3 * d), d_additive }
     }
+}
+
+/// The gradients of [`Attention::forward`]'s inputs.
+pub(super) struct AttentionGrads {
+    /// ∂/∂xs, `[rows, d_in]`.
+    pub dx: Vec<f32>,
+    /// ∂/∂ of the query weights (`[d, d_in]`) and of the key and value weights (`[2·d, d_in]`).
+    pub dw_q: Vec<f32>,
+    pub dw_kv: Vec<f32>,
+    /// ∂/∂ of the three biases, `[3·d]`.
+    pub dbias: Vec<f32>,
+    /// ∂/∂additive in its layout when the term is per query (a padding mask gets none).
+    pub d_additive: Option<Vec<f32>>,
 }

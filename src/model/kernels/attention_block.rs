@@ -18,13 +18,11 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
-/// The parameters of the attention half of a block: the query, key and value projections as
-/// one `[3·d, d + 1]` matrix (each row an output's weights, then its bias), the output
-/// projection (`[d, d]`, PyTorch's layout) and the LayerNorm after the residual add.
+/// The parameters of the attention half of a block: the query, key, value and output
+/// projections, each `(weight, bias)` (`[d, d]` in PyTorch's `[out, in]` layout, and `[d]`), and
+/// the LayerNorm after the residual add.
 pub struct AttentionWeights<'a> {
-    pub projections: &'a Tensor,
-    pub w_out: &'a Tensor,
-    pub b_out: &'a Tensor,
+    pub projections: [(&'a Tensor, &'a Tensor); 4],
     pub ln_weight: &'a Tensor,
     pub ln_bias: &'a Tensor,
 }
@@ -49,10 +47,13 @@ pub fn attention_block(
     dropout: AttentionDropout,
     differentiable: bool,
 ) -> Result<Tensor> {
-    let AttentionWeights { projections, w_out, b_out, ln_weight, ln_bias } = weights;
-    // A custom op takes at most three tensors: the parameters travel as one vector, in the
-    // order `Parts::split` reads them.
-    let params = Tensor::cat(&[&projections.flatten_all()?, &w_out.flatten_all()?, b_out, ln_weight, ln_bias], 0)?;
+    let AttentionWeights { projections: [(w_q, b_q), (w_k, b_k), (w_v, b_v), (w_out, b_out)], ln_weight, ln_bias } = weights;
+    // A custom op takes at most three tensors: the parameters travel as one `[4·d + 6, d]`
+    // matrix, rows in the order `Parts::split` reads them. Each parameter is one part of one
+    // concatenation, so backward hands each its gradient in one step.
+    let row = |v: &Tensor| v.unsqueeze(0);
+    let biases = [row(b_q)?, row(b_k)?, row(b_v)?, row(b_out)?, row(ln_weight)?, row(ln_bias)?];
+    let params = Tensor::cat(&[w_q, w_k, w_v, w_out].into_iter().chain(&biases).collect::<Vec<_>>(), 0)?;
     let op = AttentionBlock {
         attention: Attention { n_heads, dropout: dropout.probs },
         rows: rows.map(Tensor::to_vec1::<u32>).transpose()?.map(OutputRows::new),
@@ -122,22 +123,25 @@ struct Saved {
     residual_rows: Option<Vec<f32>>,
 }
 
-/// The packed parameter vector, split: `[projections (3·d·(d + 1)) | w_out (d·d) | b_out,
-/// ln_weight, ln_bias (3·d)]`; the last three in the layout of `residual_norm_forward`.
+/// The packed parameters, split: `[w_q, w_k, w_v (3·d·d) | w_out (d·d) | b_q, b_k, b_v (3·d) |
+/// b_out, ln_weight, ln_bias (3·d)]`; the last three in the layout of `residual_norm_forward`.
 struct Parts<'a> {
-    projections: &'a [f32],
+    /// The query, key and value weights, `[3·d, d]`.
+    w_qkv: &'a [f32],
     w_out: &'a [f32],
+    b_qkv: &'a [f32],
     norm: &'a [f32],
 }
 
 impl<'a> Parts<'a> {
     fn split(params: &'a [f32], d: usize) -> Result<Self> {
-        if params.len() != 3 * d * (d + 1) + d * d + 3 * d {
+        if params.len() != 4 * d * d + 6 * d {
             bail!("attention block: {} parameters do not fit d_model {d}", params.len());
         }
-        let (projections, rest) = params.split_at(3 * d * (d + 1));
-        let (w_out, norm) = rest.split_at(d * d);
-        Ok(Parts { projections, w_out, norm })
+        let (w_qkv, rest) = params.split_at(3 * d * d);
+        let (w_out, rest) = rest.split_at(d * d);
+        let (b_qkv, norm) = rest.split_at(3 * d);
+        Ok(Parts { w_qkv, w_out, b_qkv, norm })
     }
 }
 
@@ -172,7 +176,7 @@ impl CustomOp3 for AttentionBlock {
             bail!("attention block: output row {bad} of {n} rows");
         }
         let queries = self.rows.as_ref().map(|rows| &rows.queries[..]);
-        let (attended, attention) = self.attention.forward(xs, parts.projections, (additive, al.shape()), (n, d, d), queries)?;
+        let (attended, attention) = self.attention.forward(xs, (parts.w_qkv, parts.b_qkv), (additive, al.shape()), (n, d, d), queries)?;
         // In inference the projections and probabilities go before the rest of the block runs.
         let attention = self.differentiable.then_some(attention);
         let attended = match &self.rows {
@@ -210,15 +214,15 @@ impl CustomOp3 for AttentionBlock {
             Some(rows) => rows.summed_per_query(dattended, d),
             None => dattended,
         };
-        let (mut dx, dprojections, dadditive) = self.attention.backward(&saved.attention, xs_v, parts.projections, &dattended);
+        let attention::AttentionGrads { mut dx, dw_q, dw_kv, dbias, d_additive } = self.attention.backward(&saved.attention, xs_v, parts.w_qkv, &dattended);
         // `xs` also feeds the residual add, whose gradient is ∂/∂h.
         self.add_at_rows(&dh, &mut dx, d);
-        let dparams = [dprojections, dw_out, dnorm].concat();
+        let dparams = [dw_q, dw_kv, dw_out, dbias, dnorm].concat();
         let device = xs.device();
         Ok((
             Some(Tensor::from_vec(dx, xs.shape(), device)?),
             Some(Tensor::from_vec(dparams, params.shape(), device)?),
-            dadditive.map(|da| Tensor::from_vec(da, additive.shape(), device)).transpose()?,
+            d_additive.map(|da| Tensor::from_vec(da, additive.shape(), device)).transpose()?,
         ))
     }
 }

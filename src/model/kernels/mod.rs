@@ -5,8 +5,9 @@
 //! backward a gradient kernel and a zero-fill and add per input (candle accumulates every
 //! gradient into a fresh zero tensor, serially). Each op here replaces such a chain by one node:
 //! a block is two ops (`attention_block`, `feed_forward`), the MLM head's end and its loss one
-//! (`vocabulary_loss`); they are composed of slice-level passes (`attention`, `activation`,
-//! `layer_norm`, `projection`, whose products call gemm directly) with hand-written backward.
+//! (`vocabulary_loss`), the embedding lookups and their sum one (`lookup_sum`). The first three
+//! are composed of slice-level passes (`attention`, `activation`, `layer_norm`, `projection`,
+//! whose products call gemm directly) with hand-written backward.
 //!
 //! The composed versions remain in `ops`/`layer` as the reference (the tests below compare
 //! values and gradients) and as the path for devices other than the CPU.
@@ -17,6 +18,7 @@ mod attention_block;
 mod dropout;
 mod feed_forward;
 mod layer_norm;
+mod lookup_sum;
 mod par;
 mod projection;
 mod simd;
@@ -27,6 +29,7 @@ pub use attention_block::{attention_block, AttentionDropout, AttentionWeights};
 pub use dropout::{dropout, DropoutMask};
 pub use feed_forward::{feed_forward, FeedForwardWeights};
 pub use layer_norm::layer_norm;
+pub use lookup_sum::lookup_sum;
 pub use vocabulary_loss::vocabulary_cross_entropy;
 
 #[cfg(test)]

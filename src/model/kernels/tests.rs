@@ -7,6 +7,7 @@
 use crate::config::{MaskConfig, ModelConfig, Objective, Preset};
 use crate::data::masking::Masker;
 use crate::data::tokenizer::SpecialIds;
+use crate::model::embeddings::sum_of_lookups;
 use crate::model::head::MlmHead;
 use crate::model::kernels::projection::{self, Operand};
 use crate::model::layer::Layer;
@@ -203,6 +204,47 @@ fn attention_block_serves_inference_as_the_composed_ops_would() {
     let fused = layer.forward(&x, &mask, &mut Ctx::infer()).unwrap();
     let composed = layer.forward(&x, &mask, &mut Ctx::infer_composed()).unwrap();
     assert_close(&fused, &composed, 1e-5, "inference output (no dropout)");
+}
+
+/// Three tables (the last of one row, like BERT's token types), ids with repeats and rows no id
+/// reads; the output rows a partial block.
+fn lookup_terms() -> (Vec<Var>, Vec<Tensor>) {
+    let mut rng = Rng::new(5);
+    let tables: Vec<Var> = [(50, 16), (40, 16), (1, 16)].into_iter().map(|shape| Var::from_tensor(&random(shape, &mut rng)).unwrap()).collect();
+    let ids: Vec<Tensor> = [50u32, 7, 1]
+        .into_iter()
+        .map(|n| {
+            let ids: Vec<u32> = (0..ROWS).map(|_| rng.below(n as usize) as u32).collect();
+            Tensor::from_vec(ids, ROWS, &Device::Cpu).unwrap()
+        })
+        .collect();
+    (tables, ids)
+}
+
+#[test]
+fn lookup_sum_gives_the_bits_of_composed_lookups_in_value_and_gradients() {
+    let (tables, ids) = lookup_terms();
+    for n_terms in [2, 3] {
+        let terms: Vec<(&Tensor, &Tensor)> = tables.iter().map(Var::as_tensor).zip(&ids).take(n_terms).collect();
+        let run = |fused: bool| {
+            let mut rng = Rng::new(7);
+            let ctx = if fused { Ctx::train(&mut rng) } else { Ctx::train_composed(&mut rng) };
+            let out = sum_of_lookups(&terms, &ctx).unwrap();
+            let probe = random(out.shape(), &mut Rng::new(3));
+            let grads = (&out * probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Vec<f32>> = tables[..n_terms].iter().map(|t| grads.get(t).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+            (out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads)
+        };
+        assert_eq!(run(true), run(false), "{n_terms} tables");
+    }
+}
+
+#[test]
+fn lookup_sum_names_an_id_past_its_table() {
+    let (tables, _) = lookup_terms();
+    let ids = [0u32, 40];
+    let error = crate::model::kernels::lookup_sum(&[(tables[0].as_tensor(), &ids[..1]), (tables[1].as_tensor(), &ids[1..])]).unwrap_err();
+    assert!(error.to_string().contains("id 40 in a table of 40 rows"), "{error}");
 }
 
 #[test]
