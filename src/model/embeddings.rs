@@ -50,9 +50,9 @@ impl Embeddings {
 pub fn sum_of_lookups(terms: &[(&Tensor, &Tensor)], ctx: &Ctx) -> Result<Tensor> {
     let Some(((first_table, first_ids), rest)) = terms.split_first() else { bail!("a sum of no lookups") };
     if ctx.fused(first_table) && !rest.is_empty() {
-        let ids = terms.iter().map(|(_, ids)| ids.flatten_all()?.to_vec1::<u32>()).collect::<candle_core::Result<Vec<_>>>()?;
-        let tables: Vec<(&Tensor, &[u32])> = terms.iter().zip(&ids).map(|((table, _), ids)| (*table, &ids[..])).collect();
-        return Ok(kernels::lookup_sum(&tables)?);
+        let tables: Vec<&Tensor> = terms.iter().map(|(table, _)| *table).collect();
+        let ids = terms.iter().map(|(_, ids)| ids.flatten_all()?.to_vec1::<u32>()).collect::<candle_core::Result<_>>()?;
+        return Ok(kernels::lookup_sum(&tables, ids)?);
     }
     let lookup = |table: &Tensor, ids: &Tensor| table.index_select(&ids.flatten_all()?, 0);
     let first = lookup(first_table, first_ids)?;

@@ -141,7 +141,7 @@ pub(super) fn backward(
         }
         db
     });
-    let (dx, dw) = projection::product_grads(&dy, xs, w, (rows, d_in, n), d_in);
+    let (dx, dw) = projection::product_grads(&dy, xs, w, (rows, d_in, n));
     (dx, dw, sum_partials(partials, n))
 }
 

@@ -480,7 +480,7 @@ impl Attention {
         let (dbias, shared): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
         // ∂/∂xs: through the keys and values at every row, and the queries at theirs.
         let (w_q, w_kv) = weights.split_at(d * d_in);
-        let (mut dx, dw_kv) = projection::product_grads(&dkv, xs, w_kv, (batch * pos, d_in, 2 * d), d_in);
+        let (mut dx, dw_kv) = projection::product_grads(&dkv, xs, w_kv, (batch * pos, d_in, 2 * d));
         let xs_q = saved.xs_q.as_deref().unwrap_or(xs);
         let dw_q = projection::product(d, queries.len(), d_in, Operand::transposed(&dq, d), Operand::rows(xs_q, d_in));
         let dx_q = Operand::rows(&dq, d);

@@ -209,7 +209,7 @@ impl CustomOp3 for AttentionBlock {
         let (dh, dprojected, dnorm) = residual_norm_backward((&saved.projected, residual, parts.norm), g, self.eps, self.dropout.as_deref());
         let dprojected = dprojected.as_deref().unwrap_or(&dh);
         let out_rows = saved.attended.len() / d;
-        let (dattended, dw_out) = projection::product_grads(dprojected, &saved.attended, parts.w_out, (out_rows, d, d), d);
+        let (dattended, dw_out) = projection::product_grads(dprojected, &saved.attended, parts.w_out, (out_rows, d, d));
         let dattended = match &self.rows {
             Some(rows) => rows.summed_per_query(dattended, d),
             None => dattended,

@@ -124,7 +124,7 @@ impl CustomOp3 for FeedForward {
         let parts = Parts::split(storage_f32(&p_s, p_l)?, storage_f32(&q_s, q_l)?, d, n)?;
         let (dh, dys, dnorm) = residual_norm_backward((ys, xs_v, parts.norm), g, self.eps, self.dropout.as_deref());
         let dys = dys.as_deref().unwrap_or(&dh);
-        let (dactivations, dw_out) = projection::product_grads(dys, activations, parts.w_out, (rows, n, d), n);
+        let (dactivations, dw_out) = projection::product_grads(dys, activations, parts.w_out, (rows, n, d));
         let (mut dx, dw_in, db_in) = activation::backward(self.activation, (product, xs_v, parts.w_in, parts.b_in), &dactivations, (rows, d, n));
         // `xs` also feeds the residual add, whose gradient is ∂/∂h.
         dx.iter_mut().zip(&dh).for_each(|(dx, &dh)| *dx += dh);

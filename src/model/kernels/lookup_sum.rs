@@ -11,13 +11,16 @@
 use super::par::{cpu_f32, par_row_blocks, storage_f32};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-/// `Σ_t table_t[ids_t[r]]` for every output row `r`, added in the order of `tables`: each
+/// `Σ_t tables[t][ids[t][r]]` for every output row `r`, added in the order of `tables`: each
 /// table `[n_t, d]` with one id per output row → `[rows, d]`. Two or three tables.
-pub fn lookup_sum(tables: &[(&Tensor, &[u32])]) -> Result<Tensor> {
-    let op = LookupSum { ids: tables.iter().map(|(_, ids)| ids.to_vec()).collect() };
+pub fn lookup_sum(tables: &[&Tensor], ids: Vec<Vec<u32>>) -> Result<Tensor> {
+    if ids.len() != tables.len() {
+        bail!("lookup_sum: {} tables with {} id lists", tables.len(), ids.len());
+    }
+    let op = LookupSum { ids };
     match tables {
-        [(a, _), (b, _)] => a.contiguous()?.apply_op2(&b.contiguous()?, op),
-        [(a, _), (b, _), (c, _)] => a.contiguous()?.apply_op3(&b.contiguous()?, &c.contiguous()?, op),
+        [a, b] => a.contiguous()?.apply_op2(&b.contiguous()?, op),
+        [a, b, c] => a.contiguous()?.apply_op3(&b.contiguous()?, &c.contiguous()?, op),
         _ => bail!("lookup_sum takes two or three tables, not {}", tables.len()),
     }
 }

@@ -65,10 +65,10 @@ fn parallelism() -> Parallelism {
 }
 
 /// The gradients of `x Wᵀ` for its output gradient `g`: `[rows, d_out]`, with `xs`:
-/// `[rows, d_in]` and `weight`: `[d_out, d_in]` whose rows start `weight_row_len` apart →
-/// (∂/∂x = g · W: `[rows, d_in]`, ∂/∂W = gᵀ · x: `[d_out, d_in]`).
-pub(super) fn product_grads(g: &[f32], xs: &[f32], weight: &[f32], (rows, d_in, d_out): (usize, usize, usize), weight_row_len: usize) -> (Vec<f32>, Vec<f32>) {
-    let dx = product(rows, d_out, d_in, Operand::rows(g, d_out), Operand::rows(weight, weight_row_len));
+/// `[rows, d_in]` and `weight`: `[d_out, d_in]` → (∂/∂x = g · W: `[rows, d_in]`, ∂/∂W = gᵀ · x:
+/// `[d_out, d_in]`).
+pub(super) fn product_grads(g: &[f32], xs: &[f32], weight: &[f32], (rows, d_in, d_out): (usize, usize, usize)) -> (Vec<f32>, Vec<f32>) {
+    let dx = product(rows, d_out, d_in, Operand::rows(g, d_out), Operand::rows(weight, d_in));
     let dw = product(d_out, rows, d_in, Operand::transposed(g, d_out), Operand::rows(xs, d_in));
     (dx, dw)
 }

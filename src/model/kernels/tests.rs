@@ -143,7 +143,7 @@ fn products_match_candle_matmul_in_value_and_gradients() {
     let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let (xs, ws, gs) = (values(&x), values(&w), values(&g));
     let product = projection::product(ROWS, 48, 64, Operand::rows(&xs, 48), Operand::transposed(&ws, 48));
-    let (dx, dw) = projection::product_grads(&gs, &xs, &ws, (ROWS, 48, 64), 48);
+    let (dx, dw) = projection::product_grads(&gs, &xs, &ws, (ROWS, 48, 64));
     let want = [x.matmul(&w.t().unwrap()), g.matmul(&w), g.t().unwrap().matmul(&x)].map(Result::unwrap);
     for ((got, want), what) in [product, dx, dw].iter().zip(&want).zip(["x Wᵀ", "∂/∂x", "∂/∂W"]) {
         assert_close(&Tensor::from_slice(got, want.shape(), &Device::Cpu).unwrap(), want, 1e-5, what);
@@ -242,8 +242,7 @@ fn lookup_sum_gives_the_bits_of_composed_lookups_in_value_and_gradients() {
 #[test]
 fn lookup_sum_names_an_id_past_its_table() {
     let (tables, _) = lookup_terms();
-    let ids = [0u32, 40];
-    let error = crate::model::kernels::lookup_sum(&[(tables[0].as_tensor(), &ids[..1]), (tables[1].as_tensor(), &ids[1..])]).unwrap_err();
+    let error = crate::model::kernels::lookup_sum(&[tables[0].as_tensor(), tables[1].as_tensor()], vec![vec![0], vec![40]]).unwrap_err();
     assert!(error.to_string().contains("id 40 in a table of 40 rows"), "{error}");
 }
 

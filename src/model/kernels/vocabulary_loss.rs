@@ -83,7 +83,7 @@ impl CustomOp3 for VocabularyCrossEntropy {
             vectorize::dispatch(GradientRows { product: &product[span], bias: b, targets, lse, scale, dlogits: d, dbias: &mut dbias });
             dbias
         });
-        let (dnormed, de) = projection::product_grads(&dlogits, normed_v, e_v, (n, d_in, vocab), d_in);
+        let (dnormed, de) = projection::product_grads(&dlogits, normed_v, e_v, (n, d_in, vocab));
         let device = normed.device();
         Ok((
             Some(Tensor::from_vec(dnormed, normed.shape(), device)?),
