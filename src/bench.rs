@@ -167,7 +167,7 @@ pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
         let cpu_ms = cpu_ms.map_or("-".to_string(), |c| format!("{c:.0}"));
         println!("{key:<8} {ms:>10.1} {:>10.0} {ratio:>14} {cpu_ms:>14}", tokens / (ms / 1000.0));
     }
-    println!("MAE-LM step ÷ MLM step: {:.2}×", step_ms[1] / step_ms[0]);
+    println!("MAE-LM step ÷ MLM step: {:.2}× (matmul work: {:.2}×)", step_ms[1] / step_ms[0], work_ratio(args)?);
     Ok(())
 }
 
@@ -215,7 +215,12 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         println!("{key:<8} {ms:>11.1} {reference_ms:>11.1} {spread:>22} {tokens_per_s:>10.0} {gflops:>9.1} {:>7.1}%", 100.0 * gflops / peak.gflops());
     }
     let step_ratios = |side: fn(&(f64, f64)) -> f64| ratio_spread(&samples.iter().map(|s| side(&s[1]) / side(&s[0])).collect::<Vec<_>>());
-    println!("MAE-LM step ÷ MLM step, per pair: repdef {}, reference {}", step_ratios(|s| s.0), step_ratios(|s| s.1));
+    println!(
+        "MAE-LM step ÷ MLM step, per pair: repdef {}, reference {}; repdef's matmul work: {:.2}×",
+        step_ratios(|s| s.0),
+        step_ratios(|s| s.1),
+        work_ratio(args)?
+    );
     println!("speed ratio = reference ms / repdef ms per pair (above 1: repdef is faster); FLOPs: matmuls only, backward counted as twice the forward");
     Ok(())
 }
@@ -257,6 +262,11 @@ fn step_flops(objective: Objective, args: &TrainBenchArgs) -> Result<f64> {
     };
     let head = picked * (2.0 * d * d + 2.0 * d * v);
     Ok(3.0 * (blocks + head))
+}
+
+/// MAE-LM's matmul FLOPs per step over MLM's in repdef: the step ratio at equal efficiency.
+fn work_ratio(args: &TrainBenchArgs) -> Result<f64> {
+    Ok(step_flops(Objective::MaeLm, args)? / step_flops(Objective::Mlm, args)?)
 }
 
 /// The machine's f32 peak as assumed here: threads × clock × SIMD lanes × 2 FMA units × 2.
@@ -347,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn step_flops_count_the_last_block_but_keys_and_values_at_the_picked_rows_only() {
+    fn step_flops_count_the_picked_rows_last_blocks_and_maelm_kept_tokens() {
         // Preset tiny: 2 layers, d 64, d_mlp 256; 2 sequences of 12 tokens, round(0.15 · 10) = 2
         // picked each. Per forward, in multiply-adds: a layer's keys and values at all 24 tokens:
         // 24 · 2 · 64² = 196,608; per output row its query, attention over 12 tokens, output
@@ -357,5 +367,12 @@ mod tests {
         let args = args(Preset::Tiny, None);
         let macs = 2.0 * 196_608.0 + 28.0 * 42_496.0 + 41_984.0;
         assert_eq!(step_flops(Objective::Mlm, &args).unwrap(), 6.0 * macs);
+        // MAE-LM: the encoder's 2 layers over the 20 kept tokens, attending over 10 each:
+        // 20 · 2 · 64² + 20 · (64² + 2 · 10 · 64 + 64² + 2 · 64 · 256) = 1,008,640 each; the
+        // 1-layer decoder over all 24 tokens, output at the 4 picked: 196,608 + 4 · 42,496; the
+        // same head.
+        let mae_lm_macs = 2.0 * 1_008_640.0 + 196_608.0 + 4.0 * 42_496.0 + 41_984.0;
+        assert_eq!(step_flops(Objective::MaeLm, &args).unwrap(), 6.0 * mae_lm_macs);
+        assert!((work_ratio(&args).unwrap() - mae_lm_macs / macs).abs() < 1e-12);
     }
 }
