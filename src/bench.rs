@@ -204,9 +204,13 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         eprintln!("pair {pair}/{}: repdef {:.0} / {:.0} ms, reference {mlm:.0} / {mae_lm:.0} ms (mlm / mae-lm)", args.pairs, ours[0], ours[1]);
     }
     println!("{:<8} {:>11} {:>11} {:>22} {:>10} {:>9} {:>8}", "objective", "repdef ms", "ref ms", "speed ratio (min–max)", "tokens/s", "GFLOP/s", "of peak");
+    let mut warnings = Vec::new();
     for (i, (objective, key)) in OBJECTIVES.iter().enumerate() {
         let ours: Vec<f64> = samples.iter().map(|s| s[i].0).collect();
         let theirs: Vec<f64> = samples.iter().map(|s| s[i].1).collect();
+        warnings.extend(
+            [("repdef", &ours), ("the reference", &theirs)].into_iter().filter_map(|(side, times)| noise_warning(&format!("{side}'s {key} ms/step"), times)),
+        );
         let ratios: Vec<f64> = samples.iter().map(|s| s[i].1 / s[i].0).collect();
         let (ms, reference_ms) = (median(&ours), median(&theirs));
         let gflops = step_flops(*objective, args)? / (ms / 1000.0) / 1e9;
@@ -214,6 +218,7 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         let spread = ratio_spread(&ratios);
         println!("{key:<8} {ms:>11.1} {reference_ms:>11.1} {spread:>22} {tokens_per_s:>10.0} {gflops:>9.1} {:>7.1}%", 100.0 * gflops / peak.gflops());
     }
+    warnings.iter().for_each(|warning| println!("{warning}"));
     let step_ratios = |side: fn(&(f64, f64)) -> f64| ratio_spread(&samples.iter().map(|s| side(&s[1]) / side(&s[0])).collect::<Vec<_>>());
     println!(
         "MAE-LM step ÷ MLM step, per pair: repdef {}, reference {}; repdef's matmul work: {:.2}×",
@@ -233,6 +238,23 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 pub(crate) fn ratio_spread(ratios: &[f64]) -> String {
     let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     format!("{:.2}× ({low:.2}–{high:.2})", median(ratios))
+}
+
+/// How much one side's times may vary across the pairs of a run (slowest ÷ fastest) before the
+/// bench says the machine was not idle: on an idle machine they vary by a few percent.
+const NOISY_SPREAD: f64 = 1.25;
+
+/// A warning when `times` (one side's, one per pair) vary by more than [`NOISY_SPREAD`].
+pub(crate) fn noise_warning(what: &str, times: &[f64]) -> Option<String> {
+    let (low, high) = times.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    let decimals = if high >= 100.0 { 0 } else { 2 };
+    (high / low > NOISY_SPREAD).then(|| {
+        format!(
+            "warning: {what} varied {:.2}× across the pairs ({low:.decimals$}–{high:.decimals$}): the machine was not idle, so the \
+             ratios are noisy (rerun with more --pairs, with nothing else running)",
+            high / low
+        )
+    })
 }
 
 /// Matmul FLOPs of one training step at the benchmark's shapes: the encoder over the full
@@ -320,6 +342,13 @@ mod tests {
     fn ratio_spread_gives_the_median_and_the_range() {
         assert_eq!(ratio_spread(&[1.0, 2.0, 0.5]), "1.00× (0.50–2.00)");
         assert_eq!(ratio_spread(&[1.2, 0.8]), "1.00× (0.80–1.20)");
+    }
+
+    #[test]
+    fn noise_warning_names_a_spread_above_a_quarter() {
+        assert_eq!(noise_warning("repdef's mlm ms/step", &[600.0, 620.0, 610.0, 740.0]), None);
+        let warning = noise_warning("repdef's mlm ms/step", &[880.0, 1700.0, 1000.0]).unwrap();
+        assert!(warning.starts_with("warning: repdef's mlm ms/step varied 1.93× across the pairs (880–1700): the machine was not idle"), "{warning}");
     }
 
     fn args(preset: Preset, budget: Option<BudgetName>) -> TrainBenchArgs {

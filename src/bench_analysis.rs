@@ -160,6 +160,9 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
             crate::bench::ratio_spread(&speed),
             crate::bench::ratio_spread(&memory)
         );
+        for (side, times) in [("repdef", column(|p| p.0.seconds)), ("the reference", column(|p| p.1.seconds))] {
+            crate::bench::noise_warning(&format!("{side}'s seconds at {tokens} tokens"), &times).into_iter().for_each(|warning| println!("{warning}"));
+        }
     }
     println!("ratios = reference / repdef per pair (above 1: repdef is faster / leaner); peak RSS of the whole process");
     Ok(())
