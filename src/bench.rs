@@ -236,7 +236,7 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 
 /// Per-pair ratios as "median× (min–max)".
 pub(crate) fn ratio_spread(ratios: &[f64]) -> String {
-    let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let (low, high) = crate::stats::min_max(ratios);
     format!("{:.2}× ({low:.2}–{high:.2})", median(ratios))
 }
 
@@ -246,7 +246,7 @@ const NOISY_SPREAD: f64 = 1.25;
 
 /// A warning when `times` (one side's, one per pair) vary by more than [`NOISY_SPREAD`].
 pub(crate) fn noise_warning(what: &str, times: &[f64]) -> Option<String> {
-    let (low, high) = times.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    let (low, high) = crate::stats::min_max(times);
     let decimals = if high >= 100.0 { 0 } else { 2 };
     (high / low > NOISY_SPREAD).then(|| {
         format!(

@@ -1,4 +1,4 @@
-//! Small summary statistics shared by the report, the verdicts and fine-tuning.
+//! Small summary statistics shared by the report, the verdicts, fine-tuning and the benchmarks.
 
 /// The median of the finite values (the mean of the two middle ones for an even count); `None`
 /// when there is none.
@@ -12,9 +12,19 @@ pub fn median(values: &[f64]) -> Option<f64> {
     Some(if finite.len() % 2 == 1 { finite[mid] } else { (finite[mid - 1] + finite[mid]) / 2.0 })
 }
 
+/// The smallest and the largest value; `(f64::MAX, f64::MIN)` when there is none.
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::MAX, f64::MIN), |(low, high), &v| (low.min(v), high.max(v)))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, min_max};
+
+    #[test]
+    fn min_max_of_a_few_values() {
+        assert_eq!(min_max(&[1.5, -2.0, 0.25]), (-2.0, 1.5));
+    }
 
     #[test]
     fn median_of_odd_even_empty_and_nan() {
