@@ -38,13 +38,22 @@ impl AnalysisShape {
             AnalysisShape::Minilm => (6, 384, 12, 1536),
         }
     }
+}
 
-    fn name(self) -> &'static str {
-        match self {
-            AnalysisShape::Mini => "mini",
-            AnalysisShape::Minilm => "minilm",
-        }
-    }
+/// The reference script's route from hidden states to spectra (`--route` of
+/// `bench/analyze_reference.py`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferenceRoute {
+    /// Streamed float64 Gram matrices, then `eigvalsh`: flat memory, the cheaper way.
+    Gram,
+    /// Every row kept, then one SVD per group: memory grows with the tokens.
+    Svd,
+}
+
+/// The name clap gives `value` on the command line (the child process and the reference script
+/// are passed the same spelling).
+fn cli_name(value: impl clap::ValueEnum) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_owned()).expect("no enum value is skipped")
 }
 
 #[derive(clap::Args)]
@@ -67,9 +76,9 @@ pub struct AnalyzeBenchArgs {
     reference_script: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     pairs: usize,
-    /// The reference's route to the spectra: `gram` (streamed float64 Gram + eigvalsh) or `svd`.
-    #[arg(long, default_value = "gram")]
-    route: String,
+    /// The reference's route to the spectra.
+    #[arg(long, value_enum, default_value = "gram")]
+    route: ReferenceRoute,
     /// The Python that runs the reference script.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -97,7 +106,7 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
     let (layers, d_model, heads, _) = args.shape.dims();
     println!(
         "analysis of a random-init {} model ({layers} layers × {d_model}, {heads} heads), {SEQ_LEN}-token sequences, batch {}",
-        args.shape.name(),
+        cli_name(args.shape),
         args.batch_size
     );
     if let Some(script) = &args.reference_script {
@@ -122,7 +131,7 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
 fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> {
     ensure!(args.pairs > 0, "--pairs must be positive");
     let threads = rayon::current_num_threads();
-    println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, args.route, args.pairs);
+    println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, cli_name(args.route), args.pairs);
     let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
     let json = out.path().join("reference.json");
     println!(
@@ -136,7 +145,7 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
             let status = std::process::Command::new(&args.python)
                 .arg(script)
                 .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
-                .args(["--threads", &threads.to_string(), "--route", &args.route])
+                .args(["--threads", &threads.to_string(), "--route", &cli_name(args.route)])
                 .args(reference_shape_args(args.shape))
                 .arg("--out")
                 .arg(&json)
@@ -181,7 +190,7 @@ fn run_child(tokens: u64, args: &AnalyzeBenchArgs) -> Result<Measurement> {
     let exe = std::env::current_exe()?;
     let output = std::process::Command::new(exe)
         .args(["bench", "analyze", "--single", "--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string()])
-        .args(["--shape", args.shape.name()])
+        .args(["--shape", &cli_name(args.shape)])
         .output()
         .context("running the measurement child process")?;
     if !output.status.success() {
@@ -217,7 +226,8 @@ fn measure(tokens: u64, batch_size: usize, shape: AnalysisShape) -> Result<Measu
     let sequences = PackedSequences::from_stream(&stream, SEQ_LEN, SpecialIds::REPDEF.cls, SpecialIds::REPDEF.sep)?;
     let selected: Vec<usize> = (0..sequences.len()).collect();
     let taps = Tap::encoder_taps(config.num_hidden_layers);
-    let run = ModelRun { label: shape.name(), config: &config, encoder: &encoder, taps: &taps, special: SpecialIds::REPDEF, mask_prob: 0.15, seed: 0 };
+    let label = cli_name(shape);
+    let run = ModelRun { label: &label, config: &config, encoder: &encoder, taps: &taps, special: SpecialIds::REPDEF, mask_prob: 0.15, seed: 0 };
 
     let start = Instant::now();
     let mut accumulators = Accumulators::new();
@@ -250,6 +260,15 @@ mod tests {
             let default = format!("\"{}\", type=int, default={})", pair[0], pair[1]);
             assert!(script.contains(&default), "analyze_reference.py lacks {default}");
         }
+    }
+
+    #[test]
+    fn the_reference_script_takes_every_route_and_shape_by_repdef_s_names() {
+        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/analyze_reference.py")).unwrap();
+        let routes: Vec<String> = [ReferenceRoute::Gram, ReferenceRoute::Svd].into_iter().map(cli_name).collect();
+        assert_eq!(routes, ["gram", "svd"]);
+        assert!(script.contains(r#"choices=["gram", "svd"], default="gram""#), "analyze_reference.py's --route differs");
+        assert_eq!([AnalysisShape::Mini, AnalysisShape::Minilm].map(cli_name), ["mini", "minilm"]);
     }
 
     #[test]
