@@ -161,7 +161,8 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
         let column = |f: fn(&(Measurement, Measurement)) -> f64| -> Vec<f64> { pairs.iter().map(f).collect() };
         let speed = column(|(ours, theirs)| theirs.seconds / ours.seconds);
         let memory = column(|(ours, theirs)| theirs.peak_rss_mib / ours.peak_rss_mib);
-        let (seconds, reference_seconds) = (crate::bench::median(&column(|p| p.0.seconds)), crate::bench::median(&column(|p| p.1.seconds)));
+        let (our_seconds, their_seconds) = (column(|p| p.0.seconds), column(|p| p.1.seconds));
+        let (seconds, reference_seconds) = (crate::bench::median(&our_seconds), crate::bench::median(&their_seconds));
         let (mib, reference_mib) = (crate::bench::median(&column(|p| p.0.peak_rss_mib)), crate::bench::median(&column(|p| p.1.peak_rss_mib)));
         println!(
             "{:>10} {seconds:>10.2} {reference_seconds:>10.2} {:>22} {mib:>11.0} {reference_mib:>11.0} {:>22}",
@@ -169,8 +170,8 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
             crate::bench::ratio_spread(&speed),
             crate::bench::ratio_spread(&memory)
         );
-        for (side, times) in [("repdef", column(|p| p.0.seconds)), ("the reference", column(|p| p.1.seconds))] {
-            crate::bench::noise_warning(&format!("{side}'s seconds at {tokens} tokens"), &times).into_iter().for_each(|warning| println!("{warning}"));
+        for (side, times) in [("repdef", &our_seconds), ("the reference", &their_seconds)] {
+            crate::bench::noise_warning(&format!("{side}'s seconds at {tokens} tokens"), times).into_iter().for_each(|warning| println!("{warning}"));
         }
     }
     println!("ratios = reference / repdef per pair (above 1: repdef is faster / leaner); peak RSS of the whole process");
