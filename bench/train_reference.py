@@ -27,7 +27,8 @@ MAE-LM's compacted rows use their original positions), and --decoder-relative gi
 decoder its own table. The bias enters HF attention as a float 4-D additive attention mask
 (padding folded in), through which it gets its gradient.
 
-Per objective: 1 untimed warm-up step, then --steps timed steps; the mean ms/step is reported
+Per objective: 1 untimed warm-up step, then --steps timed steps; the median ms/step of the timed
+steps (as repdef reports its own: a step slowed by another process does not move it) is reported
 and written as JSON to --out for `repdef bench train --reference`.
 
 Attention: HF's "sdpa" implementation by default (what `BertModel` picks on its own in
@@ -39,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -175,7 +177,7 @@ def ms_per_step(objective: str, args: argparse.Namespace) -> float:
     )
     ids = torch.randint(FIRST_ORDINARY, args.vocab_size, (args.batch_size, args.seq_len))
     ids[:, 0], ids[:, -1] = CLS, SEP
-    total = 0.0
+    step_ms = []
     for step in range(args.steps + 1):
         start = time.perf_counter()
         picked = pick(args.batch_size, args.seq_len)
@@ -184,8 +186,8 @@ def ms_per_step(objective: str, args: argparse.Namespace) -> float:
         loss.backward()
         optimizer.step()
         if step > 0:  # step 0 is the warm-up
-            total += time.perf_counter() - start
-    return 1000.0 * total / args.steps
+            step_ms.append(1000.0 * (time.perf_counter() - start))
+    return statistics.median(step_ms)
 
 
 def main() -> None:

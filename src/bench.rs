@@ -64,7 +64,9 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
-/// Mean wall and CPU milliseconds per full training step (mask, forward, backward, AdamW update).
+/// Milliseconds per full training step (mask, forward, backward, AdamW update): the median
+/// wall time of the timed steps (a step slowed by another process does not move it) and the
+/// mean CPU time.
 fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Option<f64>)> {
     let device = Device::Cpu;
     let model_config = model_config(objective, args)?;
@@ -83,7 +85,7 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
         })
         .collect();
     let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-    let mut total = 0.0;
+    let mut step_ms = Vec::with_capacity(args.steps);
     let mut cpu_start = None;
     for i in 0..=args.steps {
         if i == 1 {
@@ -95,11 +97,11 @@ fn time_steps(objective: Objective, args: &TrainBenchArgs) -> Result<(f64, Optio
         let grads = loss.loss.backward()?;
         optimizer.step(&grads, 1e-4, 1.0)?;
         if i > 0 {
-            total += start.elapsed().as_secs_f64();
+            step_ms.push(1000.0 * start.elapsed().as_secs_f64());
         }
     }
     let cpu = cpu_start.zip(process_cpu_seconds()).map(|(a, b)| 1000.0 * (b - a) / args.steps as f64);
-    Ok((1000.0 * total / args.steps as f64, cpu))
+    Ok((median(&step_ms), cpu))
 }
 
 /// The model `objective` is timed with: the preset's, or the budget's, with `--decoder-layers`.
@@ -173,9 +175,10 @@ pub fn bench_train(args: &TrainBenchArgs) -> Result<()> {
 
 const OBJECTIVES: [(Objective, &str); 2] = [(Objective::Mlm, "mlm"), (Objective::MaeLm, "mae-lm")];
 
-/// The alternating protocol: `--pairs` rounds of (repdef, then the reference script), each
-/// timing both objectives; per objective the median of the per-pair speed ratios with its
-/// range, the median step times, and the achieved GFLOP/s against the machine's peak.
+/// The alternating protocol: `--pairs` rounds of repdef and the reference script (each first in
+/// turn, [`run_pair`]), each timing both objectives; per objective the median of the per-pair
+/// speed ratios with its range, the median step times, and the achieved GFLOP/s against the
+/// machine's peak.
 fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
     anyhow::ensure!(args.pairs > 0, "--pairs must be positive");
     let threads = rayon::current_num_threads();
@@ -184,8 +187,7 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
     let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
     let json = out.path().join("reference.json");
     let mut samples: Vec<[(f64, f64); 2]> = Vec::with_capacity(args.pairs);
-    for pair in 1..=args.pairs {
-        let ours = [time_steps(OBJECTIVES[0].0, args)?.0, time_steps(OBJECTIVES[1].0, args)?.0];
+    let run_reference = || -> Result<[f64; 2]> {
         let status = std::process::Command::new(&args.python)
             .arg(script)
             .args(["--batch-size", &args.batch_size.to_string(), "--seq-len", &args.seq_len.to_string()])
@@ -200,6 +202,10 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
         let reference: HashMap<String, serde_json::Value> = crate::fsutil::read_json(&json)?;
         let theirs = OBJECTIVES.map(|(_, key)| reference.get(key).and_then(serde_json::Value::as_f64));
         let [Some(mlm), Some(mae_lm)] = theirs else { anyhow::bail!("{}: no ms/step for mlm and mae-lm", json.display()) };
+        Ok([mlm, mae_lm])
+    };
+    for pair in 1..=args.pairs {
+        let (ours, [mlm, mae_lm]) = run_pair(pair, || Ok([time_steps(OBJECTIVES[0].0, args)?.0, time_steps(OBJECTIVES[1].0, args)?.0]), run_reference)?;
         samples.push([(ours[0], mlm), (ours[1], mae_lm)]);
         eprintln!("pair {pair}/{}: repdef {:.0} / {:.0} ms, reference {mlm:.0} / {mae_lm:.0} ms (mlm / mae-lm)", args.pairs, ours[0], ours[1]);
     }
@@ -232,6 +238,19 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
 
 pub(crate) fn median(values: &[f64]) -> f64 {
     crate::stats::median(values).unwrap_or(f64::NAN)
+}
+
+/// Pair `pair` (counted from 1) of an alternating protocol: repdef first in odd pairs, the
+/// reference first in even ones, so that a machine whose speed drifts during a run favours
+/// neither side. Returns (repdef's, the reference's) measurement.
+pub(crate) fn run_pair<Ours, Theirs>(pair: usize, ours: impl FnOnce() -> Result<Ours>, theirs: impl FnOnce() -> Result<Theirs>) -> Result<(Ours, Theirs)> {
+    if pair % 2 == 1 {
+        let ours = ours()?;
+        Ok((ours, theirs()?))
+    } else {
+        let theirs = theirs()?;
+        Ok((ours()?, theirs))
+    }
 }
 
 /// Per-pair ratios as "median× (min–max)".
@@ -342,6 +361,30 @@ mod tests {
     fn ratio_spread_gives_the_median_and_the_range() {
         assert_eq!(ratio_spread(&[1.0, 2.0, 0.5]), "1.00× (0.50–2.00)");
         assert_eq!(ratio_spread(&[1.2, 0.8]), "1.00× (0.80–1.20)");
+    }
+
+    #[test]
+    fn pairs_take_turns_at_going_first_and_keep_each_side_s_result() {
+        let order = std::cell::RefCell::new(String::new());
+        let side = |name: char, value: u32| {
+            let order = &order;
+            move || -> Result<u32> {
+                order.borrow_mut().push(name);
+                Ok(value)
+            }
+        };
+        let results: Vec<(u32, u32)> = (1..=4).map(|pair| run_pair(pair, side('r', 10 * pair as u32), side('p', pair as u32)).unwrap()).collect();
+        assert_eq!(order.into_inner(), "rpprrppr", "repdef first in odd pairs, the reference in even ones");
+        assert_eq!(results, vec![(10, 1), (20, 2), (30, 3), (40, 4)], "(repdef's, the reference's) whichever ran first");
+
+        let failing = || -> Result<u32> { anyhow::bail!("reference failed") };
+        let ran_ours = std::cell::Cell::new(false);
+        let ours = || -> Result<u32> {
+            ran_ours.set(true);
+            Ok(1)
+        };
+        assert!(run_pair(2, ours, failing).is_err());
+        assert!(!ran_ours.get(), "a failing first side stops the pair");
     }
 
     #[test]

@@ -125,9 +125,9 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The alternating protocol: per token count, `--pairs` rounds of (repdef in a fresh process,
-/// then the reference script); the median of the per-pair speed and memory ratios with their
-/// range.
+/// The alternating protocol: per token count, `--pairs` rounds of repdef (in a fresh process)
+/// and the reference script, each first in turn ([`crate::bench::run_pair`]); the median of the
+/// per-pair speed and memory ratios with their range.
 fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> {
     ensure!(args.pairs > 0, "--pairs must be positive");
     let threads = rayon::current_num_threads();
@@ -140,8 +140,7 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
     );
     for &tokens in &args.tokens {
         let mut pairs: Vec<(Measurement, Measurement)> = Vec::with_capacity(args.pairs);
-        for pair in 1..=args.pairs {
-            let ours = run_child(tokens, args)?;
+        let run_reference = || -> Result<Measurement> {
             let status = std::process::Command::new(&args.python)
                 .arg(script)
                 .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
@@ -153,7 +152,10 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
                 .status()
                 .with_context(|| format!("running {} {}", args.python, script.display()))?;
             ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
-            let theirs: Measurement = crate::fsutil::read_json(&json)?;
+            crate::fsutil::read_json(&json)
+        };
+        for pair in 1..=args.pairs {
+            let (ours, theirs) = crate::bench::run_pair(pair, || run_child(tokens, args), run_reference)?;
             ensure!(theirs.tokens == ours.tokens, "{}: {} tokens, repdef measured {}", json.display(), theirs.tokens, ours.tokens);
             eprintln!("{tokens} tokens, pair {pair}/{}: repdef {:.2} s, reference {:.2} s", args.pairs, ours.seconds, theirs.seconds);
             pairs.push((ours, theirs));
