@@ -32,14 +32,16 @@ pub struct TrainBenchArgs {
     /// 12-layer encoder, scaled to a 4-layer one, is 1).
     #[arg(long)]
     decoder_layers: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least(1))]
     batch_size: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per sequence, `[CLS]` and `[SEP]` included.
+    #[arg(long, default_value_t = 128, value_parser = at_least(3))]
     seq_len: usize,
-    #[arg(long, default_value_t = 8192)]
+    /// The random ids are drawn from 5 (the first id after the special ones) to this − 1.
+    #[arg(long, default_value_t = 8192, value_parser = at_least(6))]
     vocab_size: usize,
     /// Timed steps per objective (after one untimed warm-up step).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least(1))]
     steps: usize,
     /// JSON from `bench/train_reference.py` (`{"mlm": ms_per_step, "mae-lm": ms_per_step, ...}`).
     #[arg(long, conflicts_with = "reference_script")]
@@ -48,11 +50,16 @@ pub struct TrainBenchArgs {
     /// times, and report the median of the per-pair ratios with their range (the protocol).
     #[arg(long)]
     reference_script: Option<PathBuf>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least(1))]
     pairs: usize,
     /// The Python that runs the reference script.
     #[arg(long, default_value = "python3")]
     python: String,
+}
+
+/// A command-line count that must be at least `min` (clap names the flag and the bound).
+pub(crate) fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..)
 }
 
 /// CPU seconds used so far by all threads of this process (Linux `/proc`; `None` elsewhere).
@@ -180,7 +187,6 @@ const OBJECTIVES: [(Objective, &str); 2] = [(Objective::Mlm, "mlm"), (Objective:
 /// speed ratios with its range, the median step times, and the achieved GFLOP/s against the
 /// machine's peak.
 fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
-    anyhow::ensure!(args.pairs > 0, "--pairs must be positive");
     let threads = rayon::current_num_threads();
     let peak = Peak::detect(threads);
     println!("{}", peak.describe());

@@ -62,9 +62,9 @@ pub struct AnalyzeBenchArgs {
     #[arg(long, value_enum, default_value = "mini")]
     shape: AnalysisShape,
     /// Token counts to measure, each in its own process.
-    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000], value_parser = clap::value_parser!(u64).range(1..))]
     tokens: Vec<u64>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::bench::at_least(1))]
     batch_size: usize,
     /// Directory with `reference_analyze_<tokens>.json` files from `bench/analyze_reference.py`.
     #[arg(long, conflicts_with = "reference_script")]
@@ -74,7 +74,7 @@ pub struct AnalyzeBenchArgs {
     /// range (the protocol).
     #[arg(long)]
     reference_script: Option<PathBuf>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::bench::at_least(1))]
     pairs: usize,
     /// The reference's route to the spectra.
     #[arg(long, value_enum, default_value = "gram")]
@@ -129,7 +129,6 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
 /// and the reference script, each first in turn ([`crate::bench::run_pair`]); the median of the
 /// per-pair speed and memory ratios with their range.
 fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> {
-    ensure!(args.pairs > 0, "--pairs must be positive");
     let threads = rayon::current_num_threads();
     println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, cli_name(args.route), args.pairs);
     let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;

@@ -220,3 +220,19 @@ fn report_on_a_damaged_ranks_table_is_an_error_or_not_measured_never_does_not_ho
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(!stdout.contains("does not hold") && stdout.matches("not measured").count() == 4, "{stdout}");
 }
+
+#[test]
+fn bench_counts_that_cannot_be_measured_are_refused_by_name() {
+    for (args, flag) in [
+        (&["bench", "train", "--steps", "0"][..], "--steps"),
+        (&["bench", "train", "--batch-size", "0"], "--batch-size"),
+        (&["bench", "train", "--seq-len", "2"], "--seq-len"),
+        (&["bench", "train", "--vocab-size", "5"], "--vocab-size"),
+        (&["bench", "train", "--pairs", "0"], "--pairs"),
+        (&["bench", "analyze", "--tokens", "10000,0"], "--tokens"),
+        (&["bench", "analyze", "--batch-size", "0"], "--batch-size"),
+        (&["bench", "analyze", "--pairs", "0"], "--pairs"),
+    ] {
+        assert_fails_naming(&repdef(args), &[flag]);
+    }
+}
