@@ -317,7 +317,7 @@ fn work_ratio(args: &TrainBenchArgs) -> Result<f64> {
 }
 
 /// The machine's f32 peak as assumed here: threads × clock × SIMD lanes × 2 FMA units × 2.
-struct Peak {
+pub(crate) struct Peak {
     threads: usize,
     ghz: f64,
     lanes: usize,
@@ -325,7 +325,7 @@ struct Peak {
 }
 
 impl Peak {
-    fn detect(threads: usize) -> Self {
+    pub(crate) fn detect(threads: usize) -> Self {
         let ghz = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|info| info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse::<f64>().ok())
@@ -343,11 +343,11 @@ impl Peak {
         Peak { threads, ghz, lanes, simd }
     }
 
-    fn gflops(&self) -> f64 {
+    pub(crate) fn gflops(&self) -> f64 {
         self.threads as f64 * self.ghz * self.lanes as f64 * 2.0 * 2.0
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "peak assumed: {} threads × {:.2} GHz (nominal, /proc/cpuinfo) × {} f32 lanes ({}) × 2 FMA units × 2 = {:.0} GFLOP/s",
             self.threads,

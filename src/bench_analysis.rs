@@ -6,12 +6,13 @@
 //! SVD), see `bench/ANALYZE.md`.
 
 use crate::analysis::tables::compute;
+use crate::bench::Peak;
 use crate::config::{MaskConfig, Objective, Preset};
 use crate::data::packing::PackedSequences;
 use crate::data::tokenizer::SpecialIds;
 use crate::extract::{accumulate, Accumulators, ModelRun};
 use crate::model::{init, Encoder, Tap};
-use crate::rank::Estimator;
+use crate::rank::{Estimator, GramAccumulator};
 use crate::rng::Rng;
 use crate::spec::Centring;
 use anyhow::{bail, ensure, Context, Result};
@@ -92,6 +93,33 @@ struct Measurement {
     tokens: u64,
     seconds: f64,
     peak_rss_mib: f64,
+    /// repdef's side only: the rows added to all Gram accumulators (a row once per group it is
+    /// in), for [`analysis_flops`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gram_rows: Option<u64>,
+}
+
+/// What the GFLOP/s column counts, printed under the tables.
+const FLOPS_COUNTED: &str = "FLOPs: both conditions' encoder matmuls (f32) and one lower-triangle update per row of each Gram \
+                             matrix (f64), the work of the reference's Gram route; % of the f32 peak";
+
+/// FLOPs of one measurement: both conditions' encoder passes over `tokens` (the projections,
+/// the MLP, and attention's two products over the sequence) and one lower-triangle update per
+/// Gram row, d(d+1)/2 multiply-adds each, as the reference's `syrk` does them. repdef's exact
+/// accumulator does more (three products per row of each atom, `bench/ANALYZE.md`), so this is
+/// the rate at which the analysis gets done, not the rate of repdef's own arithmetic.
+fn analysis_flops(shape: AnalysisShape, tokens: u64, gram_rows: u64) -> f64 {
+    let (layers, d, _, d_mlp) = shape.dims();
+    let (d, d_mlp, seq) = (d as f64, d_mlp as f64, SEQ_LEN as f64);
+    let forward_macs_per_token = layers as f64 * (4.0 * d * d + 2.0 * d * d_mlp + 2.0 * seq * d);
+    2.0 * (2.0 * tokens as f64 * forward_macs_per_token + gram_rows as f64 * d * (d + 1.0) / 2.0)
+}
+
+/// Tokens/s, GFLOP/s and % of `peak` of repdef's `measurement` taking `seconds`.
+fn rates(shape: AnalysisShape, measurement: &Measurement, seconds: f64, peak: &Peak) -> Result<(f64, f64, f64)> {
+    let gram_rows = measurement.gram_rows.context("repdef's measurement lacks its Gram row count")?;
+    let gflops = analysis_flops(shape, measurement.tokens, gram_rows) / seconds / 1e9;
+    Ok((measurement.tokens as f64 / seconds, gflops, 100.0 * gflops / peak.gflops()))
 }
 
 const SEQ_LEN: usize = 128;
@@ -109,33 +137,36 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
         cli_name(args.shape),
         args.batch_size
     );
+    let peak = Peak::detect(rayon::current_num_threads());
+    println!("{}", peak.describe());
     if let Some(script) = &args.reference_script {
-        return bench_pairs(args, script);
+        return bench_pairs(args, script, &peak);
     }
-    println!("{:>10} {:>10} {:>12} {:>14} {:>22}", "tokens", "seconds", "tokens/s", "peak RSS MiB", "vs reference");
+    println!("{:>10} {:>10} {:>12} {:>9} {:>8} {:>14} {:>22}", "tokens", "seconds", "tokens/s", "GFLOP/s", "of peak", "peak RSS MiB", "vs reference");
     for &tokens in &args.tokens {
         let m = run_child(tokens, args)?;
-        let rate = m.tokens as f64 / m.seconds;
+        let (rate, gflops, of_peak) = rates(args.shape, &m, m.seconds, &peak)?;
         let comparison = match reference(args, tokens)? {
             Some(r) => format!("{:.2}× speed, {:.2}× mem", rate / (r.tokens as f64 / r.seconds), r.peak_rss_mib / m.peak_rss_mib),
             None => "-".into(),
         };
-        println!("{:>10} {:>10.2} {:>12.0} {:>14.0} {:>22}", m.tokens, m.seconds, rate, m.peak_rss_mib, comparison);
+        println!("{:>10} {:>10.2} {rate:>12.0} {gflops:>9.1} {of_peak:>7.1}% {:>14.0} {comparison:>22}", m.tokens, m.seconds, m.peak_rss_mib);
     }
+    println!("{FLOPS_COUNTED}");
     Ok(())
 }
 
 /// The alternating protocol: per token count, `--pairs` rounds of repdef (in a fresh process)
 /// and the reference script, each first in turn ([`crate::bench::run_pair`]); the median of the
 /// per-pair speed and memory ratios with their range.
-fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> {
+fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path, peak: &Peak) -> Result<()> {
     let threads = rayon::current_num_threads();
     println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, cli_name(args.route), args.pairs);
     let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
     let json = out.path().join("reference.json");
     println!(
-        "{:>10} {:>10} {:>10} {:>22} {:>11} {:>11} {:>22}",
-        "tokens", "repdef s", "ref s", "speed ratio (min–max)", "repdef MiB", "ref MiB", "memory ratio (min–max)"
+        "{:>10} {:>10} {:>10} {:>22} {:>10} {:>9} {:>8} {:>11} {:>11} {:>22}",
+        "tokens", "repdef s", "ref s", "speed ratio (min–max)", "tokens/s", "GFLOP/s", "of peak", "repdef MiB", "ref MiB", "memory ratio (min–max)"
     );
     for &tokens in &args.tokens {
         let mut pairs: Vec<(Measurement, Measurement)> = Vec::with_capacity(args.pairs);
@@ -165,8 +196,9 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
         let (our_seconds, their_seconds) = (column(|p| p.0.seconds), column(|p| p.1.seconds));
         let (seconds, reference_seconds) = (crate::bench::median(&our_seconds), crate::bench::median(&their_seconds));
         let (mib, reference_mib) = (crate::bench::median(&column(|p| p.0.peak_rss_mib)), crate::bench::median(&column(|p| p.1.peak_rss_mib)));
+        let (rate, gflops, of_peak) = rates(args.shape, &pairs[0].0, seconds, peak)?;
         println!(
-            "{:>10} {seconds:>10.2} {reference_seconds:>10.2} {:>22} {mib:>11.0} {reference_mib:>11.0} {:>22}",
+            "{:>10} {seconds:>10.2} {reference_seconds:>10.2} {:>22} {rate:>10.0} {gflops:>9.1} {of_peak:>7.1}% {mib:>11.0} {reference_mib:>11.0} {:>22}",
             pairs[0].0.tokens,
             crate::bench::ratio_spread(&speed),
             crate::bench::ratio_spread(&memory)
@@ -175,7 +207,8 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path) -> Result<()> 
             crate::bench::noise_warning(&format!("{side}'s seconds at {tokens} tokens"), times).into_iter().for_each(|warning| println!("{warning}"));
         }
     }
-    println!("ratios = reference / repdef per pair (above 1: repdef is faster / leaner); peak RSS of the whole process");
+    println!("ratios = reference / repdef per pair (above 1: repdef is faster / leaner); tokens/s and GFLOP/s: repdef's median; peak RSS of the whole process");
+    println!("{FLOPS_COUNTED}");
     Ok(())
 }
 
@@ -235,7 +268,9 @@ fn measure(tokens: u64, batch_size: usize, shape: AnalysisShape) -> Result<Measu
     let mut accumulators = Accumulators::new();
     let seen = accumulate(&run, &sequences, &selected, batch_size, &device, &mut accumulators, |_| ())?;
     compute(&accumulators, &[Estimator::PAPER], &[Centring::Uncentred])?;
-    Ok(Measurement { tokens: seen, seconds: start.elapsed().as_secs_f64(), peak_rss_mib: peak_rss_mib()? })
+    let seconds = start.elapsed().as_secs_f64();
+    let gram_rows = accumulators.values().map(GramAccumulator::n_tokens).sum();
+    Ok(Measurement { tokens: seen, seconds, peak_rss_mib: peak_rss_mib()?, gram_rows: Some(gram_rows) })
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -280,5 +315,22 @@ mod tests {
         let m = measure(200, 4, AnalysisShape::Mini).unwrap();
         assert_eq!(m.tokens, 2 * SEQ_LEN as u64);
         assert!(m.seconds > 0.0 && m.peak_rss_mib > 0.0);
+        // Per tap (embeddings + 4 layers) the groups are masked/all, clean/all (n each),
+        // masked/real and clean/real (the same unpicked positions) and masked/mask (the picked
+        // ones); real + mask = n − 4 (`[CLS]` and `[SEP]` of 2 sequences).
+        let (taps, n) = (5, m.tokens);
+        let gram_rows = m.gram_rows.unwrap();
+        assert_eq!(gram_rows % taps, 0, "{gram_rows}");
+        let real = gram_rows / taps - 3 * n + 4;
+        let mask = n - 4 - real;
+        assert!((25..=50).contains(&mask), "{mask} picked of 252, expected ~15%");
+    }
+
+    #[test]
+    fn analysis_flops_count_both_forwards_and_one_gram_triangle_per_row() {
+        // `mini`: per token and layer 4·256² + 2·256·1024 + 2·128·256 = 851,968 multiply-adds,
+        // × 4 layers × 2 conditions × 256 tokens × 2 FLOPs = 3,489,660,928; the Gram rows
+        // 4,890 × 256·257/2 multiply-adds × 2 = 321,722,880.
+        assert_eq!(analysis_flops(AnalysisShape::Mini, 256, 4890), 3_811_383_808.0);
     }
 }
