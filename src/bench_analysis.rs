@@ -123,6 +123,8 @@ fn rates(shape: AnalysisShape, measurement: &Measurement, seconds: f64, peak: &P
 }
 
 const SEQ_LEN: usize = 128;
+/// Tokens of the untimed run of each side before the alternating pairs.
+const WARM_UP_TOKENS: u64 = 2048;
 const VOCAB: usize = 8192;
 
 pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
@@ -156,36 +158,42 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The alternating protocol: per token count, `--pairs` rounds of repdef (in a fresh process)
-/// and the reference script, each first in turn ([`crate::bench::run_pair`]); the median of the
-/// per-pair speed and memory ratios with their range.
+/// The alternating protocol: after one untimed run of each side, per token count `--pairs`
+/// rounds of repdef (in a fresh process) and the reference script, each first in turn
+/// ([`crate::bench::run_pair`]); the median of the per-pair speed and memory ratios with their
+/// range.
 fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path, peak: &Peak) -> Result<()> {
     let threads = rayon::current_num_threads();
     println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, cli_name(args.route), args.pairs);
     let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
     let json = out.path().join("reference.json");
+    let run_reference = |tokens: u64| -> Result<Measurement> {
+        let status = std::process::Command::new(&args.python)
+            .arg(script)
+            .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
+            .args(["--threads", &threads.to_string(), "--route", &cli_name(args.route)])
+            .args(reference_shape_args(args.shape))
+            .arg("--out")
+            .arg(&json)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("running {} {}", args.python, script.display()))?;
+        ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
+        crate::fsutil::read_json(&json)
+    };
+    // Untimed: the first run of each side pays for cold file caches (the binary, Python's
+    // imports) and a CPU that has not yet clocked up.
+    eprintln!("warm-up: one untimed run of each side at {WARM_UP_TOKENS} tokens");
+    run_child(WARM_UP_TOKENS, args)?;
+    run_reference(WARM_UP_TOKENS)?;
     println!(
         "{:>10} {:>10} {:>10} {:>22} {:>10} {:>9} {:>8} {:>11} {:>11} {:>22}",
         "tokens", "repdef s", "ref s", "speed ratio (min–max)", "tokens/s", "GFLOP/s", "of peak", "repdef MiB", "ref MiB", "memory ratio (min–max)"
     );
     for &tokens in &args.tokens {
         let mut pairs: Vec<(Measurement, Measurement)> = Vec::with_capacity(args.pairs);
-        let run_reference = || -> Result<Measurement> {
-            let status = std::process::Command::new(&args.python)
-                .arg(script)
-                .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
-                .args(["--threads", &threads.to_string(), "--route", &cli_name(args.route)])
-                .args(reference_shape_args(args.shape))
-                .arg("--out")
-                .arg(&json)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .with_context(|| format!("running {} {}", args.python, script.display()))?;
-            ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
-            crate::fsutil::read_json(&json)
-        };
         for pair in 1..=args.pairs {
-            let (ours, theirs) = crate::bench::run_pair(pair, || run_child(tokens, args), run_reference)?;
+            let (ours, theirs) = crate::bench::run_pair(pair, || run_child(tokens, args), || run_reference(tokens))?;
             ensure!(theirs.tokens == ours.tokens, "{}: {} tokens, repdef measured {}", json.display(), theirs.tokens, ours.tokens);
             eprintln!("{tokens} tokens, pair {pair}/{}: repdef {:.2} s, reference {:.2} s", args.pairs, ours.seconds, theirs.seconds);
             pairs.push((ours, theirs));
