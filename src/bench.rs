@@ -190,24 +190,17 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
     let threads = rayon::current_num_threads();
     let peak = Peak::detect(threads);
     println!("{}", peak.describe());
-    let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
-    let json = out.path().join("reference.json");
     let mut samples: Vec<[(f64, f64); 2]> = Vec::with_capacity(args.pairs);
+    let mut script_args: Vec<String> =
+        [("--batch-size", args.batch_size), ("--seq-len", args.seq_len), ("--vocab-size", args.vocab_size), ("--steps", args.steps), ("--threads", threads)]
+            .iter()
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect();
+    script_args.extend(reference_model_args(args)?);
     let run_reference = || -> Result<[f64; 2]> {
-        let status = std::process::Command::new(&args.python)
-            .arg(script)
-            .args(["--batch-size", &args.batch_size.to_string(), "--seq-len", &args.seq_len.to_string()])
-            .args(["--vocab-size", &args.vocab_size.to_string(), "--steps", &args.steps.to_string(), "--threads", &threads.to_string()])
-            .args(reference_model_args(args)?)
-            .arg("--out")
-            .arg(&json)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .with_context(|| format!("running {} {}", args.python, script.display()))?;
-        anyhow::ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
-        let reference: HashMap<String, serde_json::Value> = crate::fsutil::read_json(&json)?;
+        let reference: HashMap<String, serde_json::Value> = run_reference_script(&args.python, script, &script_args)?;
         let theirs = OBJECTIVES.map(|(_, key)| reference.get(key).and_then(serde_json::Value::as_f64));
-        let [Some(mlm), Some(mae_lm)] = theirs else { anyhow::bail!("{}: no ms/step for mlm and mae-lm", json.display()) };
+        let [Some(mlm), Some(mae_lm)] = theirs else { anyhow::bail!("{}: no ms/step for mlm and mae-lm in its JSON", script.display()) };
         Ok([mlm, mae_lm])
     };
     for pair in 1..=args.pairs {
@@ -244,6 +237,23 @@ fn bench_pairs(args: &TrainBenchArgs, script: &std::path::Path) -> Result<()> {
 
 pub(crate) fn median(values: &[f64]) -> f64 {
     crate::stats::median(values).unwrap_or(f64::NAN)
+}
+
+/// Runs a reference script (`bench/*_reference.py`) with `args` and `--out` a temporary JSON
+/// file, its own output discarded, and reads what it wrote.
+pub(crate) fn run_reference_script<T: serde::de::DeserializeOwned>(python: &str, script: &std::path::Path, args: &[String]) -> Result<T> {
+    let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
+    let json = out.path().join("reference.json");
+    let status = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .arg("--out")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    anyhow::ensure!(status.success(), "{python} {} failed ({status})", script.display());
+    crate::fsutil::read_json(&json)
 }
 
 /// Pair `pair` (counted from 1) of an alternating protocol: repdef first in odd pairs, the

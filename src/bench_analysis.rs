@@ -165,21 +165,17 @@ pub fn bench_analyze(args: &AnalyzeBenchArgs) -> Result<()> {
 fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path, peak: &Peak) -> Result<()> {
     let threads = rayon::current_num_threads();
     println!("{} threads on both sides, reference route {}, {} alternating pairs per token count", threads, cli_name(args.route), args.pairs);
-    let out = tempfile::tempdir().context("creating a directory for the reference's JSON")?;
-    let json = out.path().join("reference.json");
     let run_reference = |tokens: u64| -> Result<Measurement> {
-        let status = std::process::Command::new(&args.python)
-            .arg(script)
-            .args(["--tokens", &tokens.to_string(), "--batch-size", &args.batch_size.to_string(), "--seq-len", &SEQ_LEN.to_string()])
-            .args(["--threads", &threads.to_string(), "--route", &cli_name(args.route)])
-            .args(reference_shape_args(args.shape))
-            .arg("--out")
-            .arg(&json)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .with_context(|| format!("running {} {}", args.python, script.display()))?;
-        ensure!(status.success(), "{} {} failed ({status})", args.python, script.display());
-        crate::fsutil::read_json(&json)
+        let flags = [
+            ("--tokens", tokens.to_string()),
+            ("--batch-size", args.batch_size.to_string()),
+            ("--seq-len", SEQ_LEN.to_string()),
+            ("--threads", threads.to_string()),
+            ("--route", cli_name(args.route)),
+        ];
+        let mut script_args: Vec<String> = flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect();
+        script_args.extend(reference_shape_args(args.shape));
+        crate::bench::run_reference_script(&args.python, script, &script_args)
     };
     // Untimed: the first run of each side pays for cold file caches (the binary, Python's
     // imports) and a CPU that has not yet clocked up.
@@ -194,7 +190,7 @@ fn bench_pairs(args: &AnalyzeBenchArgs, script: &std::path::Path, peak: &Peak) -
         let mut pairs: Vec<(Measurement, Measurement)> = Vec::with_capacity(args.pairs);
         for pair in 1..=args.pairs {
             let (ours, theirs) = crate::bench::run_pair(pair, || run_child(tokens, args), || run_reference(tokens))?;
-            ensure!(theirs.tokens == ours.tokens, "{}: {} tokens, repdef measured {}", json.display(), theirs.tokens, ours.tokens);
+            ensure!(theirs.tokens == ours.tokens, "{}: {} tokens, repdef measured {}", script.display(), theirs.tokens, ours.tokens);
             eprintln!("{tokens} tokens, pair {pair}/{}: repdef {:.2} s, reference {:.2} s", args.pairs, ours.seconds, theirs.seconds);
             pairs.push((ours, theirs));
         }
