@@ -188,7 +188,7 @@ struct HiddenStatesArgs {
     /// Text to encode (repeatable).
     #[arg(long, required_unless_present = "input_file")]
     text: Vec<String>,
-    /// A file with one text per line.
+    /// A file with one text per non-empty line (UTF-8, or gzip if named `*.gz`).
     #[arg(long, conflicts_with = "text")]
     input_file: Option<PathBuf>,
     #[arg(long)]
@@ -206,14 +206,16 @@ struct AnalyzeArgs {
     /// The tokenizer of every model, for models whose directory has none that repdef finds.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// A prepared data dir, or text files (replaces the spec's data paths).
+    /// A prepared data dir, or text files (UTF-8, or gzip if named `*.gz`; replaces the spec's data paths).
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
     /// Tokens per model.
     #[arg(long)]
     tokens: Option<u64>,
+    /// Tokens per sequence, `[CLS]` and `[SEP]` included (the spec's, else 128).
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Sequences per forward pass (the spec's, else 32): trades memory for speed.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Analyse shard `i/n` of the sequences (merge shards with `repdef merge`); `auto` takes it

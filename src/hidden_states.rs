@@ -3,22 +3,17 @@
 //! `attention_mask`), e.g. for comparison with `transformers`' `output_hidden_states`.
 
 use crate::checkpoint::{load_encoder, write_safetensors};
+use crate::data::textfile::read_text_file;
 use crate::model::{Ctx, EncoderInput, Tap, TapCache};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Reads one text per non-empty line.
+/// Reads one text per non-empty line (a file as `prepare` reads it: UTF-8, or gzip if `*.gz`).
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (first bad byte at offset {})", path.display(), e.utf8_error().valid_up_to()))?;
-    let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-    if lines.is_empty() {
-        bail!("{}: no non-empty lines", path.display());
-    }
-    Ok(lines)
+    let (_, text) = read_text_file(path)?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
 /// Runs the model at `model_dir` (with the tokenizer at `tokenizer`, or its own) on `texts` and

@@ -42,8 +42,9 @@ pub struct ModelSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    /// A dir made by `repdef prepare` (its holdout split is used) or UTF-8 text files; each
-    /// model tokenizes text files with its own tokenizer.
+    /// A dir made by `repdef prepare` (its holdout split is used) or text files (UTF-8, or gzip
+    /// if named `*.gz`, read as `prepare` reads them); each model tokenizes text files with its
+    /// own tokenizer.
     pub paths: Vec<PathBuf>,
     /// Tokens to analyse per model (sequences are taken in order until this many).
     pub tokens: u64,

@@ -26,12 +26,37 @@ fn empty_and_non_utf8_corpora_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "  \n").unwrap();
-    let out = dir.path().join("data");
-    assert_fails_naming(&repdef(&["prepare", "--input", empty.to_str().unwrap(), "--out", out.to_str().unwrap()]), &["empty.txt"]);
     let binary = dir.path().join("latin1.txt");
     std::fs::write(&binary, b"caf\xe9 au lait\n").unwrap();
-    assert_fails_naming(&repdef(&["prepare", "--input", binary.to_str().unwrap(), "--out", out.to_str().unwrap()]), &["latin1.txt", "UTF-8"]);
-    assert!(!out.join("meta.json").exists());
+    let out = dir.path().join("out");
+    let (model, out_str) = (bert_fixture(), out.to_str().unwrap());
+    // Every command that reads text files: prepare, analyze (--data) and hidden-states (--input-file).
+    let commands = |file: &Path| {
+        let (file, label) = (file.to_str().unwrap(), format!("bert={}", model.display()));
+        [
+            vec!["prepare".to_string(), "--input".into(), file.into(), "--out".into(), out_str.into()],
+            vec![
+                "analyze".into(),
+                "--model".into(),
+                label,
+                "--data".into(),
+                file.into(),
+                "--tokens".into(),
+                "1000".into(),
+                "--seq-len".into(),
+                "32".into(),
+                "--out".into(),
+                out_str.into(),
+            ],
+            vec!["hidden-states".into(), "--model".into(), model.to_str().unwrap().into(), "--input-file".into(), file.into(), "--out".into(), out_str.into()],
+        ]
+    };
+    for (file, needles) in [(&empty, &["empty.txt", "no text"][..]), (&binary, &["latin1.txt", "UTF-8"][..])] {
+        for args in commands(file) {
+            assert_fails_naming(&repdef(&args.iter().map(String::as_str).collect::<Vec<_>>()), needles);
+            assert!(!out.exists(), "{args:?} left {} behind", out.display());
+        }
+    }
 }
 
 #[test]

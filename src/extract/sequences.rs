@@ -4,6 +4,7 @@
 use crate::checkpoint::TOKENIZER_FILE;
 use crate::data::corpus::read_meta;
 use crate::data::packing::{PackedSequences, Split};
+use crate::data::textfile::read_text_file;
 use crate::data::tokenizer::{encode_plain, load_tokenizer, SpecialIds};
 use crate::spec::DataSource;
 use anyhow::{bail, Context, Result};
@@ -27,9 +28,7 @@ pub fn load_sequences(source: &DataSource, tokenizer: &Tokenizer, seq_len: usize
             let special = SpecialIds::from_tokenizer(tokenizer)?;
             let mut stream = Vec::new();
             for path in paths {
-                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (first bad byte at offset {})", path.display(), e.utf8_error().valid_up_to()))?;
+                let (_, text) = read_text_file(path)?;
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     stream.extend(encode_plain(tokenizer, line)?);
                 }
@@ -51,6 +50,32 @@ pub fn shard_selection(n_sequences: usize, seq_len: usize, tokens: u64, (index, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    fn fixture(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
+    }
+
+    #[test]
+    fn text_files_read_as_prepare_reads_them_gzip_included_and_an_empty_one_is_named() {
+        let tokenizer = load_tokenizer(&fixture("repdef-tiny-mlm/tokenizer.json")).unwrap();
+        let plain = fixture("corpus/wikitext2_valid.txt");
+        let dir = tempfile::tempdir().unwrap();
+        let gzipped = dir.path().join("valid.txt.gz");
+        let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gzipped).unwrap(), flate2::Compression::fast());
+        encoder.write_all(&std::fs::read(&plain).unwrap()).unwrap();
+        encoder.finish().unwrap();
+        let packed = |path: &Path| load_sequences(&DataSource::TextFiles(vec![path.to_path_buf()]), &tokenizer, 64);
+        let from_plain = packed(&plain).unwrap();
+        assert!(from_plain.len() > 100, "{} sequences", from_plain.len());
+        assert_eq!(packed(&gzipped).unwrap(), from_plain);
+
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, " \n\n").unwrap();
+        let err = format!("{:#}", packed(&empty).unwrap_err());
+        assert!(err.contains("empty.txt: no text"), "{err}");
+    }
 
     #[test]
     fn shards_partition_the_unsharded_selection() {
