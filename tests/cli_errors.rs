@@ -60,6 +60,30 @@ fn empty_and_non_utf8_corpora_are_named() {
 }
 
 #[test]
+fn finetune_on_bad_task_files_names_them_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let dev = write("dev.tsv", "label\tsentence\n1\tgood\n0\tbad\n");
+    let one_based = write("one_based.tsv", "label\tsentence\n2\tgood\n1\tbad\n");
+    let empty = write("empty.tsv", "label\tsentence\n");
+    let out = dir.path().join("ft");
+    let model = bert_fixture();
+    for (train, needles) in [(&one_based, &["one_based.tsv", "no example has label 0"][..]), (&empty, &["empty.tsv", "no examples"][..])] {
+        // The default learning-rate grid, and one learning rate.
+        for lr in [None, Some("1e-4")] {
+            let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--task", "t", "--train", train, "--dev", &dev, "--out", out.to_str().unwrap()];
+            args.extend(lr.map(|lr| ["--lr", lr]).into_iter().flatten());
+            assert_fails_naming(&repdef(&args), needles);
+            assert!(!out.exists(), "{args:?} left {} behind", out.display());
+        }
+    }
+}
+
+#[test]
 fn corrupt_checkpoint_is_named_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let model = copy_of_bert(dir.path());

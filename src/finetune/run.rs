@@ -96,14 +96,11 @@ struct TaskData {
 /// returns them.
 pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
     let cfg = &req.config;
-    cfg.validate()?;
-    ensure!(!req.seeds.is_empty(), "no seeds to fine-tune with");
-    crate::outdir::claim(&req.out, super::results::SUMMARY_FILE)?;
-    std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let start = Instant::now();
     let device = Device::Cpu;
-    let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), &device)?;
-    let data = load_task(req, &pretrained)?;
+    crate::outdir::claim(&req.out, super::results::SUMMARY_FILE)?;
+    let (pretrained, data) = load_inputs(req, &device)?;
+    std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let steps_per_seed = (cfg.epochs * data.train.len().div_ceil(cfg.batch_size)) as u64;
     let progress = Progress::new(steps_per_seed * req.seeds.len() as u64, 0, "steps");
     progress.log(&format!(
@@ -150,6 +147,21 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
     let outcome = FinetuneOutcome { summary, epochs, ranks };
     write_outputs(&req.out, &outcome)?;
     Ok(outcome)
+}
+
+/// Checks the settings and loads the encoder and the task: everything that bad input can fail,
+/// before anything is written.
+fn load_inputs(req: &FinetuneRequest, device: &Device) -> Result<(LoadedEncoder, TaskData)> {
+    req.config.validate()?;
+    ensure!(!req.seeds.is_empty(), "no seeds to fine-tune with");
+    let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), device)?;
+    let data = load_task(req, &pretrained)?;
+    Ok((pretrained, data))
+}
+
+/// Fails as [`finetune`] would on bad input (settings, model, task files), without writing.
+pub fn check_inputs(req: &FinetuneRequest) -> Result<()> {
+    load_inputs(req, &Device::Cpu).map(drop)
 }
 
 /// Loads, subsamples and tokenises the task with the model's tokenizer.

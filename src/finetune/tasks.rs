@@ -170,6 +170,16 @@ impl Task {
             Labels::Kind(LabelKind::Integers) => {
                 let n = train.iter().map(|e| e.target as usize + 1).max().unwrap_or(0);
                 ensure!(n >= 2, "{}: every label is 0; a classification task needs at least two labels", self.train.display());
+                let mut seen = vec![false; n];
+                train.iter().for_each(|e| seen[e.target as usize] = true);
+                let unseen: Vec<String> = (0..n).filter(|&label| !seen[label]).map(|label| label.to_string()).collect();
+                ensure!(
+                    unseen.is_empty(),
+                    "{}: the labels run up to {} but no example has label {}: integer labels are the classes 0, 1, …, n−1, each with examples",
+                    self.train.display(),
+                    n - 1,
+                    unseen.join(", ")
+                );
                 Head::Classes(n)
             }
         };
@@ -321,13 +331,18 @@ mod tests {
     }
 
     #[test]
-    fn dev_labels_must_be_known_from_train() {
+    fn dev_labels_must_be_known_from_train_and_every_class_present() {
         let dir = tempfile::tempdir().unwrap();
         let (train, dev) = (dir.path().join("train.tsv"), dir.path().join("dev.tsv"));
         std::fs::write(&train, "label\ttext\n0\ta\n1\tb\n").unwrap();
         std::fs::write(&dev, "label\ttext\n1\ta\n2\tb\n").unwrap();
-        let message = format!("{:#}", Task::from_files("t", train, dev).load().unwrap_err());
+        let message = format!("{:#}", Task::from_files("t", train.clone(), dev.clone()).load().unwrap_err());
         assert!(message.contains("dev.tsv line 3: label 2 is outside the training labels 0..1"), "{message}");
+
+        // Labels 1 and 2 (a 1-based file) would silently train a third, empty class 0.
+        std::fs::write(&train, "label\ttext\n1\ta\n2\tb\n").unwrap();
+        let message = format!("{:#}", Task::from_files("t", train, dev).load().unwrap_err());
+        assert!(message.contains("train.tsv: the labels run up to 2 but no example has label 0"), "{message}");
     }
 
     #[test]
