@@ -7,7 +7,7 @@
 
 use super::metrics::Metric;
 use super::results::{FinetuneSummary, SUMMARY_FILE};
-use super::run::{check_inputs, finetune, FinetuneRequest};
+use super::run::{finetune_loaded, load_inputs, FinetuneRequest};
 use crate::analysis::tables::{paper_rank, read_csv, RankRow};
 use crate::analysis::RANKS_FILE;
 use crate::extract::{Condition, Group};
@@ -55,7 +55,8 @@ pub struct GridSummary {
 pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> {
     ensure!(!lrs.is_empty(), "the learning-rate grid is empty");
     crate::outdir::claim(&req.out, GRID_FILE)?;
-    check_inputs(req)?;
+    // Once for every point: the points differ in their learning rate only.
+    let inputs = load_inputs(req)?;
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     // An empty summary marks the dir as this grid's before the first point is done.
     if !req.out.join(GRID_FILE).exists() {
@@ -69,7 +70,10 @@ pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> 
                 eprintln!("lr {lr:.0e}: already fine-tuned in {}", point.out.display());
                 done
             }
-            None => finetune(&point)?.summary,
+            None => {
+                crate::outdir::claim(&point.out, SUMMARY_FILE)?;
+                finetune_loaded(&point, &inputs)?.summary
+            }
         });
     }
     let summary = summarise(req, &summaries)?;

@@ -92,14 +92,27 @@ struct TaskData {
     chance: f64,
 }
 
+/// The pretrained encoder and the task tokenised for it: what every grid point shares.
+pub(super) struct Inputs {
+    pretrained: LoadedEncoder,
+    data: TaskData,
+}
+
 /// Fine-tunes the request's encoder once per seed, writes the outputs into `req.out`, and
 /// returns them.
 pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
+    crate::outdir::claim(&req.out, super::results::SUMMARY_FILE)?;
+    finetune_loaded(req, &load_inputs(req)?)
+}
+
+/// [`finetune`] on `inputs` loaded for `req` (or for a request that differs in its learning rate
+/// only), into a `req.out` the caller has claimed.
+pub(super) fn finetune_loaded(req: &FinetuneRequest, inputs: &Inputs) -> Result<FinetuneOutcome> {
     let cfg = &req.config;
+    cfg.validate()?;
+    let Inputs { pretrained, data } = inputs;
     let start = Instant::now();
     let device = Device::Cpu;
-    crate::outdir::claim(&req.out, super::results::SUMMARY_FILE)?;
-    let (pretrained, data) = load_inputs(req, &device)?;
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let steps_per_seed = (cfg.epochs * data.train.len().div_ceil(cfg.batch_size)) as u64;
     let progress = Progress::new(steps_per_seed * req.seeds.len() as u64, 0, "steps");
@@ -123,7 +136,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
     let (mut epochs, mut seeds) = (Vec::new(), Vec::new());
     for (i, &seed) in req.seeds.iter().enumerate() {
         let step_offset = i as u64 * steps_per_seed;
-        let (model, rows) = train_seed(req, &data, seed, (&progress, &tag, step_offset), &device).with_context(|| format!("seed {seed}"))?;
+        let (model, rows) = train_seed(req, data, seed, (&progress, &tag, step_offset), &device).with_context(|| format!("seed {seed}"))?;
         ranks.extend(dev_ranks(&format!("finetuned-seed{seed}"), &model.config, &model.encoder, &data.dev, cfg.batch_size, &device)?);
         let last = rows.last().expect("at least one epoch");
         seeds.push(SeedResult { seed, dev_score: last.dev_score, dev_loss: last.dev_loss });
@@ -151,17 +164,12 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
 
 /// Checks the settings and loads the encoder and the task: everything that bad input can fail,
 /// before anything is written.
-fn load_inputs(req: &FinetuneRequest, device: &Device) -> Result<(LoadedEncoder, TaskData)> {
+pub(super) fn load_inputs(req: &FinetuneRequest) -> Result<Inputs> {
     req.config.validate()?;
     ensure!(!req.seeds.is_empty(), "no seeds to fine-tune with");
-    let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), device)?;
+    let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), &Device::Cpu)?;
     let data = load_task(req, &pretrained)?;
-    Ok((pretrained, data))
-}
-
-/// Fails as [`finetune`] would on bad input (settings, model, task files), without writing.
-pub fn check_inputs(req: &FinetuneRequest) -> Result<()> {
-    load_inputs(req, &Device::Cpu).map(drop)
+    Ok(Inputs { pretrained, data })
 }
 
 /// Loads, subsamples and tokenises the task with the model's tokenizer.
