@@ -8,6 +8,7 @@ use crate::config::{Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
 use crate::data::sources::{read_bundle, CorpusFile, HoldoutRule, BUNDLE_MANIFEST};
 use crate::finetune::{finetune_grid, FinetuneConfig, FinetuneRequest, Task, BUNDLED_TASKS, DEFAULT_LR_GRID};
+use crate::progress::StageClock;
 use crate::report::verdicts::{Downstream, TaskDownstream, Verdict};
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
@@ -291,8 +292,10 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     if absolute(&req.work_dir)?.starts_with(absolute(&req.out)?) {
         bail!("--work-dir {} is inside the report dir {}, which the analysis replaces: choose another", req.work_dir.display(), req.out.display());
     }
+    let mut clock = StageClock::start();
     let data_dir = req.work_dir.join("data");
     prepare_data(req, &data_dir)?;
+    clock.lap("prepare");
     let mut models = Vec::new();
     let mut pending = Vec::new();
     for &seed in &budget.seeds {
@@ -309,6 +312,7 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
         }
     }
     train_concurrently(&pending)?;
+    clock.lap("train");
     eprintln!("[3/5] analysing {} models on {} holdout tokens each", models.len(), budget.analysis_tokens);
     let spec = AnalysisSpec {
         name: budget.name.to_string(),
@@ -319,10 +323,15 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     };
     let results = analyze(&spec.resolve()?, &req.out)?;
     eprint!("{}", crate::analysis::summary::render(&results.ranks));
+    clock.lap("analyse");
     let downstream = fine_tune_encoders(budget, &req.work_dir)?;
     crate::fsutil::write_json_atomic(&req.out.join(crate::report::DOWNSTREAM_FILE), &downstream)?;
+    clock.lap("fine-tune");
     eprintln!("[5/5] drawing the figures and writing the report");
-    crate::report::plot_and_report(&req.out)
+    let verdicts = crate::report::plot_and_report(&req.out)?;
+    clock.lap("report");
+    eprintln!("[5/5] done in {}", clock.summary());
+    Ok(verdicts)
 }
 
 /// Trains the runs at the same time (see [`run_concurrently`]).

@@ -20,7 +20,12 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     let (out, work) = (dir.path().join("report"), dir.path().join("work"));
     let args = ["reproduce", "--budget", "tiny", "--out", out.to_str().unwrap(), "--work-dir", work.to_str().unwrap()];
     let first = repdef(&args);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{log}");
+    let timing = log.lines().find(|line| line.starts_with("[5/5] done in")).unwrap_or_else(|| panic!("no closing time: {log}"));
+    for stage in ["(prepare ", ", train ", ", analyse ", ", fine-tune ", ", report "] {
+        assert!(timing.contains(stage), "{stage} missing from {timing}");
+    }
     for file in ["manifest.json", "ranks.csv", "spectra.csv", "subspace.csv", "downstream.json", "report.md", "report.html"] {
         assert!(out.join(file).exists(), "missing {file}");
     }
