@@ -1,6 +1,14 @@
 //! File and spec fingerprints: 64-bit FNV-1a, to notice that an input changed. NOT a
 //! cryptographic hash (no sha crate is a dependency, and provenance needs no more).
 
+/// [`fnv1a64`] of a file's bytes, as 16 hex digits (how manifests and summaries record a model's
+/// weights).
+pub fn file_fnv1a64(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:016x}", fnv1a64(&bytes)))
+}
+
 /// 64-bit FNV-1a of `bytes`.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h = Fnv1a64::new();

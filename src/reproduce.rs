@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 pub enum BudgetName {
     /// A few steps of the `tiny` preset: checks the pipeline end to end (CI), not the science.
     Tiny,
-    /// About 12 minutes on 2 CPU cores (under 1 preparing, 8 training, 4 fine-tuning, the rest analysis).
+    /// 12–25 minutes on 2 CPU cores, mostly training and fine-tuning (measured on a quiet and on a
+    /// loaded VM; it prints its stage times at the end).
     Quick,
     /// The quick models trained about eight times longer, fine-tuned over five seeds (at most 3½
     /// hours on 2 CPU cores, timed before the faster training kernels; it can be continued across

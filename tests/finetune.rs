@@ -7,6 +7,8 @@ use repdef::finetune::{finetune, finetune_grid, EpochRow, FinetuneConfig, Finetu
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn tiny_mlm() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repdef-tiny-mlm")
 }
@@ -139,6 +141,40 @@ fn a_grid_reports_the_point_with_the_best_median_and_reuses_finished_points() {
     let before = std::fs::metadata(&point).unwrap().modified().unwrap();
     assert_eq!(finetune_grid(&req, &[1e-5, 3e-3]).unwrap(), grid);
     assert_eq!(std::fs::metadata(&point).unwrap().modified().unwrap(), before, "the point was reused");
+}
+
+/// A grid's finished points belong to the weights they were fine-tuned from: a work dir moved
+/// elsewhere reuses them, other weights at the same path are fine-tuned afresh.
+#[test]
+fn a_grid_reuses_points_by_their_weights_not_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = Task::from_files("small", sst2_head(dir.path(), "train", 16), sst2_head(dir.path(), "dev", 16));
+    let config = FinetuneConfig { epochs: 1, batch_size: 8, train_examples: None, ..FinetuneConfig::default() };
+    let (first, moved) = (dir.path().join("first"), dir.path().join("moved"));
+    common::copy_dir(&tiny_mlm(), &first.join("model"));
+    let at = |work: &Path| FinetuneRequest {
+        model: work.join("model"),
+        tokenizer: None,
+        task: task.clone(),
+        seeds: vec![0],
+        config: config.clone(),
+        out: work.join("out"),
+    };
+    let grid = finetune_grid(&at(&first), &[3e-3]).unwrap();
+
+    common::copy_dir(&first, &moved);
+    let point = moved.join("out/lr-3e-3").join(SUMMARY_FILE);
+    let copied = std::fs::metadata(&point).unwrap().modified().unwrap();
+    let reused = finetune_grid(&at(&moved), &[3e-3]).unwrap();
+    assert_eq!(std::fs::metadata(&point).unwrap().modified().unwrap(), copied, "the moved point was fine-tuned again");
+    assert_eq!((reused.points, reused.rank_after), (grid.points, grid.rank_after));
+
+    std::fs::remove_dir_all(moved.join("model")).unwrap();
+    common::copy_dir(&common::fixture("repdef-tiny-maelm"), &moved.join("model"));
+    finetune_grid(&at(&moved), &[3e-3]).unwrap();
+    assert_ne!(std::fs::metadata(&point).unwrap().modified().unwrap(), copied, "a point of other weights was reused");
+    let redone: repdef::finetune::FinetuneSummary = serde_json::from_str(&std::fs::read_to_string(&point).unwrap()).unwrap();
+    assert_eq!(redone.model_fnv1a64.as_deref(), Some(repdef::fingerprint::file_fnv1a64(&moved.join("model/model.safetensors")).unwrap().as_str()));
 }
 
 #[test]

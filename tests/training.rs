@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use common::{small_corpus, tiny_request};
+use common::{copy_dir, small_corpus, tiny_request};
 use repdef::checkpoint::{load_pretraining_model, read_safetensors, WEIGHTS_FILE};
 use repdef::config::{MaskConfig, Objective, Preset};
 use repdef::data::corpus::read_meta;
@@ -102,19 +102,6 @@ fn assert_same_weights(a: &Path, b: &Path, what: &str) {
     for (name, ta) in &a {
         let diff = (ta - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(diff, 0.0, "{what}: {name} differs after resume");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 use super::training_record::TrainingRecord;
 use crate::config::ModelConfig;
 use crate::extract::{Extraction, HeadEvaluation};
-use crate::fingerprint::fnv1a64;
+use crate::fingerprint::file_fnv1a64;
 use crate::spec::{AnalysisSpec, Plan};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -73,12 +73,11 @@ impl Manifest {
             .map(|m| {
                 let weights = ["model.safetensors", "pytorch_model.bin"].map(|f| m.path.join(f)).into_iter().find(|p| p.exists());
                 let weights = weights.with_context(|| format!("{}: no weights file", m.path.display()))?;
-                let bytes = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
                 Ok(ModelRecord {
                     label: m.label.clone(),
                     path: m.path.display().to_string(),
                     weights_file: weights.display().to_string(),
-                    weights_fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
+                    weights_fnv1a64: file_fnv1a64(&weights)?,
                     objective: m.config.objective().to_string(),
                     n_layers: m.config.num_hidden_layers,
                     d_model: m.config.hidden_size,

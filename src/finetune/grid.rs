@@ -3,7 +3,7 @@
 //! result is the median over seeds at the grid point whose median dev score is best, and every
 //! point's per-seed scores are kept (`grid.json`), with the encoder's real-token rank on dev
 //! before and after fine-tuning at the chosen point. Points already fine-tuned with the same
-//! settings are reused, so an interrupted grid continues where it stopped.
+//! settings from the same weights are reused, so an interrupted grid continues where it stopped.
 
 use super::metrics::Metric;
 use super::results::{FinetuneSummary, SUMMARY_FILE};
@@ -65,7 +65,7 @@ pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> 
     let mut summaries = Vec::with_capacity(lrs.len());
     for &lr in lrs {
         let point = FinetuneRequest { config: super::FinetuneConfig { lr, ..req.config.clone() }, out: point_dir(&req.out, lr), ..req.clone() };
-        summaries.push(match reusable(&point) {
+        summaries.push(match reusable(&point, &inputs.model_fnv1a64) {
             Some(done) => {
                 eprintln!("lr {lr:.0e}: already fine-tuned in {}", point.out.display());
                 done
@@ -85,10 +85,15 @@ fn point_dir(out: &Path, lr: f64) -> PathBuf {
     out.join(format!("lr-{lr:e}"))
 }
 
-/// The summary of a point fine-tuned earlier with exactly these settings.
-fn reusable(point: &FinetuneRequest) -> Option<FinetuneSummary> {
+/// The summary of a point fine-tuned earlier with exactly these settings, from the same weights
+/// (`model_fnv1a64`; a summary that predates the fingerprint must name the same model path).
+fn reusable(point: &FinetuneRequest, model_fnv1a64: &str) -> Option<FinetuneSummary> {
     let done: FinetuneSummary = read_json(&point.out.join(SUMMARY_FILE)).ok()?;
-    let same = done.config == point.config && done.task == point.task.name && done.model == point.model;
+    let same_model = match &done.model_fnv1a64 {
+        Some(fingerprint) => fingerprint == model_fnv1a64,
+        None => done.model == point.model,
+    };
+    let same = done.config == point.config && done.task == point.task.name && same_model;
     (same && done.seeds.iter().map(|s| s.seed).eq(point.seeds.iter().copied())).then_some(done)
 }
 

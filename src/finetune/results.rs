@@ -42,6 +42,11 @@ pub struct SeedResult {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneSummary {
     pub model: PathBuf,
+    /// [`crate::fingerprint::file_fnv1a64`] of the model's weights file (absent in older
+    /// summaries): a grid reuses the point for these weights wherever the model dir now is, and
+    /// never for other weights at the same path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_fnv1a64: Option<String>,
     pub task: String,
     pub train_file: PathBuf,
     pub dev_file: PathBuf,

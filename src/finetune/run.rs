@@ -95,6 +95,8 @@ struct TaskData {
 /// The pretrained encoder and the task tokenised for it: what every grid point shares.
 pub(super) struct Inputs {
     pretrained: LoadedEncoder,
+    /// The fingerprint of the pretrained weights file, recorded in the summary.
+    pub(super) model_fnv1a64: String,
     data: TaskData,
 }
 
@@ -110,7 +112,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
 pub(super) fn finetune_loaded(req: &FinetuneRequest, inputs: &Inputs) -> Result<FinetuneOutcome> {
     let cfg = &req.config;
     cfg.validate()?;
-    let Inputs { pretrained, data } = inputs;
+    let Inputs { pretrained, model_fnv1a64, data } = inputs;
     let start = Instant::now();
     let device = Device::Cpu;
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
@@ -145,6 +147,7 @@ pub(super) fn finetune_loaded(req: &FinetuneRequest, inputs: &Inputs) -> Result<
     progress.finish();
     let summary = FinetuneSummary {
         model: req.model.clone(),
+        model_fnv1a64: Some(model_fnv1a64.clone()),
         task: req.task.name.clone(),
         train_file: req.task.train.clone(),
         dev_file: req.task.dev.clone(),
@@ -168,8 +171,9 @@ pub(super) fn load_inputs(req: &FinetuneRequest) -> Result<Inputs> {
     req.config.validate()?;
     ensure!(!req.seeds.is_empty(), "no seeds to fine-tune with");
     let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), &Device::Cpu)?;
+    let model_fnv1a64 = crate::fingerprint::file_fnv1a64(&pretrained.weights_path)?;
     let data = load_task(req, &pretrained)?;
-    Ok(Inputs { pretrained, data })
+    Ok(Inputs { pretrained, model_fnv1a64, data })
 }
 
 /// Loads, subsamples and tokenises the task with the model's tokenizer.

@@ -1,7 +1,7 @@
 //! Streamed Gram accumulator for one (model, condition, group, layer): G = HᵀH, Σh and N,
 //! summed exactly in fixed point, so a spectrum over millions of tokens needs O(d²) memory and
-//! shards computed anywhere — any split, any order, any machine — merge to the same bits as one
-//! pass.
+//! the sums of any split of the rows, added in any order, are the same bits as one pass over them
+//! (hidden states themselves round by the CPU that computed them: README, "What the budgets find").
 //!
 //! How the sums stay exact: each row is rounded once (to nearest, ties to even) to [`ROW_BITS`]
 //! significant bits relative to its largest entry (an f32 hidden state is kept exactly unless it

@@ -21,7 +21,7 @@ pub fn storage_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32
 }
 
 /// Rows per work unit. Per-unit partial sums are combined in unit order, so every result is the
-/// same whatever the number of threads (bit-exact resume on another machine).
+/// same whatever the number of threads (bit-exact resume with another thread count).
 pub const BLOCK_ROWS: usize = 32;
 
 /// Runs `f(rows, outputs)` over consecutive blocks of [`BLOCK_ROWS`] of `n_rows` rows, giving
