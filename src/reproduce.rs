@@ -3,13 +3,15 @@
 //! the bundled GLUE tasks over a learning-rate grid → figures → report. Every stage skips what is already done and training resumes where
 //! it stopped, so re-running an interrupted reproduction continues it.
 
-use crate::analysis::analyze;
+use crate::analysis::{analyze_into, ANALYSIS_DIR};
 use crate::config::{Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
 use crate::data::sources::{read_bundle, CorpusFile, HoldoutRule, BUNDLE_MANIFEST};
 use crate::finetune::{finetune_grid, FinetuneConfig, FinetuneRequest, Task, BUNDLED_TASKS, DEFAULT_LR_GRID};
+use crate::outdir::{claim_replaceable, Replaceable};
 use crate::progress::StageClock;
 use crate::report::verdicts::{Downstream, TaskDownstream, Verdict};
+use crate::report::DOWNSTREAM_FILE;
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
 use crate::train::{train, TrainRequest};
@@ -286,9 +288,16 @@ fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Object
     Some(TrainRequest { data_dir: data_dir.to_path_buf(), out: out.to_path_buf(), config, model_overrides, decoder_layers: None, resume, stop_at: None })
 }
 
+/// A reproduction's report dir: an analysis dir with the fine-tuning results beside it.
+const REPORT_DIR: Replaceable = Replaceable {
+    marker: ANALYSIS_DIR.marker,
+    what: "a reproduction's report",
+    holds: |name| (ANALYSIS_DIR.holds)(name) || name == DOWNSTREAM_FILE,
+};
+
 pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let budget = &req.budget;
-    crate::outdir::claim(&req.out, crate::analysis::manifest::MANIFEST_FILE)?;
+    claim_replaceable(&req.out, &REPORT_DIR)?;
     let absolute = |p: &Path| std::env::current_dir().map(|d| d.join(p));
     if absolute(&req.work_dir)?.starts_with(absolute(&req.out)?) {
         bail!("--work-dir {} is inside the report dir {}, which the analysis replaces: choose another", req.work_dir.display(), req.out.display());
@@ -322,11 +331,11 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
         data: DataSpec { paths: vec![data_dir], tokens: budget.analysis_tokens, seq_len: budget.seq_len, batch_size: 32, shard: None },
         measure: MeasureSpec::default(),
     };
-    let results = analyze(&spec.resolve()?, &req.out)?;
+    let results = analyze_into(&spec.resolve()?, &req.out, &REPORT_DIR)?;
     eprint!("{}", crate::analysis::summary::render(&results.ranks));
     clock.lap("analyse");
     let downstream = fine_tune_encoders(budget, &req.work_dir)?;
-    crate::fsutil::write_json_atomic(&req.out.join(crate::report::DOWNSTREAM_FILE), &downstream)?;
+    crate::fsutil::write_json_atomic(&req.out.join(DOWNSTREAM_FILE), &downstream)?;
     clock.lap("fine-tune");
     eprintln!("[5/5] drawing the figures and writing the report");
     let verdicts = crate::report::plot_and_report(&req.out)?;

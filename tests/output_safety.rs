@@ -1,11 +1,12 @@
 //! No command deletes or overwrites what it did not create (issue 10): `--out` naming `.`, a
 //! parent of the working dir, a dir of the user's files, a model dir or a file is refused before
-//! any work, with everything left in place; an earlier output of the same command is replaced;
-//! a spec's name cannot steer its default output out of `reports/`.
+//! any work, with everything left in place; an earlier output of the same command is replaced,
+//! unless it holds something the command would not write (a user's file, a reproduction's
+//! fine-tuning results); a spec's name cannot steer its default output out of `reports/`.
 
 mod common;
 
-use common::{assert_fails_naming, copy_of_bert, fixture, repdef_in};
+use common::{assert_fails_naming, copy_dir, copy_of_bert, fixture, repdef_in};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -109,6 +110,52 @@ fn an_earlier_output_is_replaced_and_merge_never_writes_into_its_inputs() {
         &["inside the report dir"],
     );
     assert!(!inside.exists());
+}
+
+/// Every file below `dir` with its contents, sorted.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .flat_map(|path| if path.is_dir() { snapshot(&path) } else { vec![(path.clone(), std::fs::read(&path).unwrap())] })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn an_earlier_output_holding_more_than_the_command_writes_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    // A reproduction's report: an analysis or a merge into it would delete its fine-tuning
+    // results; reproduce itself would not, but a user's file in it stops reproduce too.
+    let report = cwd.join("report");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/quick"), &report);
+    let before = snapshot(&report);
+    let out = report.to_str().unwrap();
+    assert_fails_naming(&analyze(cwd, out), &[out, "holds downstream.json", "not part of an analysis"]);
+    assert_fails_naming(&repdef_in(cwd, &["merge", "elsewhere", "--out", out]), &[out, "holds downstream.json"]);
+    std::fs::write(report.join("notes.txt"), "mine").unwrap();
+    let work = cwd.join("work");
+    let reproduced = repdef_in(cwd, &["reproduce", "--out", out, "--work-dir", work.to_str().unwrap()]);
+    assert_fails_naming(&reproduced, &[out, "holds notes.txt", "not part of a reproduction's report"]);
+    assert!(!work.exists(), "reproduce started before refusing its report dir");
+    std::fs::remove_file(report.join("notes.txt")).unwrap();
+    assert!(snapshot(&report) == before, "the report dir changed");
+
+    // An analysis with its report is replaced; with a user's file or dir in it, it is not.
+    let analysis = cwd.join("analysis");
+    let out = analysis.to_str().unwrap();
+    for output in [analyze(cwd, out), repdef_in(cwd, &["report", out])] {
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert!(analysis.join("report.md").exists() && analysis.join("fig_rank_by_layer.png").exists());
+    let output = analyze(cwd, out);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!analysis.join("report.md").exists(), "a report of the earlier analysis was left beside the new one");
+    std::fs::create_dir(analysis.join("mine")).unwrap();
+    assert_fails_naming(&analyze(cwd, out), &[out, "holds mine"]);
+    assert!(analysis.join("mine").is_dir() && analysis.join("manifest.json").exists());
 }
 
 #[test]

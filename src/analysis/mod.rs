@@ -2,7 +2,8 @@
 //! `manifest.json`, `ranks.csv`, `spectra.csv`, `subspace.csv`, `accumulators.safetensors`.
 //! The dir is assembled under a temporary name and renamed into place, so an interrupted or
 //! failed analysis never leaves a valid-looking partial result; it replaces only an earlier
-//! analysis dir (one with a `manifest.json`), checked before the work (`crate::outdir`).
+//! analysis dir (one with a `manifest.json` and nothing but an analysis's and its report's
+//! files), checked before the work (`crate::outdir`).
 
 pub mod manifest;
 pub mod parquet;
@@ -13,7 +14,7 @@ pub mod training_record;
 
 use crate::extract::{extract, Accumulators};
 use crate::fsutil::{read_json, write_json_atomic};
-use crate::outdir::{claim, write_staged};
+use crate::outdir::{claim_replaceable, write_staged, Replaceable};
 use crate::spec::Plan;
 use anyhow::{bail, ensure, Context, Result};
 use manifest::{Manifest, MANIFEST_FILE};
@@ -27,14 +28,30 @@ pub const SUBSPACE_FILE: &str = "subspace.csv";
 pub const RANKS_PARQUET_FILE: &str = "ranks.parquet";
 pub const SPECTRA_PARQUET_FILE: &str = "spectra.parquet";
 
+/// The files an analysis writes.
+const ANALYSIS_FILES: [&str; 7] =
+    [MANIFEST_FILE, RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE, RANKS_PARQUET_FILE, SPECTRA_PARQUET_FILE, ACCUMULATORS_FILE];
+
+/// An analysis dir: the analysis's files and the report and figures drawn from them in place.
+pub const ANALYSIS_DIR: Replaceable = Replaceable {
+    marker: MANIFEST_FILE,
+    what: "an analysis and its report",
+    holds: |name| ANALYSIS_FILES.contains(&name) || crate::report::is_report_file(name),
+};
+
 /// Runs the plan and writes its output dir; returns the computed tables.
 pub fn analyze(plan: &Plan, out: &Path) -> Result<Results> {
-    claim(out, MANIFEST_FILE)?;
+    analyze_into(plan, out, &ANALYSIS_DIR)
+}
+
+/// [`analyze`] into a dir that may hold more than an analysis dir does (`dir.holds`).
+pub fn analyze_into(plan: &Plan, out: &Path, dir: &Replaceable) -> Result<Results> {
+    claim_replaceable(out, dir)?;
     let extraction = extract(plan)?;
     let manifest = Manifest::new(plan, &extraction)?;
     let results = compute(&extraction.accumulators, &plan.estimators, &plan.spec.measure.centring)?;
     let results = in_model_order(results, &manifest);
-    write_output_dir(out, &manifest, &extraction.accumulators, &results)?;
+    write_output_dir(out, dir, &manifest, &extraction.accumulators, &results)?;
     Ok(results)
 }
 
@@ -50,7 +67,7 @@ fn in_model_order(mut results: Results, manifest: &Manifest) -> Results {
 /// Adds the accumulators of analysis dirs made from the same spec on different shards.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
     ensure!(!dirs.is_empty(), "nothing to merge");
-    claim(out, MANIFEST_FILE)?;
+    claim_replaceable(out, &ANALYSIS_DIR)?;
     for dir in dirs {
         ensure!(!same_dir(dir, out), "{}: merged into itself; choose another --out", dir.display());
     }
@@ -83,7 +100,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
     // Only the accumulators and the spec's measures: the models and data need not be here.
     let spec = &manifest.spec;
     let results = in_model_order(compute(&accumulators, &spec.estimators()?, &spec.measure.centring)?, &manifest);
-    write_output_dir(out, &manifest, &accumulators, &results)?;
+    write_output_dir(out, &ANALYSIS_DIR, &manifest, &accumulators, &results)?;
     Ok(results)
 }
 
@@ -127,8 +144,8 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
-fn write_output_dir(out: &Path, manifest: &Manifest, accumulators: &Accumulators, results: &Results) -> Result<()> {
-    write_staged(out, MANIFEST_FILE, |staging| {
+fn write_output_dir(out: &Path, dir: &Replaceable, manifest: &Manifest, accumulators: &Accumulators, results: &Results) -> Result<()> {
+    write_staged(out, dir, |staging| {
         write_csv(&staging.join(RANKS_FILE), &results.ranks)?;
         write_csv(&staging.join(SPECTRA_FILE), &results.spectra)?;
         write_csv(&staging.join(SUBSPACE_FILE), &results.subspace)?;

@@ -39,6 +39,13 @@ pub const META_FILE: &str = "meta.json";
 pub const TRAIN_FILE: &str = "train.bin";
 pub const HOLDOUT_FILE: &str = "holdout.bin";
 
+/// A prepared corpus dir, which `prepare` replaces as a whole.
+const PREPARED_DIR: crate::outdir::Replaceable = crate::outdir::Replaceable {
+    marker: META_FILE,
+    what: "a prepared corpus",
+    holds: |name| [META_FILE, TOKENIZER_FILE, TRAIN_FILE, HOLDOUT_FILE].contains(&name),
+};
+
 /// What `repdef prepare` was asked to do.
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
@@ -126,7 +133,7 @@ struct FileDocs {
 /// are decompressed while read and tokenized in bounded batches of lines.
 pub fn prepare(opts: &PrepareOptions) -> Result<CorpusMeta> {
     ensure!(!opts.files.is_empty(), "no input text files given");
-    crate::outdir::claim(&opts.out, META_FILE)?;
+    crate::outdir::claim_replaceable(&opts.out, &PREPARED_DIR)?;
     let reused = match &opts.tokenizer {
         Some(path) => Some((load_tokenizer(path)?, describe_file(path)?)),
         None => None,
@@ -331,7 +338,7 @@ fn encode_into(tok: &Tokenizer, doc: &str, ids: &mut Vec<u32>) -> Result<()> {
 fn write_outputs(out: &Path, tok: &Tokenizer, train_ids: &[u32], holdout_ids: &[u32], meta: &CorpusMeta) -> Result<()> {
     let tok_json = tok.to_string(true).map_err(|e| anyhow!(e)).context("serialising the tokenizer")?;
     let meta_json = serde_json::to_string_pretty(meta).context("serialising meta.json")?;
-    crate::outdir::write_staged(out, META_FILE, |staging| {
+    crate::outdir::write_staged(out, &PREPARED_DIR, |staging| {
         write_atomic(&staging.join(TOKENIZER_FILE), tok_json.as_bytes())?;
         write_atomic(&staging.join(TRAIN_FILE), &ids_to_bytes(train_ids))?;
         write_atomic(&staging.join(HOLDOUT_FILE), &ids_to_bytes(holdout_ids))?;

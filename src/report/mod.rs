@@ -35,6 +35,13 @@ const FIGURES: [(&str, &str); 5] = [
     ("fig_training", "Holdout masked-token loss during pretraining"),
 ];
 
+/// Whether `name` is a file `report` or `plot` writes into an analysis dir (drawn from its
+/// tables, so a new analysis replaces it).
+pub fn is_report_file(name: &str) -> bool {
+    let is_figure = |(stem, _): &(&str, &str)| name.strip_prefix(stem).is_some_and(|ext| ext == ".png" || ext == ".svg");
+    name == REPORT_MD || name == REPORT_HTML || FIGURES.iter().any(is_figure)
+}
+
 /// Draws the figures of an analysis dir (notes on skipped ones go to stderr), then writes its
 /// report; returns the verdicts.
 pub fn plot_and_report(dir: &Path) -> Result<Vec<Verdict>> {
