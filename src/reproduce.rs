@@ -289,11 +289,8 @@ fn train_request(budget: &Budget, data_dir: &Path, out: &Path, objective: Object
 }
 
 /// A reproduction's report dir: an analysis dir with the fine-tuning results beside it.
-const REPORT_DIR: Replaceable = Replaceable {
-    marker: ANALYSIS_DIR.marker,
-    what: "a reproduction's report",
-    holds: |name| (ANALYSIS_DIR.holds)(name) || name == DOWNSTREAM_FILE,
-};
+const REPORT_DIR: Replaceable =
+    Replaceable { marker: ANALYSIS_DIR.marker, what: "a reproduction's report", holds: |name| (ANALYSIS_DIR.holds)(name) || name == DOWNSTREAM_FILE };
 
 pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let budget = &req.budget;

@@ -29,8 +29,7 @@ pub const RANKS_PARQUET_FILE: &str = "ranks.parquet";
 pub const SPECTRA_PARQUET_FILE: &str = "spectra.parquet";
 
 /// The files an analysis writes.
-const ANALYSIS_FILES: [&str; 7] =
-    [MANIFEST_FILE, RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE, RANKS_PARQUET_FILE, SPECTRA_PARQUET_FILE, ACCUMULATORS_FILE];
+const ANALYSIS_FILES: [&str; 7] = [MANIFEST_FILE, RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE, RANKS_PARQUET_FILE, SPECTRA_PARQUET_FILE, ACCUMULATORS_FILE];
 
 /// An analysis dir: the analysis's files and the report and figures drawn from them in place.
 pub const ANALYSIS_DIR: Replaceable = Replaceable {
