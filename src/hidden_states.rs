@@ -1,14 +1,20 @@
 //! `repdef hidden-states`: per-layer hidden states of an encoder on clean text, saved as
 //! safetensors (one tensor per tap, `[n_texts, pos, d_model]`, plus `input_ids` and
-//! `attention_mask`), e.g. for comparison with `transformers`' `output_hidden_states`.
+//! `attention_mask`), e.g. for comparison with `transformers`' `output_hidden_states`. It
+//! overwrites only its own earlier output, never another file (a model's weights, its input).
 
 use crate::checkpoint::{load_encoder, write_safetensors};
 use crate::data::textfile::read_text_file;
 use crate::model::{Ctx, EncoderInput, Tap, TapCache};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
+
+/// The safetensors metadata that marks a file as this command's output: its taps, its model.
+const TAPS_KEY: &str = "taps";
+const MODEL_KEY: &str = "model";
 
 /// Reads one text per non-empty line (a file as `prepare` reads it: UTF-8, or gzip if `*.gz`).
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
@@ -19,6 +25,7 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
 /// Runs the model at `model_dir` (with the tokenizer at `tokenizer`, or its own) on `texts` and
 /// writes every encoder tap to `out`.
 pub fn write_hidden_states(model_dir: &Path, tokenizer: Option<&Path>, texts: &[String], out: &Path) -> Result<()> {
+    claim_output_file(out)?;
     let device = Device::Cpu;
     let loaded = load_encoder(model_dir, tokenizer, &device)?;
     let cfg = &loaded.config;
@@ -43,7 +50,36 @@ pub fn write_hidden_states(model_dir: &Path, tokenizer: Option<&Path>, texts: &[
     tensors.insert("input_ids".into(), input.ids);
     tensors.insert("attention_mask".into(), input.attention_mask);
     let taps: Vec<String> = Tap::encoder_taps(loaded.encoder.n_layers()).iter().map(Tap::to_string).collect();
-    write_safetensors(out, &tensors, &[("taps", taps.join(",")), ("model", model_dir.display().to_string())])?;
+    write_safetensors(out, &tensors, &[(TAPS_KEY, taps.join(",")), (MODEL_KEY, model_dir.display().to_string())])?;
     eprintln!("wrote {} taps × [{} texts, {pos} positions, {}] to {}", taps.len(), rows.len(), cfg.hidden_size, out.display());
     Ok(())
+}
+
+/// Checks, before any work, that `out` is new or an earlier output of this command.
+fn claim_output_file(out: &Path) -> Result<()> {
+    let shown = out.display();
+    match std::fs::metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
+        Ok(m) if m.is_dir() => bail!("{shown} is a directory: name a new .safetensors file"),
+        Ok(_) => {}
+    }
+    let metadata = safetensors_metadata(out).unwrap_or_default();
+    if !(metadata.contains_key(TAPS_KEY) && metadata.contains_key(MODEL_KEY)) {
+        bail!("{shown} exists and is not an earlier hidden-states output: refusing to overwrite it; choose another path");
+    }
+    Ok(())
+}
+
+/// The `__metadata__` of a safetensors file, reading only its header.
+fn safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    anyhow::ensure!(len <= 100 << 20, "header of {len} bytes");
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)?;
+    let mut header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)?;
+    Ok(header.remove("__metadata__").map(serde_json::from_value).transpose()?.unwrap_or_default())
 }

@@ -159,6 +159,30 @@ fn an_earlier_output_holding_more_than_the_command_writes_is_not_replaced() {
 }
 
 #[test]
+fn hidden_states_overwrites_only_its_own_earlier_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let model = copy_of_bert(cwd);
+    let (_, notes) = users_dir(cwd.join("users"));
+    let weights = model.join("model.safetensors");
+    let weights_before = std::fs::read(&weights).unwrap();
+    let hidden_states = |input: &Path, out: &Path| {
+        let args = ["hidden-states", "--model", model.to_str().unwrap(), "--input-file", input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        repdef_in(cwd, &args)
+    };
+    for out in [&notes, &weights] {
+        assert_fails_naming(&hidden_states(&notes, out), &[out.to_str().unwrap(), "not an earlier hidden-states output"]);
+    }
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine");
+    assert!(std::fs::read(&weights).unwrap() == weights_before, "the model's weights changed");
+    let out = cwd.join("states.safetensors");
+    for _ in 0..2 {
+        let output = hidden_states(&notes, &out);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+#[test]
 fn spec_names_cannot_point_the_default_output_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let (_, report_file) = users_dir(dir.path().join("reports/other"));
