@@ -83,6 +83,11 @@ fn bert_matches_transformers_on_clean_and_masked_input() {
 }
 
 #[test]
+fn bert_with_an_untied_mlm_head_matches_transformers() {
+    check_clean_and_masked("hf-bert-untied", "golden/bert_untied_golden.safetensors");
+}
+
+#[test]
 fn roberta_from_pytorch_bin_matches_transformers() {
     check_clean_and_masked("hf-roberta-tiny", "golden/roberta_tiny_golden.safetensors");
 }

@@ -1,6 +1,7 @@
 //! The MLM prediction head (HF `BertLMPredictionHead`, and the same layers of DistilBERT and the
 //! ELECTRA generator): dense → activation → LayerNorm → logits tied to the word embeddings, plus
-//! a bias. The transform maps to the embeddings' width (below the model's in ELECTRA). Applied only at picked positions, because the
+//! a bias (or, in a checkpoint saved untied, its own output projection and that projection's
+//! bias). The transform maps to the embeddings' width (below the model's in ELECTRA). Applied only at picked positions, because the
 //! vocabulary projection is otherwise the largest matmul of a training step (DESIGN §5).
 
 use super::kernels;
@@ -14,24 +15,41 @@ pub struct MlmHead {
     dense: Linear,
     activation: Activation,
     layer_norm: LayerNorm,
+    /// The output projection `[d_vocab, d_embedding]` when it is not the word embeddings.
+    untied_projection: Option<Tensor>,
     bias: Tensor,
 }
 
 impl MlmHead {
-    /// `vb` at `cls.predictions`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    /// `vb` at `cls.predictions`; `word_embeddings`: the encoder's table. A checkpoint saved with
+    /// `tie_word_embeddings: false` stores a `decoder.weight` other than the table: the head
+    /// then projects with it and adds `decoder.bias` (the bias transformers' forward adds). A
+    /// tied head (no `decoder.weight`, or a copy of the table, as PyTorch state dicts store it)
+    /// projects with the table and adds `bias`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig, word_embeddings: &Tensor) -> Result<Self> {
         let width = cfg.embedding_width();
+        let untied_projection = match vb.contains_tensor("decoder.weight") {
+            true => Some(vb.get((cfg.vocab_size, width), "decoder.weight")?).filter(|w| !same_values(w, word_embeddings)),
+            false => None,
+        };
+        let bias_name = if untied_projection.is_some() && vb.contains_tensor("decoder.bias") { "decoder.bias" } else { "bias" };
         Ok(MlmHead {
             dense: Linear::load(vb.pp("transform.dense"), cfg.hidden_size, width)?,
             activation: Activation::parse(&cfg.hidden_act)?,
             layer_norm: LayerNorm::load(vb.pp("transform.LayerNorm"), width, cfg.layer_norm_eps)?,
-            bias: vb.get(cfg.vocab_size, "bias")?,
+            untied_projection,
+            bias: vb.get(cfg.vocab_size, bias_name)?,
         })
+    }
+
+    /// The output projection: the head's own, or the word embeddings it is tied to.
+    fn projection<'a>(&'a self, word_embeddings: &'a Tensor) -> &'a Tensor {
+        self.untied_projection.as_ref().unwrap_or(word_embeddings)
     }
 
     /// `hidden`: `[n, d_model]`, `word_embeddings`: `[d_vocab, d_embedding]` → logits `[n, d_vocab]`.
     pub fn forward(&self, hidden: &Tensor, word_embeddings: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        self.logits(&self.transform(hidden, ctx)?, word_embeddings)
+        self.logits(&self.transform(hidden, ctx)?, self.projection(word_embeddings))
     }
 
     /// Mean cross-entropy of the logits at `hidden` (`[n, d_model]`) over the vocabulary of
@@ -40,17 +58,18 @@ impl MlmHead {
     /// only here; [`MlmHead::forward`] serves inspection and the parity tests).
     pub fn loss(&self, hidden: &Tensor, word_embeddings: &Tensor, targets: &[u32], ctx: &Ctx) -> Result<(Tensor, Vec<u32>)> {
         let normed = self.transform(hidden, ctx)?;
+        let projection = self.projection(word_embeddings);
         if ctx.fused(&normed) {
-            return Ok(kernels::vocabulary_cross_entropy(&normed, word_embeddings, &self.bias, targets)?);
+            return Ok(kernels::vocabulary_cross_entropy(&normed, projection, &self.bias, targets)?);
         }
-        let logits = self.logits(&normed, word_embeddings)?;
+        let logits = self.logits(&normed, projection)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(targets, targets.len(), logits.device())?)?;
         Ok((loss, logits.argmax(1)?.to_vec1()?))
     }
 
-    /// The tied vocabulary projection plus the bias, by composed candle ops.
-    fn logits(&self, normed: &Tensor, word_embeddings: &Tensor) -> Result<Tensor> {
-        Ok(normed.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?)
+    /// The vocabulary projection plus the bias, by composed candle ops.
+    fn logits(&self, normed: &Tensor, projection: &Tensor) -> Result<Tensor> {
+        Ok(normed.matmul(&projection.t()?)?.broadcast_add(&self.bias)?)
     }
 
     /// dense → activation → LayerNorm.
@@ -58,4 +77,9 @@ impl MlmHead {
         let transformed = self.dense.forward_activated(hidden, self.activation, ctx)?;
         self.layer_norm.forward(&transformed, ctx)
     }
+}
+
+/// Whether two tensors of one shape hold the same values (a shape mismatch is not the same).
+fn same_values(a: &Tensor, b: &Tensor) -> bool {
+    a.dims() == b.dims() && a.ne(b).and_then(|ne| ne.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()).is_ok_and(|n| n == 0.0)
 }

@@ -47,12 +47,9 @@ impl PretrainingModel {
                 Some((Decoder::load(vb.pp("decoder"), config, repdef.decoder_layers)?, repdef.mask_token_id))
             }
         };
-        Ok(PretrainingModel {
-            config: config.clone(),
-            encoder: Encoder::load(vb.pp("bert"), config)?,
-            head: MlmHead::load(vb.pp("cls.predictions"), config)?,
-            decoder,
-        })
+        let encoder = Encoder::load(vb.pp("bert"), config)?;
+        let head = MlmHead::load(vb.pp("cls.predictions"), config, &encoder.embeddings.word)?;
+        Ok(PretrainingModel { config: config.clone(), encoder, head, decoder })
     }
 
     /// MLM-head logits `[n, d_vocab]` for final hidden states `[n, d_model]`.

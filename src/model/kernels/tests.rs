@@ -316,7 +316,10 @@ fn attention_with_relative_position_bias_matches_composed_shared_and_per_sequenc
 #[test]
 fn mlm_head_loss_matches_composed_in_value_gradients_and_predictions() {
     let cfg = config("gelu", 0.1);
-    let (varmap, (head, embeddings)) = module(|vb| Ok((MlmHead::load(vb.pp("head"), &cfg)?, vb.get((cfg.vocab_size, cfg.hidden_size), "word")?)));
+    let (varmap, (head, embeddings)) = module(|vb| {
+        let word = vb.get((cfg.vocab_size, cfg.hidden_size), "word")?;
+        Ok((MlmHead::load(vb.pp("head"), &cfg, &word)?, word))
+    });
     let x = Var::from_tensor(&random((ROWS, cfg.hidden_size), &mut Rng::new(1))).unwrap();
     let targets: Vec<u32> = (0..ROWS as u32).map(|i| (i * 7) % cfg.vocab_size as u32).collect();
     // Twice the loss: the incoming gradient must scale every gradient.
