@@ -180,6 +180,17 @@ fn distilbert_as_bert(value: serde_json::Value) -> serde_json::Value {
     serde_json::Value::Object(bert)
 }
 
+/// A config as transformers reads it where its family's defaults differ from BERT's: RoBERTa's
+/// configs (`RobertaConfig`, `XLMRobertaConfig`, `CamembertConfig`) pad with id 1, not 0, when
+/// `pad_token_id` is left out, and the padding index also offsets their position ids.
+fn with_family_defaults(mut value: serde_json::Value) -> serde_json::Value {
+    let roberta = matches!(value["model_type"].as_str(), Some("roberta" | "xlm-roberta" | "camembert"));
+    if let (true, Some(fields)) = (roberta, value.as_object_mut()) {
+        fields.entry("pad_token_id").or_insert(1.into());
+    }
+    value
+}
+
 /// The encoder families repdef implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -236,7 +247,8 @@ impl ModelConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not a valid model config", path.display()))?;
-        let config: ModelConfig = serde_json::from_value(distilbert_as_bert(value)).with_context(|| format!("{}: not a valid model config", path.display()))?;
+        let config: ModelConfig =
+            serde_json::from_value(distilbert_as_bert(with_family_defaults(value))).with_context(|| format!("{}: not a valid model config", path.display()))?;
         config.validate().with_context(|| format!("{}: unsupported model config", path.display()))?;
         Ok(config)
     }

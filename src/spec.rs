@@ -203,11 +203,11 @@ impl AnalysisSpec {
             taps
         };
         ensure!(
-            self.data.seq_len <= config.max_position_embeddings,
-            "data.seq_len {} exceeds model {:?}'s {} positions",
+            self.data.seq_len <= config.max_tokens(),
+            "data.seq_len {} exceeds the {} tokens model {:?}'s position embeddings allow",
             self.data.seq_len,
-            model.label,
-            config.max_position_embeddings
+            config.max_tokens(),
+            model.label
         );
         Ok(PlannedModel { label: model.label.clone(), path, tokenizer: model.tokenizer.clone(), config, taps })
     }

@@ -107,6 +107,23 @@ fn roberta_with_vocab_json_and_merges_matches_transformers() {
 }
 
 #[test]
+fn roberta_without_pad_token_id_pads_with_transformers_default_and_fits_its_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_files(&fixture("hf-roberta-tiny"), &["pytorch_model.bin", "tokenizer.json"], dir.path());
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("hf-roberta-tiny/config.json")).unwrap()).unwrap();
+    assert_eq!(config.as_object_mut().unwrap().remove("pad_token_id"), Some(1.into()));
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    assert_hidden_states_match_transformers("roberta", &["--model", dir.path().to_str().unwrap()], &[]);
+    // Its positions start after the padding index (1): 66 position embeddings fit 64 tokens, and
+    // more is refused before any model is analysed.
+    let model = format!("r={}", dir.path().display());
+    let corpus = fixture("corpus/wikitext2_test.txt");
+    let out = dir.path().join("analysis");
+    let args = ["analyze", "--model", &model, "--data", corpus.to_str().unwrap(), "--tokens", "256", "--seq-len", "65", "--out", out.to_str().unwrap()];
+    assert_fails_naming(&repdef(&args, &[]), &["data.seq_len 65 exceeds the 64 tokens"]);
+}
+
+#[test]
 fn a_model_without_a_tokenizer_needs_the_tokenizer_flag() {
     let root = tempfile::tempdir().unwrap();
     let model = root.path().join("weights-only");
