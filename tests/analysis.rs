@@ -32,7 +32,10 @@ fn merged_shards_equal_one_pass() {
     let shards: Vec<PathBuf> = (0..2)
         .map(|i| {
             let out = dir.path().join(format!("shard{i}"));
-            analyze(&spec(2048, Some(&format!("{i}/2"))).resolve().unwrap(), &out).unwrap();
+            // Shards may run with other batch sizes: every sequence runs on its own.
+            let mut shard_spec = spec(2048, Some(&format!("{i}/2")));
+            shard_spec.data.batch_size = [8, 3][i];
+            analyze(&shard_spec.resolve().unwrap(), &out).unwrap();
             // Shards merge anywhere: point both manifests at models and data that are not here.
             let manifest_path = out.join("manifest.json");
             let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
@@ -59,20 +62,31 @@ fn merged_shards_equal_one_pass() {
         let read = |dir: &Path| std::fs::read_to_string(dir.join(table)).unwrap();
         assert_eq!(read(&one_pass), read(&merged), "{table}");
     }
+    let merged_manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(merged.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(merged_manifest["spec"]["data"]["shard"], serde_json::Value::Null, "a merge is the unsharded analysis");
+
     let refusal = |dirs: &[PathBuf], name: &str| format!("{:#}", merge(dirs, &dir.path().join(name)).unwrap_err());
     assert!(refusal(&[shards[0].clone(), shards[0].clone()], "twice").contains("already merged"));
     assert!(refusal(&shards[..1], "incomplete").contains("1/2 missing"));
-    // Shard 1 of a split into 3 next to shard 0 of a split into 2.
-    let mixed = dir.path().join("shard1-of-3");
-    std::fs::create_dir(&mixed).unwrap();
-    for entry in std::fs::read_dir(&shards[1]).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), mixed.join(entry.file_name())).unwrap();
-    }
-    let manifest = std::fs::read_to_string(mixed.join("manifest.json")).unwrap().replace("1/2", "1/3");
-    std::fs::write(mixed.join("manifest.json"), manifest).unwrap();
-    let mixed = refusal(&[shards[0].clone(), mixed], "mixed");
+    // Shard 1 altered: of a split into 3, of another spec, read from other data.
+    let altered = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let copy = dir.path().join(name);
+        std::fs::create_dir(&copy).unwrap();
+        for entry in std::fs::read_dir(&shards[1]).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(copy.join("manifest.json")).unwrap()).unwrap();
+        edit(&mut manifest);
+        std::fs::write(copy.join("manifest.json"), manifest.to_string()).unwrap();
+        refusal(&[shards[0].clone(), copy], &format!("{name}-merged"))
+    };
+    let mixed = altered("split-into-3", &|m| m["shards"][0] = "1/3".into());
     assert!(mixed.contains("mix a split into 2 with one into 3"), "{mixed}");
+    let other_spec = altered("other-spec", &|m| m["spec"]["data"]["tokens"] = 4096.into());
+    assert!(other_spec.contains("different spec than the first dir (data.tokens differs"), "{other_spec}");
+    let other_data = altered("other-data", &|m| m["data_files"][0]["fnv1a64"] = "0123456789abcdef".into());
+    assert!(other_data.contains("read other data than the first dir") && other_data.contains("wikitext2_test.txt differs"), "{other_data}");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! `manifest.json`: provenance of an analysis — the spec and its hash, each model's weights
-//! hash, seed, shard, tokens analysed, software versions — and each repdef-trained model's
+//! hash, the data files' hashes, seed, shard, tokens analysed, software versions — and each repdef-trained model's
 //! pretraining record, so the analysis dir is all that reports and figures need.
 
 use super::training_record::TrainingRecord;
 use crate::config::ModelConfig;
+use crate::data::corpus::{HOLDOUT_FILE, TOKENIZER_FILE};
 use crate::extract::{Extraction, HeadEvaluation};
 use crate::fingerprint::file_fnv1a64;
-use crate::spec::{AnalysisSpec, Plan};
+use crate::spec::{AnalysisSpec, DataSource, Plan};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,30 @@ pub struct Manifest {
     /// Shards merged into this analysis (`"i/n"`), or just this run's shard.
     pub shards: Vec<String>,
     pub linear_algebra: String,
+    /// The files the analysed tokens were read from, by content (manifests written before this
+    /// field existed have none), so that shards read on machines with different copies of the
+    /// data do not merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_files: Option<Vec<DataFileRecord>>,
+}
+
+/// A file the analysed tokens come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataFileRecord {
+    pub path: String,
+    /// FNV-1a 64 of the file (identity check, not cryptographic).
+    pub fnv1a64: String,
+}
+
+impl DataFileRecord {
+    /// The files `data` reads: each text file, or a prepared dir's holdout and tokenizer.
+    fn of(data: &DataSource) -> Result<Vec<Self>> {
+        let paths = match data {
+            DataSource::Prepared(dir) => vec![dir.join(HOLDOUT_FILE), dir.join(TOKENIZER_FILE)],
+            DataSource::TextFiles(paths) => paths.clone(),
+        };
+        paths.iter().map(|p| Ok(DataFileRecord { path: p.display().to_string(), fnv1a64: file_fnv1a64(p)? })).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,6 +122,7 @@ impl Manifest {
             models,
             shards: vec![format!("{index}/{count}")],
             linear_algebra: crate::rank::EigenSolver::default().to_string(),
+            data_files: Some(DataFileRecord::of(&plan.data)?),
         })
     }
 }

@@ -94,8 +94,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
             }
         });
     }
-    let (manifest, accumulators) = merged.expect("at least one dir");
+    let (mut manifest, accumulators) = merged.expect("at least one dir");
     check_complete(&manifest.shards)?;
+    // The merge is the unsharded analysis: its spec (and hash) names no shard.
+    manifest.spec.data.shard = None;
+    manifest.spec_hash = manifest.spec.hash();
     // Only the accumulators and the spec's measures: the models and data need not be here.
     let spec = &manifest.spec;
     let results = in_model_order(compute(&accumulators, &spec.estimators()?, &spec.measure.centring)?, &manifest);
@@ -103,24 +106,49 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Results> {
     Ok(results)
 }
 
-/// Shards must come from the same spec (up to the shard) and the same weights.
+/// Shards must come from the same spec (up to the shard and the batch size, which changes no
+/// hidden state: every sequence runs on its own), the same weights and the same data files.
 fn check_compatible(first: &Manifest, other: &Manifest, dir: &Path) -> Result<()> {
-    let mut a = first.spec.clone();
-    let mut b = other.spec.clone();
-    a.data.shard = None;
-    b.data.shard = None;
-    if a != b {
-        bail!("{}: made from a different spec than the first dir (only data.shard may differ)", dir.display());
+    let comparable = |spec: &crate::spec::AnalysisSpec| {
+        let mut spec = spec.clone();
+        spec.data.shard = None;
+        spec.data.batch_size = first.spec.data.batch_size;
+        serde_json::to_value(spec).expect("specs serialise")
+    };
+    if let Some(key) = first_difference(&comparable(&first.spec), &comparable(&other.spec), "") {
+        bail!("{}: made from a different spec than the first dir ({key} differs; only data.shard and data.batch_size may)", dir.display());
     }
     for (x, y) in first.models.iter().zip(&other.models) {
         if x.weights_fnv1a64 != y.weights_fnv1a64 {
             bail!("{}: model {:?} has different weights than in the first dir", dir.display(), y.label);
         }
     }
+    let hashes = |m: &Manifest| m.data_files.as_ref().map(|files| files.iter().map(|f| f.fnv1a64.clone()).collect::<Vec<_>>());
+    if hashes(first) != hashes(other) {
+        let differing = other.data_files.iter().flatten().zip(first.data_files.iter().flatten()).find(|(x, y)| x.fnv1a64 != y.fnv1a64);
+        let file = differing.map_or("its data files are not recorded the same way".to_string(), |(x, _)| format!("{} differs", x.path));
+        bail!("{}: read other data than the first dir ({file}): analyse every shard from the same files", dir.display());
+    }
     for shard in &other.shards {
         ensure!(!first.shards.contains(shard), "{}: shard {shard} is already merged", dir.display());
     }
     Ok(())
+}
+
+/// The dotted path of the first value where `a` and `b` differ (`models[1].path`), if any.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    let within = |key: String| if at.is_empty() { key } else { format!("{at}.{key}") };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| first_difference(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), &within(k.clone())))
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}[{i}]")))
+        }
+        _ => (a != b).then(|| at.to_string()),
+    }
 }
 
 /// The merged shards must be one split `i/n` with every index once: a missing shard would
