@@ -471,9 +471,11 @@ pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, o
                 (serde_json::Value::Number(_), serde_json::Value::Number(_))
                     | (serde_json::Value::Bool(_), serde_json::Value::Bool(_))
                     | (serde_json::Value::String(_), serde_json::Value::String(_))
+                    | (serde_json::Value::Array(_), serde_json::Value::Array(_))
             );
         if !same_kind {
-            bail!("--set {key}={raw}: expected a value like {slot}");
+            let hint = if slot.is_array() { " (an array, written as JSON: strings in double quotes)" } else { "" };
+            bail!("--set {key}={raw}: expected a value like {slot}{hint}");
         }
         *slot = parsed;
     }

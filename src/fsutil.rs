@@ -1,5 +1,6 @@
 //! Crash-safe file output: write to a temporary sibling, then rename over the target, so a
-//! reader never sees a half-written file that looks valid.
+//! reader never sees a half-written file that looks valid; and reading JSON and TOML files with
+//! errors that name the file (and, for TOML, the line).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,14 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
+}
+
+/// Parses the TOML `text` of the file at `path`; an error names the file and the line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|span| format!("line {}: ", text[..span.start.min(text.len())].matches('\n').count() + 1)).unwrap_or_default();
+        anyhow::anyhow!("{}: {line}{}", path.display(), e.message())
+    })
 }
 
 /// Reads and parses a JSON file, naming it in every error.

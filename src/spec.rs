@@ -64,8 +64,9 @@ fn default_batch_size() -> usize {
     32
 }
 
+/// A `[measure]` section may set any of its keys; the others keep their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MeasureSpec {
     /// Fraction of non-special positions replaced by `[MASK]` in the masked condition.
     pub mask_prob: f64,
@@ -146,7 +147,7 @@ pub struct Plan {
 impl AnalysisSpec {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let spec: AnalysisSpec = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        let spec: AnalysisSpec = crate::fsutil::parse_toml(&text, path)?;
         apply_overrides(&spec, overrides).with_context(|| format!("{}: applying --set", path.display()))
     }
 
@@ -381,5 +382,32 @@ seq_len = 32
             let overridden = apply_overrides(&spec, &["data.tokens=77".into()]).unwrap();
             assert_eq!(overridden.data.tokens, 77);
         });
+    }
+
+    #[test]
+    fn overrides_set_arrays() {
+        let spec: AnalysisSpec = toml::from_str(SPEC).unwrap();
+        let set = ["measure.taps=[]", r#"measure.centring=["centred"]"#, r#"measure.estimators=["var@0.9","entropy"]"#].map(String::from);
+        let overridden = apply_overrides(&spec, &set).unwrap();
+        assert_eq!(overridden.measure.taps, Vec::<String>::new());
+        assert_eq!(overridden.measure.centring, vec![Centring::Centred]);
+        assert_eq!(overridden.measure.estimators, ["var@0.9", "entropy"]);
+        let unquoted = apply_overrides(&spec, &["measure.estimators=[var@0.9]".into()]).unwrap_err().to_string();
+        assert!(unquoted.contains("an array, written as JSON"), "{unquoted}");
+        assert!(apply_overrides(&spec, &["data.tokens=[1]".into()]).is_err());
+    }
+
+    #[test]
+    fn spec_file_errors_name_the_line_and_a_measure_section_may_set_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            AnalysisSpec::load(&path, &[])
+        };
+        let mistyped = load(&SPEC.replace("tokens = 1000", "tokens = \"1000\"")).unwrap_err().to_string();
+        assert!(mistyped.contains("spec.toml: line 8: invalid type: string \"1000\""), "{mistyped}");
+        let partial = load(&format!("{SPEC}[measure]\nmask_prob = 0.2\n")).unwrap();
+        assert_eq!(partial.measure, MeasureSpec { mask_prob: 0.2, ..MeasureSpec::default() });
     }
 }

@@ -131,7 +131,7 @@ impl Task {
 
     /// The task the description `text` of the file at `path` names.
     fn from_description(text: &str, path: &Path) -> Result<Task> {
-        let file: TaskFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        let file: TaskFile = crate::fsutil::parse_toml(text, path)?;
         let format = file.format;
         ensure!((1..=2).contains(&format.text_columns.len()), "{}: text_columns must name one or two columns", path.display());
         if let Labels::Names(names) = &format.labels {
