@@ -206,6 +206,15 @@ fn plot_and_report_name_a_dir_that_is_not_an_analysis() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
 }
 
+/// A ranks table with the value of its first row replaced by `value`.
+fn with_first_value(table: &str, value: &str) -> String {
+    let mut lines: Vec<String> = table.lines().map(String::from).collect();
+    let mut fields: Vec<&str> = lines[1].split(',').collect();
+    fields[6] = value;
+    lines[1] = fields.join(",");
+    lines.join("\n") + "\n"
+}
+
 #[test]
 fn check_refuses_empty_or_foreign_baselines_and_exits_1_only_on_a_regression() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +230,7 @@ fn check_refuses_empty_or_foreign_baselines_and_exits_1_only_on_a_regression() {
     assert_fails_naming(&check("header.csv", &format!("{header}\n")), &["header.csv", "no rows"]);
     assert_fails_naming(&check("foreign.csv", &table.replace("MAE-LM", "X").replace("MLM", "Y")), &["foreign.csv", "no row matches"]);
     assert_fails_naming(&check("garbage.csv", "\u{1}\u{2}junk\nmore,junk\n"), &["garbage.csv"]);
+    assert_fails_naming(&check("nan.csv", &with_first_value(&table, "NaN")), &["nan.csv: row 2: value is NaN"]);
     let raised: String =
         table.lines().map(|l| if l == header { format!("{l}\n") } else { l.replace(",false,", ",false,1").replace(",true,", ",true,1") + "\n" }).collect();
     let regressed = check("raised.csv", &raised);
@@ -259,6 +269,13 @@ fn report_on_a_damaged_ranks_table_is_an_error_or_not_measured_never_does_not_ho
 
     std::fs::write(&ranks, format!("{}\n", table.lines().next().unwrap())).unwrap();
     assert_fails_naming(&report(), &["ranks.csv", "no rows"]);
+    let figures = || std::fs::read_dir(&analysis).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("fig_")).count();
+    assert_eq!(figures(), 0, "figures drawn from a table that is then refused");
+    for value in ["NaN", "inf", "-5"] {
+        std::fs::write(&ranks, with_first_value(&table, value)).unwrap();
+        assert_fails_naming(&report(), &[&format!("ranks.csv: row 2: value is {value}")]);
+    }
+    assert_eq!(figures(), 0);
     std::fs::write(&ranks, b"\x00\xffnot,a\ntable\n").unwrap();
     assert_fails_naming(&report(), &["ranks.csv"]);
     // Cut at a row boundary: the first rows only, no claim has all its numbers.

@@ -144,8 +144,60 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 
 /// Reads a CSV written by `write_csv`, naming the file on error.
 pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    read_rows(path, |_: &T| None)
+}
+
+/// [`read_csv`] of a table an analysis writes, refusing rows whose numbers it cannot have written.
+pub fn read_table<T: TableRow>(path: &Path) -> Result<Vec<T>> {
+    read_rows(path, T::problem)
+}
+
+fn read_rows<T: serde::de::DeserializeOwned>(path: &Path, problem: impl Fn(&T) -> Option<String>) -> Result<Vec<T>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    reader.deserialize().enumerate().map(|(i, row)| row.with_context(|| format!("{}: row {} is malformed", path.display(), i + 2))).collect()
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| {
+            let row: T = row.with_context(|| format!("{}: row {} is malformed", path.display(), i + 2))?;
+            match problem(&row) {
+                Some(problem) => anyhow::bail!("{}: row {}: {problem} (a damaged table: rerun the analysis)", path.display(), i + 2),
+                None => Ok(row),
+            }
+        })
+        .collect()
+}
+
+/// A row of a table an analysis writes. Its numbers are measures: finite and non-negative (a
+/// share at most 1, an angle at most 90°); anything else means the table was damaged.
+pub trait TableRow: serde::de::DeserializeOwned {
+    /// What is wrong with the row's numbers, if anything.
+    fn problem(&self) -> Option<String>;
+}
+
+/// `value` named `name` unless it lies in `0..=max`.
+fn outside(name: &str, value: f64, max: f64) -> Option<String> {
+    (!(0.0..=max).contains(&value)).then(|| format!("{name} is {value}, outside 0..={max}"))
+}
+
+impl TableRow for RankRow {
+    fn problem(&self) -> Option<String> {
+        outside("value", self.value, f64::MAX)
+    }
+}
+
+impl TableRow for SpectrumRow {
+    fn problem(&self) -> Option<String> {
+        outside("eigenvalue", self.eigenvalue, f64::MAX)
+    }
+}
+
+impl TableRow for SubspaceRow {
+    /// Angles are NaN where there are none (no `[MASK]` subspace to compare).
+    fn problem(&self) -> Option<String> {
+        let angles = [("angle_min_deg", self.angle_min_deg), ("angle_median_deg", self.angle_median_deg), ("angle_max_deg", self.angle_max_deg)];
+        outside("mask_energy_outside_real", self.mask_energy_outside_real, 1.0)
+            .or_else(|| angles.iter().filter(|(_, a)| !a.is_nan()).find_map(|(name, a)| outside(name, *a, 90.0)))
+    }
 }
 
 /// The var@0.9 (uncentred) value of one cell, if measured.
@@ -155,4 +207,33 @@ pub fn paper_rank(ranks: &[RankRow], model: &str, condition: Condition, group: G
         .iter()
         .find(|r| r.model == model && r.condition == condition.name() && r.group == group.name() && r.layer == layer && r.estimator == paper && !r.centred)
         .map(|r| r.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_with_numbers_no_analysis_writes_are_damaged() {
+        let subspace = SubspaceRow {
+            model: "m".into(),
+            condition: "masked".into(),
+            layer: 0,
+            centred: false,
+            k_real: 3,
+            k_mask: 0,
+            mask_energy_outside_real: 0.2,
+            angle_min_deg: f64::NAN,
+            angle_median_deg: f64::NAN,
+            angle_max_deg: f64::NAN,
+        };
+        assert_eq!(subspace.problem(), None, "no [MASK] subspace: no angles");
+        let share = SubspaceRow { mask_energy_outside_real: 1.5, ..subspace.clone() };
+        assert_eq!(share.problem().unwrap(), "mask_energy_outside_real is 1.5, outside 0..=1");
+        let angle = SubspaceRow { angle_max_deg: 95.0, ..subspace };
+        assert!(angle.problem().unwrap().starts_with("angle_max_deg is 95"));
+        let spectrum = SpectrumRow { model: "m".into(), condition: "clean".into(), group: "all".into(), layer: 0, centred: true, index: 0, eigenvalue: -1.0 };
+        assert!(spectrum.problem().unwrap().starts_with("eigenvalue is -1"));
+        assert_eq!(SpectrumRow { eigenvalue: 0.0, ..spectrum }.problem(), None);
+    }
 }

@@ -8,7 +8,7 @@
 use super::metrics::Metric;
 use super::results::{FinetuneSummary, SUMMARY_FILE};
 use super::run::{finetune_loaded, load_inputs, FinetuneRequest};
-use crate::analysis::tables::{paper_rank, read_csv, RankRow};
+use crate::analysis::tables::{paper_rank, read_table, RankRow};
 use crate::analysis::RANKS_FILE;
 use crate::extract::{Condition, Group};
 use crate::fsutil::{read_json, write_json_atomic};
@@ -127,7 +127,7 @@ fn summarise(req: &FinetuneRequest, summaries: &[FinetuneSummary]) -> Result<Gri
 /// seeds, from a point's `ranks.csv`.
 fn real_ranks(point: &Path, summary: &FinetuneSummary) -> Result<(Vec<f64>, Vec<f64>)> {
     let path = point.join(RANKS_FILE);
-    let ranks: Vec<RankRow> = read_csv(&path)?;
+    let ranks: Vec<RankRow> = read_table(&path)?;
     let rank = |model: &str, layer| paper_rank(&ranks, model, Condition::Clean, Group::Real, layer);
     let mut before = Vec::new();
     while let Some(value) = rank("pretrained", before.len()) {

@@ -3,7 +3,7 @@
 //! value dropped by more than the tolerance, or disappeared. Increases never fail. A baseline
 //! with no rows, or none in common with the current table, is refused: it would pass anything.
 
-use crate::analysis::tables::{read_csv, RankRow};
+use crate::analysis::tables::{read_table, RankRow};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -85,8 +85,8 @@ pub fn find_regressions(current: &[RankRow], baseline: &[RankRow], tolerances: &
 
 /// Reads both tables and compares them; returns the regressions and the number of rows compared.
 pub fn check_files(current: &Path, baseline: &Path, tolerances: &Tolerances) -> Result<(Vec<Regression>, usize)> {
-    let baseline_rows: Vec<RankRow> = read_csv(baseline)?;
-    let current_rows: Vec<RankRow> = read_csv(current)?;
+    let baseline_rows: Vec<RankRow> = read_table(baseline)?;
+    let current_rows: Vec<RankRow> = read_table(current)?;
     ensure!(!baseline_rows.is_empty(), "{}: the baseline has no rows, so it would pass any table", baseline.display());
     let now: std::collections::BTreeSet<RowKey> = current_rows.iter().map(key).collect();
     ensure!(

@@ -14,7 +14,7 @@ pub mod render;
 pub mod verdicts;
 
 use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
-use crate::analysis::tables::{read_csv, RankRow, SubspaceRow};
+use crate::analysis::tables::{read_table, RankRow, SubspaceRow};
 use crate::analysis::{RANKS_FILE, SUBSPACE_FILE};
 use crate::fsutil::{read_json, write_atomic};
 use anyhow::{ensure, Result};
@@ -42,6 +42,14 @@ pub fn is_report_file(name: &str) -> bool {
     name == REPORT_MD || name == REPORT_HTML || FIGURES.iter().any(is_figure)
 }
 
+/// The ranks table of an analysis dir, which a report and its figures need rows of.
+fn read_ranks(dir: &Path) -> Result<Vec<RankRow>> {
+    let path = dir.join(RANKS_FILE);
+    let ranks: Vec<RankRow> = read_table(&path)?;
+    ensure!(!ranks.is_empty(), "{}: no rows; the analysis dir is damaged (rerun `repdef analyze`)", path.display());
+    Ok(ranks)
+}
+
 /// Draws the figures of an analysis dir (notes on skipped ones go to stderr), then writes its
 /// report; returns the verdicts.
 pub fn plot_and_report(dir: &Path) -> Result<Vec<Verdict>> {
@@ -56,10 +64,8 @@ pub fn plot_and_report(dir: &Path) -> Result<Vec<Verdict>> {
 /// any); returns the verdicts.
 pub fn write_report(dir: &Path) -> Result<Vec<Verdict>> {
     let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
-    let ranks_path = dir.join(RANKS_FILE);
-    let ranks: Vec<RankRow> = read_csv(&ranks_path)?;
-    ensure!(!ranks.is_empty(), "{}: no rows; the analysis dir is damaged (rerun `repdef analyze`)", ranks_path.display());
-    let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
+    let ranks = read_ranks(dir)?;
+    let subspace: Vec<SubspaceRow> = read_table(&dir.join(SUBSPACE_FILE))?;
     let facts = facts::load_facts(&manifest)?;
     let downstream_path = dir.join(DOWNSTREAM_FILE);
     let downstream: Option<Downstream> = if downstream_path.exists() { Some(read_json(&downstream_path)?) } else { None };

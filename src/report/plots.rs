@@ -7,8 +7,8 @@
 
 use super::figures::{self, NothingToPlot};
 use crate::analysis::manifest::{Manifest, MANIFEST_FILE};
-use crate::analysis::tables::{read_csv, RankRow, SpectrumRow, SubspaceRow};
-use crate::analysis::{RANKS_FILE, SPECTRA_FILE, SUBSPACE_FILE};
+use crate::analysis::tables::{read_table, SpectrumRow, SubspaceRow};
+use crate::analysis::{SPECTRA_FILE, SUBSPACE_FILE};
 use crate::fsutil::read_json;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -26,9 +26,9 @@ pub struct PlotOutcome {
 /// Writes `fig_*.png` / `fig_*.svg` into the analysis dir `dir`.
 pub fn draw_all(dir: &Path) -> Result<PlotOutcome> {
     let manifest: Manifest = read_json(&dir.join(MANIFEST_FILE))?;
-    let ranks: Vec<RankRow> = read_csv(&dir.join(RANKS_FILE))?;
-    let spectra: Vec<SpectrumRow> = read_csv(&dir.join(SPECTRA_FILE))?;
-    let subspace: Vec<SubspaceRow> = read_csv(&dir.join(SUBSPACE_FILE))?;
+    let ranks = super::read_ranks(dir)?;
+    let spectra: Vec<SpectrumRow> = read_table(&dir.join(SPECTRA_FILE))?;
+    let subspace: Vec<SubspaceRow> = read_table(&dir.join(SUBSPACE_FILE))?;
     let d_model: BTreeMap<String, usize> = manifest.models.iter().map(|m| (m.label.clone(), m.d_model)).collect();
     let trained = manifest.models.iter().filter_map(|m| Some((m.label.clone(), m.training.as_ref()?)));
     let runs: Vec<_> = trained.clone().filter(|(_, t)| !t.curve.is_empty()).map(|(label, t)| (label, t.curve.clone())).collect();
