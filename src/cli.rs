@@ -69,7 +69,7 @@ enum Command {
     Check {
         /// An analysis dir or its ranks.csv.
         current: PathBuf,
-        /// The baseline ranks.csv.
+        /// The baseline: a ranks.csv, or an analysis dir.
         #[arg(long)]
         baseline: PathBuf,
         /// Allowed absolute drop: `2` for every estimator, or `var@0.9=2` for one (repeatable).
@@ -480,7 +480,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Check { current, baseline, max_drop, rel_tol } => {
             use crate::report::check::{check_files, render, Regressed, Tolerances};
-            let current = if current.is_dir() { current.join(crate::analysis::RANKS_FILE) } else { current };
             let tolerances = Tolerances::parse(&max_drop, &rel_tol)?;
             let (regressions, compared) = check_files(&current, &baseline, &tolerances)?;
             print!("{}", render(&regressions, compared));

@@ -231,6 +231,22 @@ fn check_refuses_empty_or_foreign_baselines_and_exits_1_only_on_a_regression() {
     assert_fails_naming(&check("foreign.csv", &table.replace("MAE-LM", "X").replace("MLM", "Y")), &["foreign.csv", "no row matches"]);
     assert_fails_naming(&check("garbage.csv", "\u{1}\u{2}junk\nmore,junk\n"), &["garbage.csv"]);
     assert_fails_naming(&check("nan.csv", &with_first_value(&table, "NaN")), &["nan.csv: row 2: value is NaN"]);
+    // A row given twice (a higher copy first would hide a regression of the other).
+    let first_row = table.lines().nth(1).unwrap();
+    assert_fails_naming(&check("twice.csv", &format!("{table}{first_row}\n")), &["twice.csv: row", "repeats an earlier row"]);
+    // Ranks from another token count are not comparable.
+    let fields: Vec<&str> = first_row.split(',').collect();
+    let other_count = format!("{},{}", fields[..7].join(","), fields[7].parse::<u64>().unwrap() * 2);
+    assert_fails_naming(
+        &check("tokens.csv", &table.replacen(first_row, &other_count, 1)),
+        &["measured on", "rerun the analysis with the baseline's data.tokens"],
+    );
+    // An analysis dir serves as baseline as it does as the current table.
+    let analysis = dir.path().join("analysis");
+    std::fs::create_dir(&analysis).unwrap();
+    std::fs::write(analysis.join("ranks.csv"), &table).unwrap();
+    let against_dir = repdef(&["check", current.to_str().unwrap(), "--baseline", analysis.to_str().unwrap()]);
+    assert_eq!(against_dir.status.code(), Some(0), "{}", String::from_utf8_lossy(&against_dir.stderr));
     let raised: String =
         table.lines().map(|l| if l == header { format!("{l}\n") } else { l.replace(",false,", ",false,1").replace(",true,", ",true,1") + "\n" }).collect();
     let regressed = check("raised.csv", &raised);

@@ -18,20 +18,25 @@ pub struct Tolerances {
 }
 
 fn parse_entries(entries: &[String], flag: &str) -> Result<BTreeMap<Option<String>, f64>> {
-    entries
-        .iter()
-        .map(|entry| {
-            let (estimator, number) = match entry.split_once('=') {
-                Some((e, n)) => (Some(e.to_string()), n),
-                None => (None, entry.as_str()),
-            };
-            let value: f64 = number.parse().with_context(|| format!("{flag} {entry:?}: expected NUMBER or ESTIMATOR=NUMBER"))?;
-            if !(value >= 0.0 && value.is_finite()) {
-                bail!("{flag} {entry:?}: the tolerance must be a non-negative number");
+    let mut parsed = BTreeMap::new();
+    for entry in entries {
+        let (estimator, number) = match entry.split_once('=') {
+            Some((e, n)) => {
+                // Named as the tables name it, so that the rule applies to their rows.
+                let estimator: crate::rank::Estimator = e.parse().with_context(|| format!("{flag} {entry:?}: unknown estimator {e:?}"))?;
+                (Some(estimator.to_string()), n)
             }
-            Ok((estimator, value))
-        })
-        .collect()
+            None => (None, entry.as_str()),
+        };
+        let value: f64 = number.parse().with_context(|| format!("{flag} {entry:?}: expected NUMBER or ESTIMATOR=NUMBER"))?;
+        if !(value >= 0.0 && value.is_finite()) {
+            bail!("{flag} {entry:?}: the tolerance must be a non-negative number");
+        }
+        if parsed.insert(estimator.clone(), value).is_some() {
+            bail!("{flag} {entry:?}: a second tolerance for {}", estimator.as_deref().unwrap_or("every estimator"));
+        }
+    }
+    Ok(parsed)
 }
 
 impl Tolerances {
@@ -83,11 +88,37 @@ pub fn find_regressions(current: &[RankRow], baseline: &[RankRow], tolerances: &
         .collect()
 }
 
-/// Reads both tables and compares them; returns the regressions and the number of rows compared.
+/// A ranks table: the file, or the `ranks.csv` of an analysis dir; each row's key once.
+fn read_ranks(path: &Path) -> Result<(PathBuf, Vec<RankRow>)> {
+    let path = if path.is_dir() { path.join(crate::analysis::RANKS_FILE) } else { path.to_path_buf() };
+    let rows: Vec<RankRow> = read_table(&path)?;
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((i, _)) = rows.iter().enumerate().find(|(_, r)| !seen.insert(key(r))) {
+        bail!("{}: row {} repeats an earlier row's model, condition, group, layer, estimator and centring", path.display(), i + 2);
+    }
+    Ok((path, rows))
+}
+
+/// Reads both tables (files, or analysis dirs) and compares them; returns the regressions and
+/// the number of rows compared. Rows of one key must come from as many tokens on both sides:
+/// ranks grow with the token count, so another count would hide or invent a regression.
 pub fn check_files(current: &Path, baseline: &Path, tolerances: &Tolerances) -> Result<(Vec<Regression>, usize)> {
-    let baseline_rows: Vec<RankRow> = read_table(baseline)?;
-    let current_rows: Vec<RankRow> = read_table(current)?;
+    let (baseline, baseline_rows) = read_ranks(baseline)?;
+    let (current, current_rows) = read_ranks(current)?;
     ensure!(!baseline_rows.is_empty(), "{}: the baseline has no rows, so it would pass any table", baseline.display());
+    let tokens: BTreeMap<RowKey, u64> = current_rows.iter().map(|r| (key(r), r.n_tokens)).collect();
+    if let Some((base, now)) = baseline_rows.iter().find_map(|b| tokens.get(&key(b)).filter(|&&n| n != b.n_tokens).map(|&n| (b, n))) {
+        bail!(
+            "{}: {} {}/{} at layer {} was measured on {now} tokens, the baseline's ({}) on {}: rerun the analysis with the baseline's data.tokens",
+            current.display(),
+            base.model,
+            base.condition,
+            base.group,
+            base.layer,
+            baseline.display(),
+            base.n_tokens
+        );
+    }
     let now: std::collections::BTreeSet<RowKey> = current_rows.iter().map(key).collect();
     ensure!(
         baseline_rows.iter().any(|r| now.contains(&key(r))),
@@ -188,5 +219,10 @@ mod tests {
     fn bad_tolerances_are_rejected() {
         assert!(Tolerances::parse(&["lots".into()], &[]).is_err());
         assert!(Tolerances::parse(&[], &["var@0.9=-1".into()]).is_err());
+        let misspelt = Tolerances::parse(&["var@09=3".into()], &[]).unwrap_err().to_string();
+        assert!(misspelt.contains("unknown estimator \"var@09\""), "{misspelt}");
+        let twice = Tolerances::parse(&["2".into(), "3".into()], &[]).unwrap_err().to_string();
+        assert!(twice.contains("a second tolerance for every estimator"), "{twice}");
+        assert!(Tolerances::parse(&[], &["var@0.9=0.1".into(), "var@0.90=0.2".into()]).unwrap_err().to_string().contains("for var@0.9"));
     }
 }
