@@ -102,6 +102,13 @@ pub fn assign_varmap(varmap: &VarMap, file: &TensorFile, source: &Path) -> Resul
 /// generator (`generator_*`) are BERT's `cls.predictions`.
 fn canonical_name(name: &str) -> String {
     let name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+    // Bare encoder exports (`DistilBertModel`, `ElectraModel`) name their own tensors without
+    // the model's prefix; their embeddings then take the bare-BERT route below.
+    let name = match name {
+        bare if bare.starts_with("transformer.layer.") => format!("distilbert.{bare}"),
+        bare if bare.starts_with("embeddings_project.") => format!("electra.{bare}"),
+        name => name,
+    };
     for prefix in ["roberta.", "electra."] {
         if let Some(rest) = name.strip_prefix(prefix) {
             return format!("bert.{rest}");

@@ -41,11 +41,13 @@ fn copy_files(from: &Path, names: &[&str], to: &Path) {
     }
 }
 
-/// Runs `repdef hidden-states` on the first golden sentences of `golden` (`bert` or `roberta`)
-/// with `model_args`, and requires the token ids and every layer's hidden states of the real
-/// tokens to equal what `transformers` computed.
+/// Runs `repdef hidden-states` on the first golden sentences of `golden` (`bert`, `roberta`,
+/// or a family golden made from BERT's inputs: `distilbert`, `electra_discriminator`) with
+/// `model_args`, and requires the token ids and every layer's hidden states of the real tokens
+/// to equal what `transformers` computed.
 fn assert_hidden_states_match_transformers(golden: &str, model_args: &[&str], env: &[(&str, &Path)]) {
-    let inputs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("golden/{golden}_tiny_inputs.json"))).unwrap()).unwrap();
+    let inputs_of = if golden == "roberta" { "roberta" } else { "bert" };
+    let inputs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("golden/{inputs_of}_tiny_inputs.json"))).unwrap()).unwrap();
     let sentences: Vec<&str> = (0..SENTENCES).map(|i| inputs["sentences"][i][0].as_str().unwrap()).collect();
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("hidden.safetensors");
@@ -121,6 +123,12 @@ fn roberta_without_pad_token_id_pads_with_transformers_default_and_fits_its_posi
     let out = dir.path().join("analysis");
     let args = ["analyze", "--model", &model, "--data", corpus.to_str().unwrap(), "--tokens", "256", "--seq-len", "65", "--out", out.to_str().unwrap()];
     assert_fails_naming(&repdef(&args, &[]), &["data.seq_len 65 exceeds the 64 tokens"]);
+}
+
+#[test]
+fn bare_distilbert_and_electra_exports_match_transformers() {
+    assert_hidden_states_match_transformers("distilbert", &["--model", fixture("hf-distilbert-bare").to_str().unwrap()], &[]);
+    assert_hidden_states_match_transformers("electra_discriminator", &["--model", fixture("hf-electra-bare").to_str().unwrap()], &[]);
 }
 
 #[test]
