@@ -35,8 +35,19 @@ pub fn write_hidden_states(model_dir: &Path, tokenizer: Option<&Path>, texts: &[
         let encoding = loaded.tokenizer.encode(text.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing text {}: {e}", i + 1))?;
         let mut ids = encoding.get_ids().to_vec();
         if ids.len() > max_len {
-            eprintln!("note: text {} has {} tokens; keeping the first {max_len} (the model's limit)", i + 1, ids.len());
-            ids.truncate(max_len);
+            // As transformers truncates: the closing special token (`[SEP]`, `</s>`) stays.
+            let closing = encoding.get_special_tokens_mask().last() == Some(&1);
+            eprintln!(
+                "note: text {} has {} tokens; keeping the first {max_len} (the model's limit{})",
+                i + 1,
+                ids.len(),
+                if closing { ", its closing special token included" } else { "" }
+            );
+            let last = ids[ids.len() - 1];
+            ids.truncate(if closing { max_len - 1 } else { max_len });
+            if closing {
+                ids.push(last);
+            }
         }
         rows.push(ids);
     }

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 fn main() {
+    end_quietly_on_a_closed_pipe();
     repdef::panic_guard::install_quiet_hook();
     pin_thread_count();
     repdef::model::heap::keep_freed_memory();
@@ -13,6 +14,16 @@ fn main() {
         let chain: Vec<String> = error.chain().map(|e| e.to_string().lines().next().unwrap_or_default().to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(repdef::cli::exit_code(&error));
+    }
+}
+
+/// `repdef inspect DIR | head -1`: ends the process when its reader goes away, as `cat` does,
+/// instead of panicking on the failed write (Rust ignores SIGPIPE, so every `println!` after
+/// the reader closed would panic with exit code 101).
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

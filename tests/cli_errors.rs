@@ -190,11 +190,42 @@ fn hidden_states_and_inspect_work_on_a_hf_directory() {
     }
     // "[CLS] the lo ##b ##st ##er is bl ##ue . [SEP]": 11 tokens of width 32.
     assert_eq!(saved.tensors["hook_full_embed"].dims(), &[1, 11, 32]);
+    // A text past the 64 positions is cut as transformers cuts it: [CLS] … [SEP] (ids 2 … 3).
+    let long = vec!["the lobster is blue ."; 40].join(" ");
+    let long_out = dir.path().join("long.safetensors");
+    let output = repdef(&["hidden-states", "--model", bert_fixture().to_str().unwrap(), "--text", &long, "--out", long_out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("closing special token included"));
+    let ids: Vec<i64> = read_safetensors(&long_out, &candle_core::Device::Cpu).unwrap().tensors["input_ids"]
+        .flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::I64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!((ids.len(), ids[0], ids[63]), (64, 2, 3));
+    assert_ne!(ids[62], 3, "only the closing [SEP] is special");
 
     let inspect = repdef(&["inspect", bert_fixture().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.status.success());
     assert!(stdout.contains("2 layers × d_model 32") && stdout.contains("bert.encoder.layer.0.attention.self.query.weight"), "{stdout}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repdef"))
+        .args(["inspect", bert_fixture().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line, as `| head -0`
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(13), "ended by SIGPIPE, not {:?}", output.status);
 }
 
 #[test]
