@@ -168,6 +168,7 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
         check_committed_step(dir, &file, &safetensors_path)?;
         (file.tensors, safetensors_path)
     } else if pytorch_path.exists() {
+        refuse_legacy_torch_format(&pytorch_path)?;
         // candle interprets the pickle itself and never runs code from it; a pickled object that
         // is not a flat name → tensor dict (a whole model, `training_args.bin`) yields no tensors.
         let pairs = candle_core::pickle::read_all(&pytorch_path).with_context(|| format!("{}: not a readable PyTorch state dict", pytorch_path.display()))?;
@@ -178,11 +179,32 @@ pub fn read_model_weights(dir: &Path, device: &Device) -> Result<(HashMap<String
             );
         }
         (pairs.into_iter().collect(), pytorch_path)
+    } else if let Some(index) = [WEIGHTS_FILE, PYTORCH_WEIGHTS_FILE].map(|f| dir.join(format!("{f}.index.json"))).into_iter().find(|p| p.exists()) {
+        bail!(
+            "{}: a checkpoint sharded over several files, which repdef does not read; save it as one file (save_pretrained(dir, max_shard_size=\"20GB\"))",
+            index.display()
+        );
     } else {
         bail!("{}: no {WEIGHTS_FILE} or {PYTORCH_WEIGHTS_FILE} (is this a model directory?)", dir.display());
     };
     let tensors = raw.into_iter().map(|(name, t)| Ok((canonical_name(&name), checked_weight(&name, t, &source)?))).collect::<Result<_>>()?;
     Ok((tensors, source))
+}
+
+/// Refuses a `pytorch_model.bin` in torch's legacy format (a bare pickle stream, written by
+/// torch < 1.6 or with `_use_new_zipfile_serialization=False`), which candle does not read: its
+/// error would otherwise suggest a corrupt file. The current format is a zip archive.
+fn refuse_legacy_torch_format(path: &Path) -> Result<()> {
+    let mut magic = [0u8; 2];
+    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    // 0x80 opens a pickle of protocol 2 or later.
+    if read.is_ok() && magic[0] == 0x80 {
+        bail!(
+            "{}: saved in torch's legacy format (torch < 1.6), which repdef does not read; re-save it with a current torch: torch.save(torch.load(f), f), or save_pretrained(dir)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// A weight as f32, refusing integer or boolean tensors (which a cast would silently turn into

@@ -91,6 +91,15 @@ fn corrupt_checkpoint_is_named_and_nothing_is_written() {
     let out = dir.path().join("hs.safetensors");
     assert_fails_naming(&hidden_states(&model, &out), &["model.safetensors", "not a valid safetensors"]);
     assert!(!out.exists());
+    // Layouts repdef does not read are named as such, not as corrupt files: a state dict in
+    // torch's legacy format (a bare pickle stream: 0x80, protocol 2), a sharded checkpoint.
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    std::fs::write(model.join("pytorch_model.bin"), b"\x80\x02\x8a\x0a legacy").unwrap();
+    assert_fails_naming(&hidden_states(&model, &out), &["pytorch_model.bin", "torch's legacy format", "re-save"]);
+    std::fs::remove_file(model.join("pytorch_model.bin")).unwrap();
+    std::fs::write(model.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "model-00001-of-00002.safetensors"}}"#).unwrap();
+    assert_fails_naming(&hidden_states(&model, &out), &["model.safetensors.index.json", "sharded", "max_shard_size"]);
+    assert!(!out.exists());
 }
 
 #[test]
