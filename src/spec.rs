@@ -171,10 +171,19 @@ impl AnalysisSpec {
         labels.sort_unstable();
         labels.dedup();
         ensure!(labels.len() == self.models.len(), "model labels must be distinct");
+        ensure!(!labels.contains(&""), "a model label is empty: name each model (LABEL=PATH)");
+        let shard = parse_shard(self.data.shard.as_deref())?;
+        let sequences = self.data.tokens.div_ceil(self.data.seq_len as u64);
+        ensure!(
+            shard.1 as u64 <= sequences,
+            "data.tokens {} make {sequences} sequence(s) of {} tokens, fewer than the {} shards: split into at most {sequences}",
+            self.data.tokens,
+            self.data.seq_len,
+            shard.1
+        );
         let estimators = self.estimators()?;
         let models = self.models.iter().map(|model| self.resolve_model(model)).collect::<Result<_>>()?;
         let data = resolve_data(&self.data.paths)?;
-        let shard = parse_shard(self.data.shard.as_deref())?;
         Ok(Plan { spec: self, models, data, estimators, shard })
     }
 
@@ -370,6 +379,13 @@ seq_len = 32
             let mut bad_shard = spec.clone();
             bad_shard.data.shard = Some("3/3".into());
             assert!(bad_shard.resolve().is_err());
+            let mut too_many_shards = spec.clone();
+            too_many_shards.data.shard = Some("6/40".into());
+            let error = too_many_shards.resolve().unwrap_err().to_string();
+            assert!(error.contains("data.tokens 1000 make 32 sequence(s) of 32 tokens, fewer than the 40 shards"), "{error}");
+            let mut unnamed = spec.clone();
+            unnamed.models[0].label = String::new();
+            assert!(unnamed.resolve().unwrap_err().to_string().contains("a model label is empty"));
             let mut twice = spec.clone();
             twice.measure.estimators = vec!["var@0.9".into(), "entropy".into(), "var@0.90".into()];
             assert!(twice.resolve().unwrap_err().to_string().contains("measure.estimators lists var@0.9 twice"));
