@@ -355,8 +355,20 @@ fn build_pretraining_model(tensors: HashMap<String, Tensor>, weights_path: &Path
     build_strict(tensors, weights_path, &config, &["bert.", "decoder."], "model", device, |vb| PretrainingModel::load(vb, &config))
 }
 
-/// Refuses a tokenizer (read from `source`) whose ids reach past the embedding table.
+/// Refuses a tokenizer (read from `source`) of another model: one whose ids reach past the
+/// embedding table, or that pads with another id than the config says.
 fn check_vocabulary(tokenizer: &Tokenizer, config: &ModelConfig, source: &Path) -> Result<()> {
+    // A BERT vocabulary beside a RoBERTa model fits its embedding rows, but pads (and opens
+    // and closes sequences) with other ids.
+    if let Some(pad) = tokenizer.token_to_id("[PAD]").or_else(|| tokenizer.token_to_id("<pad>")) {
+        if pad != config.pad_token_id {
+            bail!(
+                "{}: the tokenizer pads with id {pad}, but config.json's pad_token_id is {}: the tokenizer does not belong to this model (give its own with --tokenizer)",
+                source.display(),
+                config.pad_token_id
+            );
+        }
+    }
     if let Some(max_id) = tokenizer.get_vocab(true).into_values().max() {
         if max_id as usize >= config.vocab_size {
             bail!(

@@ -148,6 +148,13 @@ fn a_model_without_a_tokenizer_needs_the_tokenizer_flag() {
         ["hidden-states", "--model", small_model.to_str().unwrap(), "--tokenizer", roberta.to_str().unwrap(), "--text", "a", "--out", out.to_str().unwrap()];
     assert_fails_naming(&repdef(&args, &[]), &["hf-roberta-tiny/tokenizer.json", "does not belong to this model"]);
     assert!(!out.exists());
+    // A RoBERTa model under a dir with a BERT vocabulary: the ids fit its embeddings, the
+    // padding id does not.
+    let roberta = root.path().join("with-bert-vocab/roberta");
+    copy_files(&fixture("hf-roberta-tiny"), &["config.json", "pytorch_model.bin"], &roberta);
+    copy_files(&fixture("hf-bert-vocab"), &["vocab.txt", "tokenizer_config.json"], roberta.parent().unwrap());
+    let args = ["hidden-states", "--model", roberta.to_str().unwrap(), "--text", "a", "--out", out.to_str().unwrap()];
+    assert_fails_naming(&repdef(&args, &[]), &["vocab.txt", "pads with id 0", "pad_token_id is 1"]);
 }
 
 /// A hub cache in `root` holding `org/bert-tiny` (fixtures/hf-bert-tiny) at one commit, which
