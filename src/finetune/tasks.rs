@@ -134,6 +134,12 @@ impl Task {
         let file: TaskFile = crate::fsutil::parse_toml(text, path)?;
         let format = file.format;
         ensure!((1..=2).contains(&format.text_columns.len()), "{}: text_columns must name one or two columns", path.display());
+        ensure!(
+            !format.text_columns.contains(&format.label_column),
+            "{}: label_column {} is also a text column: the label would be part of the input",
+            path.display(),
+            format.label_column
+        );
         if let Labels::Names(names) = &format.labels {
             ensure!(names.len() >= 2, "{}: a classification task needs at least two label names", path.display());
         }
@@ -262,13 +268,11 @@ fn header_columns(header: &str) -> Result<usize> {
 
 fn parse_row(line: &str, format: &Format, columns: Option<usize>) -> Result<Example> {
     let fields: Vec<&str> = line.split('\t').collect();
-    match columns {
-        Some(n) => ensure!(fields.len() == n, "expected {n} tab-separated columns like the header, found {}", fields.len()),
-        None => {
-            let needed = format.text_columns.iter().chain([&format.label_column]).max().map_or(0, |c| c + 1);
-            ensure!(fields.len() >= needed, "expected at least {needed} tab-separated columns, found {}", fields.len());
-        }
+    if let Some(n) = columns {
+        ensure!(fields.len() == n, "expected {n} tab-separated columns like the header, found {}", fields.len());
     }
+    let needed = format.text_columns.iter().chain([&format.label_column]).max().map_or(0, |c| c + 1);
+    ensure!(fields.len() >= needed, "the task's columns reach column {needed} (counting from 1), but the row has {} tab-separated columns", fields.len());
     let label = fields[format.label_column].trim();
     let target = match &format.labels {
         Labels::Kind(LabelKind::Integers) => label.parse::<u32>().with_context(|| format!("label {label:?} is not an integer 0, 1, …"))? as f64,
@@ -386,6 +390,12 @@ mod tests {
         assert!(mismatch.contains("bad.toml: metric accuracy does not fit labels"), "{mismatch}");
         let unknown = Task::named("mnli").unwrap_err().to_string();
         assert!(unknown.contains("sst2, cola, rte, stsb"), "{unknown}");
+        let beyond =
+            Task::named(write("beyond.toml", &description(r#"["no", "yes"]"#, "accuracy").replace("label_column = 2", "label_column = 7")).to_str().unwrap());
+        let error = format!("{:#}", beyond.unwrap().load().unwrap_err());
+        assert!(error.contains("t.tsv line 2: the task's columns reach column 8 (counting from 1), but the row has 3"), "{error}");
+        let leak = description(r#"["no", "yes"]"#, "accuracy").replace("text_columns = [1]", "text_columns = [2]");
+        assert!(Task::named(write("leak.toml", &leak).to_str().unwrap()).unwrap_err().to_string().contains("label_column 2 is also a text column"));
     }
 
     #[test]
