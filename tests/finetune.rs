@@ -175,6 +175,23 @@ fn a_grid_reuses_points_by_their_weights_not_their_path() {
     assert_ne!(std::fs::metadata(&point).unwrap().modified().unwrap(), copied, "a point of other weights was reused");
     let redone: repdef::finetune::FinetuneSummary = serde_json::from_str(&std::fs::read_to_string(&point).unwrap()).unwrap();
     assert_eq!(redone.model_fnv1a64.as_deref(), Some(repdef::fingerprint::file_fnv1a64(&moved.join("model/model.safetensors")).unwrap().as_str()));
+
+    // The same task file with every label flipped: fine-tuned afresh, not reused by its path.
+    let flipped: String = std::fs::read_to_string(&task.train)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match (i, line.split_once('\t')) {
+            (1.., Some((label, text))) => format!("{}\t{text}\n", 1 - label.parse::<u32>().unwrap()),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&task.train, flipped).unwrap();
+    let before = std::fs::metadata(&point).unwrap().modified().unwrap();
+    finetune_grid(&at(&moved), &[3e-3]).unwrap();
+    assert_ne!(std::fs::metadata(&point).unwrap().modified().unwrap(), before, "a point of other training labels was reused");
+    let relabelled: repdef::finetune::FinetuneSummary = serde_json::from_str(&std::fs::read_to_string(&point).unwrap()).unwrap();
+    assert!(relabelled.data_fnv1a64.is_some() && relabelled.data_fnv1a64 != redone.data_fnv1a64);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use super::metrics::Metric;
 use super::results::{FinetuneSummary, SUMMARY_FILE};
-use super::run::{finetune_loaded, load_inputs, FinetuneRequest};
+use super::run::{finetune_loaded, load_inputs, FinetuneRequest, Inputs};
 use crate::analysis::tables::{paper_rank, read_table, RankRow};
 use crate::analysis::RANKS_FILE;
 use crate::extract::{Condition, Group};
@@ -65,7 +65,7 @@ pub fn finetune_grid(req: &FinetuneRequest, lrs: &[f64]) -> Result<GridSummary> 
     let mut summaries = Vec::with_capacity(lrs.len());
     for &lr in lrs {
         let point = FinetuneRequest { config: super::FinetuneConfig { lr, ..req.config.clone() }, out: point_dir(&req.out, lr), ..req.clone() };
-        summaries.push(match reusable(&point, &inputs.model_fnv1a64) {
+        summaries.push(match reusable(&point, &inputs) {
             Some(done) => {
                 eprintln!("lr {lr:.0e}: already fine-tuned in {}", point.out.display());
                 done
@@ -86,14 +86,16 @@ fn point_dir(out: &Path, lr: f64) -> PathBuf {
 }
 
 /// The summary of a point fine-tuned earlier with exactly these settings, from the same weights
-/// (`model_fnv1a64`; a summary that predates the fingerprint must name the same model path).
-fn reusable(point: &FinetuneRequest, model_fnv1a64: &str) -> Option<FinetuneSummary> {
+/// (`model_fnv1a64`; a summary that predates the fingerprint must name the same model path) on
+/// the same tokenised examples (`data_fnv1a64`, where the summary records it).
+fn reusable(point: &FinetuneRequest, inputs: &Inputs) -> Option<FinetuneSummary> {
     let done: FinetuneSummary = read_json(&point.out.join(SUMMARY_FILE)).ok()?;
     let same_model = match &done.model_fnv1a64 {
-        Some(fingerprint) => fingerprint == model_fnv1a64,
+        Some(fingerprint) => *fingerprint == inputs.model_fnv1a64,
         None => done.model == point.model,
     };
-    let same = done.config == point.config && done.task == point.task.name && same_model;
+    let same_data = done.data_fnv1a64.as_ref().is_none_or(|fingerprint| *fingerprint == inputs.data_fnv1a64);
+    let same = done.config == point.config && done.task == point.task.name && same_model && same_data;
     (same && done.seeds.iter().map(|s| s.seed).eq(point.seeds.iter().copied())).then_some(done)
 }
 

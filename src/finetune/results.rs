@@ -47,6 +47,10 @@ pub struct FinetuneSummary {
     /// never for other weights at the same path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_fnv1a64: Option<String>,
+    /// FNV-1a of the tokenised training and dev examples (absent in older summaries): a grid
+    /// reuses the point only for the same examples, so edited task files are fine-tuned afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fnv1a64: Option<String>,
     pub task: String,
     pub train_file: PathBuf,
     pub dev_file: PathBuf,

@@ -92,11 +92,31 @@ struct TaskData {
     chance: f64,
 }
 
+impl TaskData {
+    /// FNV-1a of the token ids, token types and targets of every training and dev example, as 16
+    /// hex digits: it changes with the task files' contents, their description, the subsample
+    /// and the tokenizer, whatever their paths.
+    fn fnv1a64(&self) -> String {
+        let mut hash = crate::fingerprint::Fnv1a64::new();
+        for (split, examples) in [(0u8, &self.train), (1u8, &self.dev)] {
+            hash.update(&[split]);
+            for example in examples.iter() {
+                hash.update(&(example.ids.len() as u64).to_le_bytes());
+                example.ids.iter().chain(&example.type_ids).for_each(|v| hash.update(&v.to_le_bytes()));
+                hash.update(&example.target.to_le_bytes());
+            }
+        }
+        format!("{:016x}", hash.finish())
+    }
+}
+
 /// The pretrained encoder and the task tokenised for it: what every grid point shares.
 pub(super) struct Inputs {
     pretrained: LoadedEncoder,
     /// The fingerprint of the pretrained weights file, recorded in the summary.
     pub(super) model_fnv1a64: String,
+    /// The fingerprint of the tokenised task ([`TaskData::fnv1a64`]), recorded in the summary.
+    pub(super) data_fnv1a64: String,
     data: TaskData,
 }
 
@@ -112,7 +132,7 @@ pub fn finetune(req: &FinetuneRequest) -> Result<FinetuneOutcome> {
 pub(super) fn finetune_loaded(req: &FinetuneRequest, inputs: &Inputs) -> Result<FinetuneOutcome> {
     let cfg = &req.config;
     cfg.validate()?;
-    let Inputs { pretrained, model_fnv1a64, data } = inputs;
+    let Inputs { pretrained, model_fnv1a64, data_fnv1a64, data } = inputs;
     let start = Instant::now();
     let device = Device::Cpu;
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
@@ -148,6 +168,7 @@ pub(super) fn finetune_loaded(req: &FinetuneRequest, inputs: &Inputs) -> Result<
     let summary = FinetuneSummary {
         model: req.model.clone(),
         model_fnv1a64: Some(model_fnv1a64.clone()),
+        data_fnv1a64: Some(data_fnv1a64.clone()),
         task: req.task.name.clone(),
         train_file: req.task.train.clone(),
         dev_file: req.task.dev.clone(),
@@ -173,7 +194,7 @@ pub(super) fn load_inputs(req: &FinetuneRequest) -> Result<Inputs> {
     let pretrained = load_encoder(&req.model, req.tokenizer.as_deref(), &Device::Cpu)?;
     let model_fnv1a64 = crate::fingerprint::file_fnv1a64(&pretrained.weights_path)?;
     let data = load_task(req, &pretrained)?;
-    Ok(Inputs { pretrained, model_fnv1a64, data })
+    Ok(Inputs { pretrained, model_fnv1a64, data_fnv1a64: data.fnv1a64(), data })
 }
 
 /// Loads, subsamples and tokenises the task with the model's tokenizer.
