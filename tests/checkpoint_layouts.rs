@@ -148,6 +148,17 @@ fn a_model_without_a_tokenizer_needs_the_tokenizer_flag() {
         ["hidden-states", "--model", small_model.to_str().unwrap(), "--tokenizer", roberta.to_str().unwrap(), "--text", "a", "--out", out.to_str().unwrap()];
     assert_fails_naming(&repdef(&args, &[]), &["hf-roberta-tiny/tokenizer.json", "does not belong to this model"]);
     assert!(!out.exists());
+    // A model that ships its tokenizer keeps it: another vocabulary of the same size is refused,
+    // its own given again is fine.
+    let bert = fixture("hf-bert-tiny");
+    let with = |tokenizer: &Path| {
+        repdef(
+            &["hidden-states", "--model", bert.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--text", "a", "--out", out.to_str().unwrap()],
+            &[],
+        )
+    };
+    assert_fails_naming(&with(&roberta), &["hf-roberta-tiny/tokenizer.json", "another vocabulary than the model's own"]);
+    assert_success(&with(&bert.join("tokenizer.json")));
     // A RoBERTa model under a dir with a BERT vocabulary: the ids fit its embeddings, the
     // padding id does not.
     let roberta = root.path().join("with-bert-vocab/roberta");

@@ -103,7 +103,21 @@ impl TokenizerFiles {
 /// the file it came from.
 pub fn model_tokenizer(model_dir: &Path, explicit: Option<&Path>) -> Result<(Tokenizer, PathBuf)> {
     let files = match explicit {
-        Some(path) => TokenizerFiles::at(path)?,
+        Some(path) => {
+            let given = TokenizerFiles::at(path)?;
+            // A model that ships a tokenizer must be run with its vocabulary: another one of the
+            // same size would load, and every id would mean another word.
+            if let Some(own) = TokenizerFiles::in_dir(model_dir) {
+                if own.load()?.get_vocab(true) != given.load()?.get_vocab(true) {
+                    bail!(
+                        "{}: another vocabulary than the model's own {}: the tokenizer does not belong to this model (--tokenizer is for a model without one)",
+                        path.display(),
+                        own.main_file().display()
+                    );
+                }
+            }
+            given
+        }
         None => {
             let parent = model_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             TokenizerFiles::in_dir(model_dir).or_else(|| TokenizerFiles::in_dir(parent)).ok_or_else(|| {
