@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod bench;
 pub mod bench_analysis;
+pub mod bundled;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

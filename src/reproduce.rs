@@ -4,6 +4,7 @@
 //! it stopped, so re-running an interrupted reproduction continues it.
 
 use crate::analysis::{analyze_into, ANALYSIS_DIR};
+use crate::bundled::bundled;
 use crate::config::{Objective, Preset, TrainConfig};
 use crate::data::corpus::{prepare, PrepareOptions};
 use crate::data::sources::{read_bundle, CorpusFile, HoldoutRule, BUNDLE_MANIFEST};
@@ -15,7 +16,7 @@ use crate::report::DOWNSTREAM_FILE;
 use crate::spec::{AnalysisSpec, DataSpec, MeasureSpec, ModelSpec};
 use crate::train::state::{TrainState, TRAIN_STATE_FILE};
 use crate::train::{train, TrainRequest};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -200,7 +201,10 @@ impl CorpusChoice {
     /// The corpus files and the tokenizer to prepare them with (`None`: train one).
     fn resolve(&self, budget: &Budget) -> Result<(Vec<CorpusFile>, Option<PathBuf>)> {
         Ok(match self {
-            CorpusChoice::Bundled => (bundled_corpus(budget)?, (budget.corpus == BundledCorpus::Full).then(|| PathBuf::from(BUNDLE_TOKENIZER))),
+            CorpusChoice::Bundled => {
+                let tokenizer = (budget.corpus == BundledCorpus::Full).then(|| bundled(BUNDLE_TOKENIZER)).transpose()?;
+                (bundled_corpus(budget)?, tokenizer)
+            }
             CorpusChoice::Files(paths) => (paths.iter().map(|p| CorpusFile::plain(p.clone(), HoldoutRule::None)).collect(), None),
         })
     }
@@ -209,13 +213,14 @@ impl CorpusChoice {
 /// Holdout sequences per evaluation in every budget.
 const EVAL_SEQUENCES: usize = 512;
 
-/// The budget's bundled corpus, relative to the working directory (the repository root).
+/// The budget's bundled corpus ([`crate::bundled`]).
 fn bundled_corpus(budget: &Budget) -> Result<Vec<CorpusFile>> {
     match budget.corpus {
-        BundledCorpus::WikiText => Ok(["fixtures/corpus/wikitext2_valid.txt", "fixtures/corpus/wikitext2_test.txt"]
-            .map(|p| CorpusFile::plain(PathBuf::from(p), HoldoutRule::None))
-            .to_vec()),
-        BundledCorpus::Full => read_bundle(Path::new(BUNDLE_MANIFEST)),
+        BundledCorpus::WikiText => ["fixtures/corpus/wikitext2_valid.txt", "fixtures/corpus/wikitext2_test.txt"]
+            .into_iter()
+            .map(|p| Ok(CorpusFile::plain(bundled(p)?, HoldoutRule::None)))
+            .collect(),
+        BundledCorpus::Full => read_bundle(&bundled(BUNDLE_MANIFEST)?),
     }
 }
 
@@ -298,6 +303,13 @@ pub fn reproduce(req: &ReproduceRequest) -> Result<Vec<Verdict>> {
     let absolute = |p: &Path| std::env::current_dir().map(|d| d.join(p));
     if absolute(&req.work_dir)?.starts_with(absolute(&req.out)?) {
         bail!("--work-dir {} is inside the report dir {}, which the analysis replaces: choose another", req.work_dir.display(), req.out.display());
+    }
+    // The fine-tuning stage's data, found before hours of training rather than after.
+    for (name, _, _) in BUNDLED_TASKS {
+        let task = Task::named(name)?;
+        for file in [&task.train, &task.dev] {
+            ensure!(file.is_file(), "task {name}: {} not found (bundled data: run repdef from the repository's root)", file.display());
+        }
     }
     let mut clock = StageClock::start();
     let data_dir = req.work_dir.join("data");

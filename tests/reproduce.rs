@@ -1,13 +1,14 @@
 //! `repdef reproduce` end to end on the tiny budget, re-running it (everything is reused), and
 //! `repdef check` guarding its ranks: passes against itself, fails against a raised baseline;
 //! then `--seeds 2` adds a second pretraining seed to the same work dir; finally the report dir
-//! alone re-renders the same report.
+//! alone re-renders the same report. It runs outside the repository: the bundled corpus and
+//! tasks are found from any working directory.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn repdef(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repdef")).current_dir(env!("CARGO_MANIFEST_DIR")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_repdef")).current_dir(std::env::temp_dir()).args(args).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {

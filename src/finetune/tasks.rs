@@ -104,7 +104,8 @@ pub struct Splits {
 }
 
 /// The bundled tasks: name, description file (relative to the repository root, like the bundled
-/// corpus; its data paths are relative to it) and the description, built into the binary.
+/// corpus: [`crate::bundled`]; its data paths are relative to it) and the description, built
+/// into the binary.
 pub const BUNDLED_TASKS: [(&str, &str, &str); 4] = [
     ("sst2", "fixtures/sst2/sst2.toml", include_str!("../../fixtures/sst2/sst2.toml")),
     ("cola", "fixtures/glue/cola.toml", include_str!("../../fixtures/glue/cola.toml")),
@@ -121,7 +122,7 @@ impl Task {
             return Task::from_description(&text, path);
         }
         match BUNDLED_TASKS.iter().find(|(bundled, _, _)| *bundled == name) {
-            Some((_, path, text)) => Task::from_description(text, Path::new(path)),
+            Some((_, path, text)) => Task::from_description(text, &crate::bundled::bundled(path)?),
             None => {
                 let names: Vec<&str> = BUNDLED_TASKS.iter().map(|(n, _, _)| *n).collect();
                 bail!("unknown task {name:?}: the bundled ones are {}; give a task description FILE.toml, or --train FILE --dev FILE", names.join(", "))
