@@ -20,6 +20,7 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     let dir = tempfile::tempdir().unwrap();
     let (out, work) = (dir.path().join("report"), dir.path().join("work"));
     let args = ["reproduce", "--budget", "tiny", "--out", out.to_str().unwrap(), "--work-dir", work.to_str().unwrap()];
+    interrupt_at_fine_tuning(&args);
     let first = repdef(&args);
     let log = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{log}");
@@ -89,6 +90,27 @@ fn tiny_reproduction_runs_resumes_and_is_guarded_by_check() {
     assert!(rerendered.status.success(), "{}", String::from_utf8_lossy(&rerendered.stderr));
     assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), report, "re-rendered without run dirs");
     assert!(report.contains("pretraining tokens") && report.contains("Corpus:"), "{report}");
+}
+
+/// Runs `args` and presses Ctrl-C once the fine-tuning stage has begun (after the trainings,
+/// whose own Ctrl-C handling checkpoints them): the process must end at once with 130.
+fn interrupt_at_fine_tuning(args: &[&str]) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repdef"))
+        .current_dir(std::env::temp_dir())
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|line| line.starts_with("[4/5]")), "no fine-tuning stage");
+    // SAFETY: sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C during fine-tuning: {status:?}, then {rest:?}");
+    assert!(!rest.iter().any(|line| line.starts_with("[5/5]")), "it went on to the report: {rest:?}");
 }
 
 /// The baseline with every value raised by `delta` (as if ranks had been higher before).

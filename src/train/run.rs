@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -52,14 +52,38 @@ pub struct TrainOutcome {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Trainings running now (`reproduce` runs two side by side).
+static TRAINING: AtomicUsize = AtomicUsize::new(0);
 
+/// Ctrl-C while a training runs asks it to checkpoint and stop; at any other time (a
+/// reproduction's fine-tuning after its trainings) it ends the process as Ctrl-C does by
+/// default, exit code 130, since nothing else would ever look at the flag.
 fn install_interrupt_handler() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         // Another handler may already own SIGINT (e.g. in an embedding program); then Ctrl-C
         // simply kills the process and the last cadence checkpoint remains.
-        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        let _ = ctrlc::set_handler(|| match TRAINING.load(Ordering::SeqCst) {
+            0 => std::process::exit(130),
+            _ => INTERRUPTED.store(true, Ordering::SeqCst),
+        });
     });
+}
+
+/// Counts a training as running for its lifetime.
+struct Running;
+
+impl Running {
+    fn start() -> Self {
+        TRAINING.fetch_add(1, Ordering::SeqCst);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        TRAINING.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Creates a new run dir (configs + tokenizer) or reads a resumed one's configs.
@@ -161,6 +185,7 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
         req.data_dir.display(),
         out.display()
     ));
+    let _running = Running::start();
     install_interrupt_handler();
     INTERRUPTED.store(false, Ordering::SeqCst);
 
