@@ -135,14 +135,14 @@ struct TrainArgs {
     batch_size: Option<usize>,
     #[arg(long)]
     seq_len: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite_number)]
     lr: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long, value_enum)]
     mask_policy: Option<MaskPolicy>,
     /// MAE-LM ablation δ: fraction of picked positions kept as [MASK] in the encoder.
-    #[arg(long)]
+    #[arg(long, value_parser = finite_number)]
     keep_mask_frac: Option<f64>,
     /// MAE-LM decoder depth (default: 2 below `base`, 4 for `base`).
     #[arg(long)]
@@ -298,7 +298,7 @@ struct FinetuneArgs {
     epochs: Option<usize>,
     /// Peak learning rate, or a comma-separated grid (the default: 1e-4,3e-4,1e-3): each is
     /// fine-tuned over the seeds and the one with the best median dev score is reported.
-    #[arg(long, value_name = "LR[,LR…]", value_delimiter = ',')]
+    #[arg(long, value_name = "LR[,LR…]", value_delimiter = ',', value_parser = finite_number)]
     lr: Vec<f64>,
     #[arg(long)]
     batch_size: Option<usize>,
@@ -505,4 +505,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Analyze(args)) => crate::bench_analysis::bench_analyze(&args)?,
     }
     Ok(())
+}
+
+/// A number flag's value: NaN and infinities are refused where the flag is named (they would
+/// reach the configuration and fail there, or train on NaN).
+fn finite_number(text: &str) -> std::result::Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{text} is not a finite number"))
+    }
 }

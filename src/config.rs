@@ -478,6 +478,8 @@ pub fn apply_overrides<T: Serialize + serde::de::DeserializeOwned>(config: &T, o
             bail!("--set {key}={raw}: expected a value like {slot}{hint}");
         }
         *slot = parsed;
+        // Checked override by override, so that an error names the one at fault.
+        serde_json::from_value::<T>(doc.clone()).with_context(|| format!("--set {item}: not a valid value for {key}"))?;
     }
     serde_json::from_value(doc).context("--set: the overridden configuration is invalid")
 }
@@ -517,7 +519,8 @@ mod tests {
         assert_eq!(changed.mask.policy, MaskPolicy::Bert);
         assert!(apply_overrides(&base, &["no_such=1".into()]).unwrap_err().to_string().contains("no such setting"));
         assert!(apply_overrides(&base, &["lr=fast".into()]).is_err());
-        assert!(apply_overrides(&base, &["steps=-3".into()]).is_err());
+        let negative = format!("{:#}", apply_overrides(&base, &["steps=-3".into()]).unwrap_err());
+        assert!(negative.starts_with("--set steps=-3: not a valid value for steps: invalid value: integer `-3`"), "{negative}");
         assert!(apply_overrides(&base, &["mask.policy=sometimes".into()]).is_err());
     }
 

@@ -34,10 +34,16 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, text.as_bytes())
 }
 
-/// Parses the TOML `text` of the file at `path`; an error names the file and the line.
+/// Parses the TOML `text` of the file at `path`; an error names the file, and the line where the
+/// parser points at one (not where it points at a whole table or nowhere, as it does for keys
+/// of a flattened section).
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|span| format!("line {}: ", text[..span.start.min(text.len())].matches('\n').count() + 1)).unwrap_or_default();
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let line = match e.span() {
+            Some(span) if !span.is_empty() && line_of(span.start) == line_of(span.end - 1) => format!("line {}: ", line_of(span.start)),
+            _ => String::new(),
+        };
         anyhow::anyhow!("{}: {line}{}", path.display(), e.message())
     })
 }

@@ -423,6 +423,10 @@ seq_len = 32
         };
         let mistyped = load(&SPEC.replace("tokens = 1000", "tokens = \"1000\"")).unwrap_err().to_string();
         assert!(mistyped.contains("spec.toml: line 8: invalid type: string \"1000\""), "{mistyped}");
+        let unknown = load(&format!("{SPEC}seqlen = 64\n")).unwrap_err().to_string();
+        assert!(unknown.contains("spec.toml: line 10: unknown field `seqlen`"), "{unknown}");
+        let unknown = load(&SPEC.replace("name = \"t\"", "name = \"t\"\nsurprise = 1")).unwrap_err().to_string();
+        assert!(unknown.contains("spec.toml: line 3: unknown field `surprise`"), "{unknown}");
         let partial = load(&format!("{SPEC}[measure]\nmask_prob = 0.2\n")).unwrap();
         assert_eq!(partial.measure, MeasureSpec { mask_prob: 0.2, ..MeasureSpec::default() });
     }

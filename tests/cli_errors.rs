@@ -344,6 +344,19 @@ fn report_on_a_damaged_ranks_table_is_an_error_or_not_measured_never_does_not_ho
 }
 
 #[test]
+fn non_finite_numbers_are_refused_by_flag() {
+    for (args, flag) in [
+        (&["train", "--objective", "mlm", "--data", "d", "--out", "o", "--lr", "NaN"][..], "--lr <LR>"),
+        (&["finetune", "--model", "m", "--task", "sst2", "--out", "o", "--lr", "1e-3,inf"][..], "--lr <LR[,LR…]>"),
+    ] {
+        let output = repdef(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("is not a finite number"), "{stderr}");
+    }
+}
+
+#[test]
 fn bench_counts_that_cannot_be_measured_are_refused_by_name() {
     for (args, flag) in [
         (&["bench", "train", "--steps", "0"][..], "--steps"),

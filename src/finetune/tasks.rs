@@ -395,6 +395,10 @@ mod tests {
             Task::named(write("beyond.toml", &description(r#"["no", "yes"]"#, "accuracy").replace("label_column = 2", "label_column = 7")).to_str().unwrap());
         let error = format!("{:#}", beyond.unwrap().load().unwrap_err());
         assert!(error.contains("t.tsv line 2: the task's columns reach column 8 (counting from 1), but the row has 3"), "{error}");
+        // The parser points at no line for a key of the flattened format: none rather than line 1.
+        let typo = description(r#"["no", "yes"]"#, "accuracy").replace("text_columns", "text_colums");
+        let typo = Task::named(write("typo.toml", &typo).to_str().unwrap()).unwrap_err().to_string();
+        assert!(typo.contains("typo.toml: ") && typo.contains("text_colum") && !typo.contains("line 1"), "{typo}");
         let leak = description(r#"["no", "yes"]"#, "accuracy").replace("text_columns = [1]", "text_columns = [2]");
         assert!(Task::named(write("leak.toml", &leak).to_str().unwrap()).unwrap_err().to_string().contains("label_column 2 is also a text column"));
     }
