@@ -238,8 +238,18 @@ fn a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint() {
     request.config.lr = 1e30;
     request.config.grad_clip = 0.0;
     let error = train(&request).unwrap_err().to_string();
-    assert!(error.contains("loss became"), "{error}");
+    assert!(error.contains("loss became") && error.contains("the last good checkpoint"), "{error}");
     load_pretraining_model(&out, &Device::Cpu).expect("the last good checkpoint still loads");
+
+    // Diverging before the first checkpoint: the message does not promise one.
+    let early = dir.path().join("early");
+    let mut request = tiny_request(&data, &early, Objective::Mlm, 20);
+    request.config.checkpoint_every = 1000;
+    request.config.warmup_steps = 0;
+    request.config.lr = 1e30;
+    request.config.grad_clip = 0.0;
+    let error = train(&request).unwrap_err().to_string();
+    assert!(error.contains("no checkpoint was written yet") && !early.join("train_state.json").exists(), "{error}");
 }
 
 #[test]

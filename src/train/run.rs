@@ -200,11 +200,11 @@ pub fn train(req: &TrainRequest) -> Result<TrainOutcome> {
         let loss = step_loss.value()?;
         if !loss.is_finite() {
             progress.finish();
-            bail!(
-                "loss became {loss} at step {} (lr {lr:.2e}); stopped. The last good checkpoint in {} is kept; try a lower --lr or more --set warmup_steps",
-                state.step + 1,
-                out.display()
-            );
+            let kept = match out.join(TRAIN_STATE_FILE).exists() {
+                true => format!("the last good checkpoint in {} is kept", out.display()),
+                false => format!("no checkpoint was written yet, so {} has none to resume from", out.display()),
+            };
+            bail!("loss became {loss} at step {} (lr {lr:.2e}); stopped: {kept}; try a lower --lr or more --set warmup_steps", state.step + 1);
         }
         let grads = step_loss.loss.backward()?;
         let grad_norm = optimizer.grad_norm(&grads)?;
