@@ -231,24 +231,22 @@ fn resuming_a_finished_run_refreshes_a_stale_plateau_reference_and_nothing_else(
 fn a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_corpus(dir.path());
+    let diverge = |out: &Path, checkpoint_every: u64| {
+        let mut request = tiny_request(&data, out, Objective::Mlm, 20);
+        request.config.checkpoint_every = checkpoint_every;
+        request.config.warmup_steps = 0;
+        request.config.lr = 1e30;
+        request.config.grad_clip = 0.0;
+        train(&request).unwrap_err().to_string()
+    };
     let out = dir.path().join("run");
-    let mut request = tiny_request(&data, &out, Objective::Mlm, 20);
-    request.config.checkpoint_every = 1;
-    request.config.warmup_steps = 0;
-    request.config.lr = 1e30;
-    request.config.grad_clip = 0.0;
-    let error = train(&request).unwrap_err().to_string();
+    let error = diverge(&out, 1);
     assert!(error.contains("loss became") && error.contains("the last good checkpoint"), "{error}");
     load_pretraining_model(&out, &Device::Cpu).expect("the last good checkpoint still loads");
 
     // Diverging before the first checkpoint: the message does not promise one.
     let early = dir.path().join("early");
-    let mut request = tiny_request(&data, &early, Objective::Mlm, 20);
-    request.config.checkpoint_every = 1000;
-    request.config.warmup_steps = 0;
-    request.config.lr = 1e30;
-    request.config.grad_clip = 0.0;
-    let error = train(&request).unwrap_err().to_string();
+    let error = diverge(&early, 1000);
     assert!(error.contains("no checkpoint was written yet") && !early.join("train_state.json").exists(), "{error}");
 }
 
