@@ -6,7 +6,7 @@ use crate::config::ModelConfig;
 use crate::data::model_tokenizer::model_tokenizer;
 use crate::fsutil::write_atomic_with;
 use crate::model::{Encoder, PretrainingModel};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::Shape;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -44,6 +44,20 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<TensorFile> {
         tensors.insert(name, tensor);
     }
     Ok(TensorFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+}
+
+/// The `__metadata__` of a safetensors file, reading only its header.
+pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut file, &mut len).with_context(|| format!("{}: no safetensors header", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    ensure!(len <= 100 << 20, "{}: a safetensors header of {len} bytes", path.display());
+    let mut header = vec![0u8; len as usize];
+    std::io::Read::read_exact(&mut file, &mut header).with_context(|| format!("{}: truncated safetensors header", path.display()))?;
+    let mut header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).with_context(|| format!("{}: unreadable safetensors header", path.display()))?;
+    Ok(header.remove("__metadata__").map(serde_json::from_value).transpose()?.unwrap_or_default())
 }
 
 /// Writes named tensors atomically, with `format: pt` metadata so `transformers` accepts the file.
@@ -360,7 +374,7 @@ fn build_pretraining_model(tensors: HashMap<String, Tensor>, weights_path: &Path
 fn check_vocabulary(tokenizer: &Tokenizer, config: &ModelConfig, source: &Path) -> Result<()> {
     // A BERT vocabulary beside a RoBERTa model fits its embedding rows, but pads (and opens
     // and closes sequences) with other ids.
-    if let Some(pad) = tokenizer.token_to_id("[PAD]").or_else(|| tokenizer.token_to_id("<pad>")) {
+    if let Some(pad) = crate::data::tokenizer::special_id(tokenizer, "[PAD]", "<pad>") {
         if pad != config.pad_token_id {
             bail!(
                 "{}: the tokenizer pads with id {pad}, but config.json's pad_token_id is {}: the tokenizer does not belong to this model (give its own with --tokenizer)",

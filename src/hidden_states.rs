@@ -3,13 +3,12 @@
 //! `attention_mask`), e.g. for comparison with `transformers`' `output_hidden_states`. It
 //! overwrites only its own earlier output, never another file (a model's weights, its input).
 
-use crate::checkpoint::{load_encoder, write_safetensors};
+use crate::checkpoint::{load_encoder, read_safetensors_metadata, write_safetensors};
 use crate::data::textfile::read_text_file;
 use crate::model::{Ctx, EncoderInput, Tap, TapCache};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 
 /// The safetensors metadata that marks a file as this command's output: its taps, its model.
@@ -43,10 +42,12 @@ pub fn write_hidden_states(model_dir: &Path, tokenizer: Option<&Path>, texts: &[
                 ids.len(),
                 if closing { ", its closing special token included" } else { "" }
             );
-            let last = ids[ids.len() - 1];
-            ids.truncate(if closing { max_len - 1 } else { max_len });
             if closing {
+                let last = ids[ids.len() - 1];
+                ids.truncate(max_len - 1);
                 ids.push(last);
+            } else {
+                ids.truncate(max_len);
             }
         }
         rows.push(ids);
@@ -75,22 +76,9 @@ fn claim_output_file(out: &Path) -> Result<()> {
         Ok(m) if m.is_dir() => bail!("{shown} is a directory: name a new .safetensors file"),
         Ok(_) => {}
     }
-    let metadata = safetensors_metadata(out).unwrap_or_default();
+    let metadata = read_safetensors_metadata(out).unwrap_or_default();
     if !(metadata.contains_key(TAPS_KEY) && metadata.contains_key(MODEL_KEY)) {
         bail!("{shown} exists and is not an earlier hidden-states output: refusing to overwrite it; choose another path");
     }
     Ok(())
-}
-
-/// The `__metadata__` of a safetensors file, reading only its header.
-fn safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)?;
-    let len = u64::from_le_bytes(len);
-    anyhow::ensure!(len <= 100 << 20, "header of {len} bytes");
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)?;
-    let mut header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)?;
-    Ok(header.remove("__metadata__").map(serde_json::from_value).transpose()?.unwrap_or_default())
 }

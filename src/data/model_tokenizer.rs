@@ -105,10 +105,11 @@ pub fn model_tokenizer(model_dir: &Path, explicit: Option<&Path>) -> Result<(Tok
     let files = match explicit {
         Some(path) => {
             let given = TokenizerFiles::at(path)?;
+            let tokenizer = given.load()?;
             // A model that ships a tokenizer must be run with its vocabulary: another one of the
             // same size would load, and every id would mean another word.
             if let Some(own) = TokenizerFiles::in_dir(model_dir) {
-                if own.load()?.get_vocab(true) != given.load()?.get_vocab(true) {
+                if own.load()?.get_vocab(true) != tokenizer.get_vocab(true) {
                     bail!(
                         "{}: another vocabulary than the model's own {}: the tokenizer does not belong to this model (--tokenizer is for a model without one)",
                         path.display(),
@@ -116,7 +117,7 @@ pub fn model_tokenizer(model_dir: &Path, explicit: Option<&Path>) -> Result<(Tok
                     );
                 }
             }
-            given
+            return Ok((tokenizer, given.main_file().to_path_buf()));
         }
         None => {
             let parent = model_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -41,9 +41,7 @@ impl SpecialIds {
     /// Looks up each special token under its BERT name, then its RoBERTa name.
     pub fn from_tokenizer(tok: &Tokenizer) -> Result<Self> {
         let find = |role: &str, bert: &str, roberta: &str| {
-            tok.token_to_id(bert)
-                .or_else(|| tok.token_to_id(roberta))
-                .ok_or_else(|| anyhow!("tokenizer has no {role} token (looked for `{bert}` and `{roberta}`)"))
+            special_id(tok, bert, roberta).ok_or_else(|| anyhow!("tokenizer has no {role} token (looked for `{bert}` and `{roberta}`)"))
         };
         Ok(Self {
             pad: find("padding", "[PAD]", "<pad>")?,
@@ -53,6 +51,11 @@ impl SpecialIds {
             mask: find("mask", "[MASK]", "<mask>")?,
         })
     }
+}
+
+/// The id of a special token under its BERT name, else its RoBERTa name.
+pub fn special_id(tok: &Tokenizer, bert: &str, roberta: &str) -> Option<u32> {
+    tok.token_to_id(bert).or_else(|| tok.token_to_id(roberta))
 }
 
 /// The pipeline a trained tokenizer is built from, before it is erased into a `Tokenizer`.
